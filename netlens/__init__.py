@@ -1,0 +1,31 @@
+"""netlens: what a neural network sees and why it decides.
+
+The foundation: :class:`FlatModel` (a flat, named, hooked view of any model), the hook context
+managers of :mod:`netlens.hooks` and the architecture adapter :mod:`netlens.adapter`. The
+submodules ``image``, ``plot``, ``data`` and ``zoo`` are imported on first use.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from . import adapter, hooks
+from ._version import __version__
+from .adapter import preserved_state, relu_calls
+from .flat_model import FlatModel, UnknownLayerError
+from .hooks import Hook, HookDict, ModuleHook, TensorHook
+
+__all__ = [
+    "__version__", "FlatModel", "UnknownLayerError", "Hook", "HookDict", "ModuleHook",
+    "TensorHook", "preserved_state", "relu_calls", "adapter", "hooks", "image", "plot", "data",
+    "zoo",
+]
+
+_LAZY = ("image", "plot", "data", "zoo")
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return importlib.import_module(f".{name}", __name__)
+    raise AttributeError(f"module 'netlens' has no attribute {name!r}")

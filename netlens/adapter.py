@@ -1,0 +1,407 @@
+"""Make an arbitrary ``nn.Module`` analysable without changing what it computes.
+
+Three things break interpretability code on real architectures, and this module answers them:
+
+* **Which calls are ReLUs.** A ReLU can be an ``nn.ReLU`` module (in place or not), one module
+  called several times (torchvision ResNet blocks call their single ``relu`` twice), or a
+  functional ``F.relu`` / ``torch.relu`` / ``Tensor.relu`` with no module at all (every ReLU of
+  GoogLeNet and Inception v3, DenseNet's last one); ReLU6 is ``nn.ReLU6`` or ``F.relu6``.
+  :class:`CallTracer` sees every one of them as a *call*: it keeps a stack of the modules being
+  run (forward hooks on every submodule) and watches torch functions with a
+  ``TorchFunctionMode``, so a functional ReLU is attributed to the module whose forward made it.
+* **How to view a layer as a map.** Token layers of a ViT (``[B, extra + h*w, D]``) and the
+  channels-last layers of torchvision Swin / ConvNeXt blocks (``[B, H, W, C]``) are described by a
+  :class:`Layout` that converts them to ``[B, C, h, w]``. The layout is read off the forward pass
+  itself (the patch grid of the last spatial map, and the ``permute`` calls that switch to and from
+  channels-last), never guessed from a square root.
+* **Leaving the model as it was.** :func:`preserved_state` restores ``training``,
+  ``requires_grad``, ``inplace`` flags, parameter ``.grad`` and, on request, buffers, also when
+  the body raised.
+
+Names of calls: a module call is named by its dotted name, its k-th call in one forward pass
+(k >= 1) as ``"name:k"``; a functional activation call made inside module ``m`` is named
+``"m.relu()"`` (``"relu()"`` at the top level), with the same ``":k"`` rule.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+from collections.abc import Callable, Iterator
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.overrides import TorchFunctionMode
+
+from .hooks import HookDict, ModuleHook, TensorHook
+
+__all__ = [
+    "ActivationKind", "CallRecord", "CallTracer", "Layout", "preserved_state", "trace",
+    "relu_calls", "split_call_name", "first_tensor",
+]
+
+ActivationKind = Literal["relu", "relu6"]
+LayoutKind = Literal["nchw", "nhwc", "tokens", "vector", "other"]
+
+# Modules whose forward is a single activation call: that call belongs to the module itself.
+_ACTIVATION_MODULES = (nn.ReLU, nn.ReLU6, nn.Hardtanh)
+# Torch functions that are ReLU-family calls: name, and whether they always work in place.
+_RELU_FUNCTIONS: dict[Any, tuple[str, bool]] = {
+    F.relu: ("relu", False), F.relu_: ("relu", True), torch.relu: ("relu", False),
+    torch.relu_: ("relu", True), torch.Tensor.relu: ("relu", False),
+    torch.Tensor.relu_: ("relu", True), F.relu6: ("relu6", False), F.hardtanh: ("hardtanh", False),
+    F.hardtanh_: ("hardtanh", True),
+}
+_PERMUTES = {torch.permute, torch.Tensor.permute}
+_TO_CHANNELS_LAST, _TO_CHANNELS_FIRST = (0, 2, 3, 1), (0, 3, 1, 2)
+
+
+def first_tensor(output: Any) -> torch.Tensor | None:
+    """The tensor a layer produced: the output itself, or the first tensor of a tuple/list."""
+    if isinstance(output, torch.Tensor):
+        return output
+    if isinstance(output, (tuple, list)):
+        for item in output:
+            if isinstance(item, torch.Tensor):
+                return item
+    return None
+
+
+def split_call_name(name: str) -> tuple[str, int]:
+    """``"layer1.0.relu:1"`` -> ``("layer1.0.relu", 1)``; a name without ``:k`` has k = 0."""
+    base, sep, k = name.rpartition(":")
+    if sep and k.isdigit():
+        return base, int(k)
+    return name, 0
+
+
+def _activation_of(func: Any, args: tuple, kwargs: dict) -> tuple[ActivationKind, bool] | None:
+    """Whether a torch function call is a ReLU-family call, and whether it is in place."""
+    entry = _RELU_FUNCTIONS.get(func)
+    if entry is None:
+        return None
+    kind, inplace = entry
+    if kind == "hardtanh":  # ReLU6 modules call F.hardtanh(x, 0, 6)
+        params = dict(zip(("min_val", "max_val", "inplace"), args[1:]))
+        params.update(kwargs)
+        if float(params.get("min_val", -1.0)) != 0.0:
+            return None
+        if float(params.get("max_val", 1.0)) != 6.0:
+            return None
+        kind = "relu6"
+    if not inplace and func in (F.relu, F.relu6, F.hardtanh):
+        position = 3 if func is F.hardtanh else 1
+        inplace = bool(kwargs.get("inplace", args[position] if len(args) > position else False))
+    return kind, inplace  # type: ignore[return-value]
+
+
+@dataclasses.dataclass(frozen=True)
+class Layout:
+    """How a layer's output is laid out, and how to view it as a ``[B, C, h, w]`` map.
+
+    Attributes:
+        kind: ``"nchw"`` (a feature map), ``"nhwc"`` (channels last, torchvision Swin and
+            ConvNeXt blocks), ``"tokens"`` (``[B, extra + h*w, D]``, ViT), ``"vector"``
+            (``[B, D]``) or ``"other"`` (not viewable as a map, e.g. MaxViT windows).
+        extra: number of leading non-patch tokens (the class token) for ``"tokens"``.
+        stride: input pixels per token along (H, W) for ``"tokens"``, to find the grid for any
+            input size.
+    """
+
+    kind: LayoutKind
+    extra: int = 0
+    stride: tuple[int, int] = (1, 1)
+
+    @property
+    def is_spatial(self) -> bool:
+        return self.kind in ("nchw", "nhwc", "tokens")
+
+    def to_map(self, t: torch.Tensor, input_hw: tuple[int, int] | None = None) -> torch.Tensor:
+        """Views ``t`` as ``[B, C, h, w]`` (a view or a permuted view; no copy where possible).
+
+        Args:
+            t: the layer output.
+            input_hw: the (H, W) of the model input, needed to find the token grid of a
+                non-square input.
+
+        Raises:
+            ValueError: if the layer cannot be seen as a map.
+        """
+        if self.kind == "nchw":
+            return t
+        if self.kind == "nhwc":
+            return t.permute(0, 3, 1, 2)
+        if self.kind == "vector":
+            return t.reshape(t.shape[0], -1, 1, 1)
+        if self.kind == "tokens":
+            n = t.shape[1] - self.extra
+            h, w = self._grid(n, input_hw)
+            return t[:, self.extra:].transpose(1, 2).reshape(t.shape[0], t.shape[2], h, w)
+        raise ValueError(
+            f"a layer with output shape {tuple(t.shape)} (layout {self.kind!r}) cannot be viewed "
+            "as a [B, C, h, w] map; choose a layer with a spatial output")
+
+    def _grid(self, n: int, input_hw: tuple[int, int] | None) -> tuple[int, int]:
+        if input_hw is not None:
+            h, w = input_hw[0] // self.stride[0], input_hw[1] // self.stride[1]
+            if h * w == n:
+                return h, w
+        side = round(n ** 0.5)
+        if side * side == n:
+            return side, side
+        raise ValueError(f"cannot find the token grid of {n} patch tokens for input {input_hw}")
+
+
+@dataclasses.dataclass
+class CallRecord:
+    """One layer call seen during a forward pass.
+
+    Attributes:
+        name: the call's name (``"layer1.0.relu:1"``, ``"inception3a.branch1.relu()"``).
+        module_name: the module that was called, or for a functional call the module whose
+            forward made it (``""`` is the model itself).
+        index: which call of that module or function this is in the pass (0 for the first).
+        functional: True for a call of a torch function with no module of its own.
+        activation: ``"relu"`` or ``"relu6"`` for ReLU-family calls, else None.
+        inplace: whether the activation call worked in place.
+        type_name: the module's class name, or the function's name.
+        order: position in the order in which calls started.
+        shape: shape of the output tensor (the first one of a tuple), or None.
+        layout: how to view the output as a map.
+    """
+
+    name: str
+    module_name: str
+    index: int
+    functional: bool
+    activation: ActivationKind | None
+    inplace: bool
+    type_name: str
+    order: int
+    shape: tuple[int, ...] | None = None
+    layout: Layout = Layout("other")
+
+
+class _StopForward(Exception):
+    """Raised from a hook to end a forward pass early; caught by whoever asked for it."""
+
+
+class CallTracer(TorchFunctionMode):
+    """Sees every module call and every functional activation call of one model's forward.
+
+    Use it as a context manager around forward passes of ``model``. For each call that
+    completes, ``on_call(record, output)`` is called; it may return a replacement output (for a
+    module call, as a forward hook would; for a functional call, the function's result) or None.
+
+    Args:
+        model: the model whose forward passes are traced (its own hooks are added inside the
+            ``with`` block and removed at its end).
+        on_call: the callback, or None to only collect :attr:`calls`.
+        layouts: whether to work out each output's :class:`Layout` (costs a little time).
+    """
+
+    def __init__(
+        self, model: nn.Module,
+        on_call: Callable[[CallRecord, Any], Any] | None = None, *, layouts: bool = True,
+    ) -> None:
+        super().__init__()
+        self.model, self.on_call, self.layouts = model, on_call, layouts
+        self.calls: list[CallRecord] = []
+        self._hooks = HookDict()
+        self._names: dict[int, str] = {}
+        for n, m in model.named_modules(remove_duplicate=False):
+            self._names.setdefault(id(m), n)  # a module registered twice keeps its first name
+        self._reset()
+
+    def _reset(self) -> None:
+        self._stack: list[tuple[nn.Module, CallRecord | None]] = []
+        self._counts: dict[str, int] = {}
+        self._order = 0
+        self._channels_last = False
+        self._windowed = 0
+        self._grid: tuple[int, int] | None = None
+        self._input_hw: tuple[int, int] | None = None
+        self.calls = []
+
+    def __enter__(self) -> CallTracer:
+        self._hooks.__enter__()
+        try:
+            for module in {id(m): m for m in self.model.modules()}.values():
+                self._hooks.add(ModuleHook(module, self._pre, "forward_pre", with_kwargs=True))
+                self._hooks.add(ModuleHook(module, self._post, "forward", always_call=True))
+            super().__enter__()
+        except BaseException:
+            self._hooks.__exit__(None, None, None)
+            raise
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        try:
+            super().__exit__(*exc_info)
+        finally:
+            self._hooks.__exit__(*exc_info)
+            self._stack = []
+
+    def add_hook(self, tensor: torch.Tensor, fn: Callable[[torch.Tensor], Any]) -> None:
+        """Adds a gradient hook that is removed when the tracer's block ends."""
+        self._hooks.add(TensorHook(tensor, fn))
+
+    # -- bookkeeping -------------------------------------------------------------------------
+    def _next_name(self, base: str) -> tuple[str, int]:
+        k = self._counts.get(base, 0)
+        self._counts[base] = k + 1
+        return (base if k == 0 else f"{base}:{k}"), k
+
+    def _pre(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
+        if module is self.model:
+            self._reset()
+            x = first_tensor(args) if args else first_tensor(list(kwargs.values()))
+            if x is not None and x.dim() == 4:
+                self._input_hw = (int(x.shape[2]), int(x.shape[3]))
+            self._stack.append((module, None))
+            return
+        name = self._names.get(id(module))
+        if name is None or not self._stack:
+            self._stack.append((module, None))  # a module outside the model's tree
+            return
+        call_name, k = self._next_name(name)
+        record = CallRecord(call_name, name, k, False, None, False, type(module).__name__,
+                            self._order)
+        self._order += 1
+        self._stack.append((module, record))
+
+    def _post(self, module: nn.Module, args: tuple, output: Any) -> Any:
+        while self._stack and self._stack[-1][0] is not module:
+            self._stack.pop()  # modules that raised without running their hooks
+        if not self._stack:
+            return None
+        _, record = self._stack.pop()
+        if record is None or output is None:
+            return None
+        type_name = record.type_name
+        if type_name == "WindowPartition":  # MaxViT: [B, windows, tokens, C] until departition
+            self._windowed += 1
+        elif type_name == "WindowDepartition":
+            self._windowed = max(0, self._windowed - 1)
+        return self._complete(record, output)
+
+    def _complete(self, record: CallRecord, output: Any) -> Any:
+        t = first_tensor(output)
+        if t is not None:
+            record.shape = tuple(t.shape)
+            if self.layouts:
+                record.layout = self._layout_of(t)
+        self.calls.append(record)
+        if self.on_call is not None:
+            return self.on_call(record, output)
+        return None
+
+    def _layout_of(self, t: torch.Tensor) -> Layout:
+        if t.dim() == 4 and not self._windowed:
+            if self._channels_last:
+                self._grid = (int(t.shape[1]), int(t.shape[2]))
+                return Layout("nhwc")
+            self._grid = (int(t.shape[2]), int(t.shape[3]))
+            return Layout("nchw")
+        if t.dim() == 3 and self._grid is not None and not self._windowed:
+            h, w = self._grid
+            extra = int(t.shape[1]) - h * w
+            if 0 <= extra <= 8 and h * w > 1:
+                stride = (1, 1)
+                if self._input_hw is not None:
+                    stride = (max(1, self._input_hw[0] // h), max(1, self._input_hw[1] // w))
+                return Layout("tokens", extra, stride)
+        if t.dim() == 2:
+            return Layout("vector")
+        return Layout("other")
+
+    # -- functional calls --------------------------------------------------------------------
+    def __torch_function__(self, func: Any, types: Any, args: tuple = (), kwargs: Any = None):
+        kwargs = kwargs or {}
+        if not self._stack:
+            return func(*args, **kwargs)
+        if func in _PERMUTES:
+            dims: Any = kwargs["dims"] if "dims" in kwargs else args[1:]
+            if len(dims) == 1 and isinstance(dims[0], (tuple, list, torch.Size)):
+                dims = dims[0]
+            dims = tuple(int(d) for d in dims)
+            if args and isinstance(args[0], torch.Tensor) and args[0].dim() != 4:
+                pass
+            elif dims == _TO_CHANNELS_LAST:
+                self._channels_last = True
+            elif dims == _TO_CHANNELS_FIRST:
+                self._channels_last = False
+            return func(*args, **kwargs)
+        activation = _activation_of(func, args, kwargs)
+        if activation is None:
+            return func(*args, **kwargs)
+        module, parent = self._stack[-1]
+        if isinstance(module, _ACTIVATION_MODULES) and parent is not None:
+            parent.activation, parent.inplace = activation  # the module's own call
+            return func(*args, **kwargs)
+        owner = parent.module_name if parent is not None else ""
+        fname = "relu6" if activation[0] == "relu6" else "relu"
+        call_name, k = self._next_name(f"{owner}.{fname}()" if owner else f"{fname}()")
+        record = CallRecord(call_name, owner, k, True, activation[0], activation[1],
+                            getattr(func, "__name__", str(func)), self._order)
+        self._order += 1
+        output = func(*args, **kwargs)
+        replaced = self._complete(record, output)
+        return output if replaced is None else replaced
+
+
+def trace(model: nn.Module, x: torch.Tensor) -> list[CallRecord]:
+    """Runs one forward pass without gradients and returns every call, in start order.
+
+    The model's state (``training``, buffers such as BatchNorm statistics, flags) is restored
+    afterwards, so tracing a model in training mode does not change its running statistics,
+    and the global random state is left as it was.
+    """
+    devices = [x.device] if x.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices), preserved_state(model, buffers=True), \
+            torch.no_grad(), CallTracer(model) as tracer:
+        model(x)  # forked RNG: dropout in training mode must not advance the caller's RNG
+    return sorted(tracer.calls, key=lambda c: c.order)
+
+
+def relu_calls(model: nn.Module, x: torch.Tensor) -> list[CallRecord]:
+    """Every ReLU-family call (ReLU and ReLU6, module or functional) one forward pass makes.
+
+    Example:
+        >>> import torchvision
+        >>> len(relu_calls(torchvision.models.resnet18(), torch.zeros(1, 3, 64, 64)))
+        17
+    """
+    return [c for c in trace(model, x) if c.activation is not None]
+
+
+@contextlib.contextmanager
+def preserved_state(model: nn.Module, *, buffers: bool = False) -> Iterator[nn.Module]:
+    """Restores the model's mutable state when the block ends, also after an exception.
+
+    Restored: every module's ``training`` flag and ``inplace`` attribute, every parameter's
+    ``requires_grad`` and ``.grad``, and with ``buffers=True`` the values of all buffers (e.g.
+    BatchNorm running statistics that a forward pass in training mode would update).
+    """
+    modules = list(model.modules())
+    training = [m.training for m in modules]
+    inplace = [(m, m.inplace) for m in modules if isinstance(getattr(m, "inplace", None), bool)]
+    params = list(model.parameters())
+    flags = [(p.requires_grad, p.grad) for p in params]
+    saved_buffers = [(b, b.detach().clone()) for b in model.buffers()] if buffers else []
+    try:
+        yield model
+    finally:
+        for m, was_training in zip(modules, training):
+            m.training = was_training
+        for m, flag in inplace:
+            m.inplace = flag
+        for p, (requires_grad, grad) in zip(params, flags):
+            if p.requires_grad != requires_grad:
+                p.requires_grad_(requires_grad)
+            p.grad = grad
+        with torch.no_grad():
+            for b, value in saved_buffers:
+                b.copy_(value)

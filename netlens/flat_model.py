@@ -1,0 +1,355 @@
+"""``FlatModel``: a flat, named, hooked view of any model that computes exactly what it computes.
+
+Every layer call of the forward pass is reachable by PyTorch's dotted name (``"layer4.1.conv2"``,
+``"features.28"``); the k-th call of a module that runs several times as ``"layer1.0.relu:1"``;
+a functional activation with no module as ``"inception3a.branch1.relu()"`` (see
+:mod:`netlens.adapter`). Activations and gradients are recorded on request, and a forward pass
+can stop right after a layer.
+
+Example:
+    >>> import torch, torchvision
+    >>> fm = FlatModel(torchvision.models.resnet18().eval())
+    >>> fm.layer_names[:4]
+    ['conv1', 'bn1', 'relu', 'maxpool']
+    >>> x = torch.randn(1, 3, 64, 64, requires_grad=True)
+    >>> with fm.record(["layer3", "layer1.0.relu:1"], gradients=True) as rec:
+    ...     fm(x)[0, 7].backward()
+    >>> rec.activations["layer3"].shape, rec.gradients["layer3"].shape
+    (torch.Size([1, 256, 4, 4]), torch.Size([1, 256, 4, 4]))
+    >>> fm(x, until="layer2").shape  # nothing after layer2 is computed
+    torch.Size([1, 128, 8, 8])
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+import torch
+from torch import nn
+
+from .adapter import CallRecord, CallTracer, Layout, _StopForward, first_tensor, split_call_name
+from .hooks import HookDict, ModuleHook, TensorHook
+
+__all__ = ["FlatModel", "Recording", "UnknownLayerError", "check_input", "input_channels"]
+
+
+class UnknownLayerError(ValueError, KeyError):
+    """A layer name the model does not have (a ``ValueError`` and a ``KeyError``)."""
+
+    def __str__(self) -> str:  # KeyError would print the message quoted
+        return str(self.args[0]) if self.args else ""
+
+
+def input_channels(model: nn.Module) -> int | None:
+    """Channels the model expects: ``in_channels`` of its first convolution, if any."""
+    for module in model.modules():
+        if isinstance(module, nn.modules.conv._ConvNd):
+            return int(module.in_channels)
+    return None
+
+
+def check_input(x: Any, channels: int | None = None, *, finite: bool = False) -> torch.Tensor:
+    """Validates an image batch at the library boundary.
+
+    Args:
+        x: the input; must be a floating tensor of shape (B, C, H, W).
+        channels: the expected C, or None to accept any.
+        finite: also reject NaN and infinite values (costs one reduction).
+
+    Returns:
+        ``x`` unchanged.
+
+    Raises:
+        TypeError: ``x`` is not a floating-point tensor.
+        ValueError: wrong rank, channel count, empty batch or non-finite values.
+    """
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"expected the input as a torch.Tensor of shape (B, C, H, W), got "
+                        f"{type(x).__name__}; load images with netlens.image.load")
+    if not x.is_floating_point():
+        raise TypeError(f"expected a floating-point input, got dtype {x.dtype}; "
+                        "convert it with x.float() (and scale uint8 images to [0, 1])")
+    if x.dim() != 4:
+        hint = " (add the batch dimension with x.unsqueeze(0))" if x.dim() == 3 else ""
+        raise ValueError(f"expected an image batch of shape (B, C, H, W), got shape "
+                         f"{tuple(x.shape)}{hint}")
+    if x.shape[0] == 0:
+        raise ValueError("the input batch is empty (B = 0)")
+    if channels is not None and x.shape[1] != channels:
+        raise ValueError(f"the model expects {channels}-channel images, got {x.shape[1]} channels "
+                         f"(shape {tuple(x.shape)}); e.g. x.expand(-1, {channels}, -1, -1) "
+                         "repeats a grayscale channel")
+    if finite and not bool(torch.isfinite(x).all()):
+        raise ValueError("the input contains NaN or infinite values")
+    return x
+
+
+class Recording:
+    """Activations and gradients recorded by :meth:`FlatModel.record`.
+
+    Attributes:
+        activations: layer name -> detached copy of the layer's output (the first tensor of a
+            tuple output) from the latest forward pass.
+        gradients: layer name -> gradient of the backward pass w.r.t. that output (only when
+            ``gradients=True`` and the output required grad).
+    """
+
+    def __init__(self, fm: FlatModel, names: list[str], gradients: bool, detach: bool) -> None:
+        self.names, self._fm, self._want_grad, self._detach = names, fm, gradients, detach
+        self.activations: dict[str, torch.Tensor] = {}
+        self.gradients: dict[str, torch.Tensor] = {}
+        self._hooks: HookDict | None = None
+        self._exit: Callable[[], None] | None = None
+
+    def _store(self, name: str, output: Any) -> None:
+        t = first_tensor(output)
+        if t is None:
+            return
+        # A copy, because later in-place ops (ResNet's `out += identity`, in-place ReLUs) would
+        # otherwise change what we recorded.
+        self.activations[name] = t.detach().clone() if self._detach else t.clone()
+        if self._want_grad and t.requires_grad and self._hooks is not None:
+            self._hooks[f"grad:{name}"] = TensorHook(t, self._grad_setter(name))
+
+    def _grad_setter(self, name: str) -> Callable[[torch.Tensor], None]:
+        def store(grad: torch.Tensor) -> None:
+            self.gradients[name] = grad
+        return store
+
+    def __enter__(self) -> Recording:
+        self._hooks = HookDict().__enter__()
+        try:
+            self._exit = self._fm._install(self.names, self._store, self._hooks)
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        try:
+            if self._exit is not None:
+                self._exit()
+        finally:
+            self._exit = None
+            if self._hooks is not None:
+                self._hooks.__exit__(*exc_info)
+            self._hooks = None
+
+
+class FlatModel(nn.Module):
+    """A flat, ordered, named view over every layer call of ``model``.
+
+    ``FlatModel(model)(x)`` is ``model(x)``, bit for bit: the user's model is held, never copied
+    or changed, and hooks exist only inside :meth:`record` blocks and ``until=`` passes.
+
+    Args:
+        model: any ``nn.Module`` (a ``FlatModel`` is unwrapped).
+        example_input: an input used once to discover the layers. If omitted, the first real
+            forward pass is used, or, when names are needed before that, a zero image with the
+            channels of the first convolution and the model's ``image_size`` (224 by default).
+
+    Raises:
+        TypeError: if ``model`` is not an ``nn.Module``.
+    """
+
+    def __init__(self, model: nn.Module, example_input: torch.Tensor | None = None) -> None:
+        if isinstance(model, FlatModel):
+            model = model.model
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"FlatModel needs a torch.nn.Module, got {type(model).__name__}; "
+                            "pass the model object itself (e.g. torchvision.models.resnet18())")
+        super().__init__()
+        self.model = model
+        self._example = example_input
+        self._calls: dict[str, CallRecord] | None = None
+        self._channels = input_channels(model)
+
+    # -- discovery -------------------------------------------------------------------------
+    def _default_input(self) -> torch.Tensor:
+        if self._example is not None:
+            return self._example
+        size = getattr(self.model, "image_size", 224)
+        size = size if isinstance(size, int) else 224
+        ref = next(self.model.parameters(), None)
+        if ref is None:
+            ref = next(self.model.buffers(), torch.zeros(()))
+        batch = 2 if self.model.training else 1  # BatchNorm in training mode needs B > 1
+        return torch.zeros(batch, self._channels or 3, size, size, device=ref.device,
+                           dtype=ref.dtype if ref.is_floating_point() else torch.float32)
+
+    def _trace(self, x: torch.Tensor | None = None) -> dict[str, CallRecord]:
+        if self._calls is None:
+            from .adapter import trace
+
+            example = x if x is not None else self._default_input()
+            try:
+                calls = trace(self.model, example)
+            except Exception as e:
+                raise ValueError(
+                    f"could not run the model on an input of shape {tuple(example.shape)} to find "
+                    f"its layers ({type(e).__name__}: {e}); pass an input it accepts as "
+                    "FlatModel(model, example_input=x)") from e
+            self._calls = {c.name: c for c in calls}
+        return self._calls
+
+    @property
+    def layers(self) -> list[CallRecord]:
+        """Every layer call, in the order in which calls start (see :class:`CallRecord`)."""
+        return list(self._trace().values())
+
+    @property
+    def layer_names(self) -> list[str]:
+        """Names of every layer call, in execution order (the order in which calls start)."""
+        return list(self._trace())
+
+    def layer_info(self, name: str) -> CallRecord:
+        """The :class:`~netlens.adapter.CallRecord` of a layer: shape, layout, activation kind."""
+        return self._trace()[self.resolve_layer(name)]
+
+    def layout(self, name: str) -> Layout:
+        """How to view the layer's output as a ``[B, C, h, w]`` map."""
+        return self.layer_info(name).layout
+
+    def resolve_layer(self, name: str) -> str:
+        """Checks that ``name`` is a layer call of the forward pass and returns it.
+
+        Raises:
+            UnknownLayerError: with the closest names, if the model has no such layer, or an
+                explanation if the module exists but the forward pass never calls it.
+        """
+        if not isinstance(name, str):
+            raise TypeError(f"a layer name must be a str, got {type(name).__name__}")
+        calls = self._trace()
+        if name in calls:
+            return name
+        base, k = split_call_name(name)
+        modules = dict(self.model.named_modules())
+        if base in modules and base != "":
+            count = sum(1 for c in calls.values() if c.module_name == base and not c.functional)
+            if count == 0:
+                raise UnknownLayerError(
+                    f"the model has a module {base!r} ({type(modules[base]).__name__}) but its "
+                    "forward pass never calls it (for example an auxiliary head that runs only in "
+                    "training mode); choose one of the names in .layer_names")
+            raise UnknownLayerError(
+                f"module {base!r} is called {count} time(s) per forward pass, so {name!r} does not "
+                f"exist; use {base!r}" + (f" to {base}:{count - 1}" if count > 1 else ""))
+        close = difflib.get_close_matches(name, list(calls), n=5, cutoff=0.5)
+        hint = f"; did you mean {', '.join(map(repr, close))}?" if close else (
+            "; see .layer_names for the full list")
+        raise UnknownLayerError(f"the model has no layer named {name!r}{hint}")
+
+    def __getitem__(self, name: str) -> nn.Module | Callable[..., Any]:
+        """The module of a layer (any named module works), or the torch function of a
+        functional call such as ``"relu()"``."""
+        modules = dict(self.model.named_modules())
+        base, _ = split_call_name(name)
+        if base in modules and base != "":
+            if base == name or name in self._trace():
+                return modules[base]
+        record = self.layer_info(name)
+        if record.functional:
+            import torch.nn.functional as F
+
+            return F.relu6 if record.activation == "relu6" else F.relu
+        return modules[record.module_name]
+
+    # -- hooks -----------------------------------------------------------------------------
+    def _install(
+        self, names: Iterable[str], callback: Callable[[str, Any], Any], hooks: HookDict,
+    ) -> Callable[[], None]:
+        """Calls ``callback(name, output)`` for each named call in every forward pass while the
+        hooks live; returns a function that tears down anything that is not a hook."""
+        wanted = [self.resolve_layer(n) for n in names]
+        records = [self._trace()[n] for n in wanted]
+        if any(r.functional for r in records):  # functional calls need the full tracer
+            targets = set(wanted)
+
+            def on_call(record: CallRecord, output: Any) -> Any:
+                if record.name in targets:
+                    return callback(record.name, output)
+                return None
+
+            tracer = CallTracer(self.model, on_call, layouts=False).__enter__()
+            return lambda: tracer.__exit__(None, None, None)
+
+        modules = dict(self.model.named_modules())
+        by_module: dict[str, dict[int, str]] = {}
+        for r in records:
+            by_module.setdefault(r.module_name, {})[r.index] = r.name
+        counters: dict[str, int] = {}
+
+        def reset(*_: Any) -> None:
+            counters.clear()
+
+        hooks.add(ModuleHook(self.model, reset, "forward_pre", prepend=True))
+        for module_name, indices in by_module.items():
+            hooks.add(ModuleHook(modules[module_name], self._counter(
+                module_name, indices, counters, callback)))
+        return lambda: None
+
+    @staticmethod
+    def _counter(module_name: str, indices: dict[int, str], counters: dict[str, int],
+                 callback: Callable[[str, Any], Any]) -> Callable[..., Any]:
+        def hook(module: nn.Module, args: Any, output: Any) -> Any:
+            k = counters.get(module_name, 0)
+            counters[module_name] = k + 1
+            if k in indices:
+                return callback(indices[k], output)
+            return None
+        return hook
+
+    def record(
+        self, names: str | Iterable[str], gradients: bool = False, *, detach: bool = True,
+    ) -> Recording:
+        """A context manager that records the named layers' outputs (and gradients).
+
+        Args:
+            names: one layer name or several (see :attr:`layer_names`).
+            gradients: also record the gradient of each output during backward passes.
+            detach: store detached copies (default); False keeps them in the autograd graph.
+
+        Returns:
+            A :class:`Recording`, filled by each forward (and backward) pass in the block.
+
+        Raises:
+            UnknownLayerError: for a name that is not a layer call of the model.
+        """
+        names = [names] if isinstance(names, str) else list(names)
+        return Recording(self, names, gradients, detach)
+
+    # -- forward ---------------------------------------------------------------------------
+    def forward(self, x: torch.Tensor, *args: Any, until: str | None = None, **kwargs: Any) -> Any:
+        """Runs the model; with ``until=name`` stops right after that layer and returns its
+        output (still in the autograd graph). Nothing after the layer is computed."""
+        if isinstance(x, torch.Tensor) and x.dim() == 4:
+            check_input(x, self._channels)
+        if self._calls is None and self._example is None and isinstance(x, torch.Tensor):
+            self._trace(x)
+        if until is None:
+            return self.model(x, *args, **kwargs)
+        box: list[Any] = []
+
+        def stop(name: str, output: Any) -> Any:
+            box.append(output)
+            raise _StopForward(name)
+
+        with HookDict() as hooks:
+            teardown = self._install([until], stop, hooks)
+            try:
+                self.model(x, *args, **kwargs)
+            except _StopForward:
+                return box[0]
+            finally:
+                teardown()
+        raise ValueError(f"the forward pass ended without reaching layer {until!r} (it is not "
+                         "called for this input or mode)")
+
+    def extra_repr(self) -> str:
+        n = len(self._calls) if self._calls is not None else "?"
+        return f"layers={n}"
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.layer_names)

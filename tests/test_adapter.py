@@ -1,0 +1,142 @@
+from __future__ import annotations
+
+import pytest
+import torch
+import torchvision
+from torch import nn
+
+from netlens.adapter import CallTracer, Layout, preserved_state, relu_calls, trace
+
+# Issue #2: exact ReLU-family call counts, random init, one forward pass.
+RELU_COUNTS = [
+    ("resnet18", {}, 64, 17, 0),
+    ("resnext50_32x4d", {}, 32, 49, 0),
+    ("densenet121", {}, 32, 121, 1),
+    ("googlenet", {"aux_logits": False, "init_weights": False}, 32, 57, 57),
+    ("inception_v3", {"aux_logits": False, "init_weights": False}, 75, 94, 94),
+    ("mobilenet_v2", {}, 32, 35, 0),
+    ("shufflenet_v2_x0_5", {}, 32, 37, 0),
+    pytest.param("vit_b_16", {}, 224, 0, 0, marks=pytest.mark.slow),
+]
+
+
+@pytest.mark.parametrize("builder, kwargs, size, expected, functional", RELU_COUNTS)
+def test_relu_call_counts(builder, kwargs, size, expected, functional):
+    torch.manual_seed(0)
+    model = getattr(torchvision.models, builder)(**kwargs).eval()
+    calls = relu_calls(model, torch.zeros(1, 3, size, size))
+    assert len(calls) == expected
+    assert sum(c.functional for c in calls) == functional
+    assert len({c.name for c in calls}) == expected  # every call has its own name
+    if builder == "mobilenet_v2":
+        assert {c.activation for c in calls} == {"relu6"}
+
+
+def test_relu_calls_of_every_kind(every_relu_net):
+    calls = relu_calls(every_relu_net, torch.zeros(1, 3, 8, 8, dtype=torch.float64))
+    assert [(c.name, c.functional, c.inplace) for c in calls] == [
+        ("relu1", False, False), ("relu_inplace", False, True), ("shared", False, True),
+        ("shared:1", False, True), ("relu()", True, False), ("relu():1", True, False)]
+
+
+def test_resnet_reused_relu_is_named_per_call():
+    calls = relu_calls(torchvision.models.resnet18().eval(), torch.zeros(1, 3, 32, 32))
+    names = [c.name for c in calls]
+    assert names[:3] == ["relu", "layer1.0.relu", "layer1.0.relu:1"]
+    assert all(c.inplace and not c.functional for c in calls)
+
+
+def test_functional_relu_variants_are_found():
+    class Net(nn.Module):
+        def forward(self, x):
+            x = torch.nn.functional.relu6(x)
+            y = x.relu()
+            y.relu_()
+            torch.relu_(y)
+            z = torch.nn.functional.hardtanh(y, 0.0, 6.0)  # ReLU6 in disguise
+            return torch.nn.functional.hardtanh(z)  # not a ReLU: [-1, 1]
+
+    calls = relu_calls(Net(), torch.zeros(1, 1, 2, 2))
+    assert [(c.name, c.activation, c.inplace) for c in calls] == [
+        ("relu6()", "relu6", False), ("relu()", "relu", False), ("relu():1", "relu", True),
+        ("relu():2", "relu", True), ("relu6():1", "relu6", False)]
+
+
+def test_trace_leaves_training_model_rng_and_buffers_alone():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Dropout(0.5), nn.ReLU())
+    model.train()
+    buffers = {k: v.clone() for k, v in model.state_dict().items()}
+    x = torch.randn(2, 3, 8, 8)
+    rng = torch.random.get_rng_state()
+    calls = trace(model, x)
+    assert [c.name for c in calls] == ["0", "1", "2", "3"]
+    assert torch.equal(torch.random.get_rng_state(), rng)
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in buffers.items())
+    assert model.training
+
+
+def test_vit_token_layers_become_maps():
+    torch.manual_seed(0)
+    vit = torchvision.models.VisionTransformer(
+        image_size=32, patch_size=8, num_layers=2, num_heads=2, hidden_dim=16, mlp_dim=32).eval()
+    x = torch.randn(2, 3, 32, 32)
+    calls = {c.name: c for c in trace(vit, x)}
+    layout = calls["encoder.layers.encoder_layer_1"].layout
+    assert layout == Layout("tokens", extra=1, stride=(8, 8))
+    assert calls["conv_proj"].layout.kind == "nchw" and calls["heads"].layout.kind == "vector"
+    seen = {}
+    with CallTracer(vit, lambda r, o: seen.setdefault(r.name, o)):
+        vit(x)
+    tokens = seen["encoder.layers.encoder_layer_1"]
+    grid = layout.to_map(tokens, (32, 32))
+    assert grid.shape == (2, 16, 4, 4)
+    # token 1 + (i * 4 + j) is the patch in row i, column j
+    assert torch.equal(grid[:, :, 2, 3], tokens[:, 1 + 2 * 4 + 3])
+
+
+def test_swin_channels_last_layers_become_maps():
+    torch.manual_seed(0)
+    swin = torchvision.models.swin_t().eval()
+    calls = {c.name: c for c in trace(swin, torch.zeros(1, 3, 64, 64))}
+    assert calls["features.0.0"].layout.kind == "nchw"  # the patch-embedding conv
+    assert calls["features.7"].layout.kind == "nhwc" and calls["features.7"].shape == (1, 2, 2, 768)
+    assert calls["norm"].layout.kind == "nhwc"
+    assert calls["permute"].layout.kind == "nchw" and calls["flatten"].layout.kind == "vector"
+    t = torch.arange(24.0).reshape(1, 2, 3, 4)
+    assert torch.equal(Layout("nhwc").to_map(t), t.permute(0, 3, 1, 2))
+
+
+def test_convnext_block_internals_are_channels_last():
+    model = torchvision.models.convnext_tiny().eval()
+    calls = {c.name: c for c in trace(model, torch.zeros(1, 3, 32, 32))}
+    assert calls["features.1.0.block.0"].layout.kind == "nchw"
+    assert calls["features.1.0.block.2"].layout.kind == "nhwc"
+    assert calls["features.1.0"].layout.kind == "nchw"
+
+
+def test_layout_errors():
+    with pytest.raises(ValueError, match="cannot be viewed"):
+        Layout("other").to_map(torch.zeros(1, 2, 3))
+    with pytest.raises(ValueError, match="token grid"):
+        Layout("tokens", extra=1, stride=(8, 8)).to_map(torch.zeros(1, 1 + 7, 4), (32, 32))
+
+
+def test_preserved_state_restores_everything_after_an_error():
+    model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2), nn.ReLU(inplace=True)).eval()
+    model[0].weight.grad = torch.ones_like(model[0].weight)
+    grad = model[0].weight.grad
+    running_mean = model[1].running_mean.clone()
+    with pytest.raises(RuntimeError):
+        with preserved_state(model, buffers=True):
+            model.train()
+            model[2].inplace = False
+            for p in model.parameters():
+                p.requires_grad_(False)
+                p.grad = None
+            model(torch.randn(4, 1, 5, 5))  # updates the running statistics
+            raise RuntimeError
+    assert not model.training and not model[1].training and model[2].inplace
+    assert all(p.requires_grad for p in model.parameters())
+    assert model[0].weight.grad is grad
+    assert torch.equal(model[1].running_mean, running_mean)

@@ -1,0 +1,178 @@
+from __future__ import annotations
+
+import pytest
+import torch
+import torchvision
+from torch import nn
+
+from netlens import FlatModel, UnknownLayerError
+from netlens.flat_model import check_input
+
+
+@pytest.fixture(scope="module")
+def resnet() -> nn.Module:
+    torch.manual_seed(0)
+    return torchvision.models.resnet18().eval()
+
+
+def test_layer_names_in_execution_order_with_reused_calls(resnet):
+    fm = FlatModel(resnet)
+    names = fm.layer_names
+    assert names[:6] == ["conv1", "bn1", "relu", "maxpool", "layer1", "layer1.0"]
+    assert names.index("layer1.0.relu") < names.index("layer1.0.conv2")
+    assert names.index("layer1.0.bn2") < names.index("layer1.0.relu:1")
+    assert names[-2:] == ["avgpool", "fc"] and len(names) == len(set(names))
+    assert fm["layer1.0.relu:1"] is resnet.layer1[0].relu is fm["layer1.0.relu"]
+    assert fm["layer4.1.conv2"] is resnet.layer4[1].conv2
+    assert fm.layer_info("layer1.0.relu:1").index == 1
+    assert list(fm) == names
+
+
+def test_output_is_bit_identical_and_model_is_not_copied(resnet, untouched):
+    x = torch.randn(2, 3, 48, 40)
+    with untouched(resnet):
+        fm = FlatModel(resnet)
+        assert fm.model is resnet
+        assert torch.equal(fm(x), resnet(x))
+        with fm.record(["layer2", "layer1.0.relu:1"], gradients=True):
+            assert torch.equal(fm(x), resnet(x))
+        assert FlatModel(fm).model is resnet  # a FlatModel is unwrapped, not nested
+
+
+def test_record_matches_a_hand_written_hook(every_relu_net, untouched):
+    """Activations and gradients, for a module call, a reused module's 2nd call and F.relu."""
+    fm = FlatModel(every_relu_net)
+    x = torch.randn(3, 3, 8, 8, dtype=torch.float64, requires_grad=True)
+    with untouched(every_relu_net):
+        with fm.record(["conv3", "shared:1", "relu()"], gradients=True) as rec:
+            torch.autograd.grad(fm(x)[:, 2].sum(), x)
+    # The oracle: plain PyTorch hooks. Values are cloned at the call because conv3's output is
+    # overwritten by the in-place ReLU that follows it.
+    values, grads, handles = {}, {}, []
+
+    def keep(name):
+        def hook(module, args, output):
+            values[name] = output.detach().clone()
+            output.register_hook(lambda g: grads.__setitem__(name, g))
+        return hook
+
+    calls = []
+    handles.append(every_relu_net.conv3.register_forward_hook(keep("conv3")))
+    handles.append(every_relu_net.shared.register_forward_hook(
+        lambda m, a, o: keep(f"shared:{len(calls)}")(m, a, o) or calls.append(1)))
+    handles.append(every_relu_net.conv5.register_forward_hook(
+        lambda m, a, o: torch.relu(o)))  # replaces conv5's output by relu(conv5): same values
+    try:
+        out = every_relu_net(x)
+        torch.autograd.grad(out[:, 2].sum(), x)
+    finally:
+        for h in handles:
+            h.remove()
+    for name in ("conv3", "shared:1"):
+        assert torch.equal(rec.activations[name], values[name])
+        assert torch.allclose(rec.gradients[name], grads[name], rtol=0, atol=1e-12)
+    relu = rec.activations["relu()"]
+    assert torch.equal(relu, torch.relu(every_relu_net.conv5(values["shared:1"])))
+    # d out / d relu(): through mean pooling, torch.relu and fc (the last relu's mask)
+    pooled = relu.mean((2, 3))
+    upstream = every_relu_net.fc.weight[2] * (pooled > 0)
+    expected = (upstream[:, :, None, None] / 64).expand_as(relu)
+    assert torch.allclose(rec.gradients["relu()"], expected, rtol=0, atol=1e-12)
+
+
+def test_recorded_activation_is_not_changed_by_later_inplace_ops(resnet):
+    fm = FlatModel(resnet)
+    x = torch.randn(1, 3, 32, 32)
+    bn = []
+    h = resnet.layer1[0].bn2.register_forward_hook(lambda m, i, o: bn.append(o.clone()))
+    try:
+        with fm.record("layer1.0.bn2") as rec:  # followed by `out += identity` in place
+            fm(x)
+    finally:
+        h.remove()
+    assert torch.equal(rec.activations["layer1.0.bn2"], bn[-1])
+
+
+def test_until_stops_early_and_keeps_the_graph(resnet):
+    fm = FlatModel(resnet)
+    fm.layer_names  # the layers are found by one forward pass; do it before counting calls
+    calls = []
+    h = resnet.layer3.register_forward_pre_hook(lambda *a: calls.append(1))
+    x = torch.randn(1, 3, 32, 32, requires_grad=True)
+    try:
+        out = fm(x, until="layer2.0.relu:1")
+    finally:
+        h.remove()
+    assert calls == []  # nothing after the layer ran
+    expected = {}
+    h = resnet.layer2[0].relu.register_forward_hook(lambda m, i, o: expected.setdefault(
+        len(expected), o.detach().clone()))
+    try:
+        resnet(x)
+    finally:
+        h.remove()
+    assert torch.equal(out.detach(), expected[1])
+    out.sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+
+
+def test_until_on_a_functional_call():
+    torch.manual_seed(0)
+    net = torchvision.models.googlenet(aux_logits=False, init_weights=False).eval()
+    fm = FlatModel(net)
+    x = torch.randn(1, 3, 32, 32)
+    out = fm(x, until="inception3a.branch2.1.relu()")
+    assert out.shape == (1, 128, 4, 4) and (out >= 0).all()
+    assert fm["inception3a.branch2.1.relu()"] is torch.nn.functional.relu
+
+
+def test_bad_input_errors(resnet):
+    with pytest.raises(TypeError, match="needs a torch.nn.Module"):
+        FlatModel(lambda x: x)  # type: ignore[arg-type]
+    fm = FlatModel(resnet)
+    with pytest.raises(UnknownLayerError, match=r"did you mean 'layer4'"):
+        fm.resolve_layer("layer5")
+    with pytest.raises(KeyError):  # also a KeyError, as for a dict
+        fm["layer4.1.conv9"]
+    with pytest.raises(ValueError, match="layer1.0.relu:1"):
+        fm.record("layer1.0.relu:2").__enter__()
+    with pytest.raises(ValueError, match=r"shape \(B, C, H, W\).*unsqueeze"):
+        fm(torch.zeros(3, 32, 32))
+    with pytest.raises(ValueError, match="expects 3-channel images, got 1"):
+        fm(torch.zeros(1, 1, 32, 32))
+    with pytest.raises(TypeError, match="floating-point"):
+        check_input(torch.zeros(1, 3, 4, 4, dtype=torch.uint8))
+    with pytest.raises(ValueError, match="NaN"):
+        check_input(torch.full((1, 3, 4, 4), float("nan")), finite=True)
+
+
+def test_until_a_layer_the_forward_never_reaches():
+    torch.manual_seed(0)
+    net = torchvision.models.googlenet(aux_logits=True, init_weights=False).eval()
+    fm = FlatModel(net, example_input=torch.zeros(1, 3, 32, 32))
+    with pytest.raises(UnknownLayerError, match="never calls it"):
+        fm(torch.zeros(1, 3, 32, 32), until="aux1")
+
+    class Branchy(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = nn.Identity(), nn.Identity()
+
+        def forward(self, x):
+            return self.a(x) if x.sum() > 0 else self.b(x)
+
+    fm = FlatModel(Branchy(), example_input=torch.ones(1, 3, 2, 2))
+    with pytest.raises(ValueError, match="without reaching layer 'a'"):
+        fm(-torch.ones(1, 3, 2, 2), until="a")
+
+
+def test_default_example_input_and_helpful_failure():
+    fm = FlatModel(torchvision.models.squeezenet1_1().eval())
+    assert "features.0" in fm.layer_names
+
+    class NeedsTwoInputs(nn.Module):
+        def forward(self, x, y):
+            return x + y
+
+    with pytest.raises(ValueError, match="example_input"):
+        FlatModel(NeedsTwoInputs()).layer_names
