@@ -82,7 +82,7 @@ def test_model_restored_after_errors_in_forward_and_backward(entry):
     model = built(entry)
     before = model_state(model)
     x = entry.input(1, requires_grad=True)
-    fm = FlatModel(model)
+    fm = FlatModel(model, example_input=x.detach())
     name = mid_layer(fm)
     module = dict(model.named_modules())[fm.layer_info(name).module_name]
 

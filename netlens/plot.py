@@ -1,0 +1,438 @@
+"""Display attributions: positive/negative saliency, heatmap overlays and figure grids.
+
+Everything that normalizes an attribution for display lives here; attribution methods return raw
+tensors. Figures are built with matplotlib's object-oriented API (``matplotlib.figure.Figure``),
+never through ``pyplot``, so they work headless, hold no global state and are garbage-collected
+like any object. Save one with ``fig.savefig(path)``; in a notebook, a returned Figure is shown.
+
+Image tensors are expected normalized with ``mean``/``std`` (ImageNet's by default, as
+:func:`netlens.image.load` returns them); pass ``mean=None, std=None`` for raw ``[0, 1]`` pixels.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Literal
+
+import numpy as np
+import PIL.Image
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from netlens.image import IMAGENET_MEAN, IMAGENET_STD, Stats, to_numpy
+
+if TYPE_CHECKING:  # matplotlib is imported lazily: it costs about a second
+    from matplotlib.axes import Axes
+    from matplotlib.colors import Colormap
+    from matplotlib.figure import Figure, SubFigure
+
+__all__ = [
+    "Reduce",
+    "grid",
+    "normalize_map",
+    "overlay",
+    "positive_negative_saliency",
+    "show",
+]
+
+Reduce = Literal["abs_max", "max", "sum", "mean", "l2"]
+"""How :func:`normalize_map` reduces channels: ``abs_max`` is ``max_c |a_c|`` (Simonyan et al.),
+``max`` is ``max_c a_c``, ``sum`` and ``mean`` are signed, ``l2`` is the channel-wise norm."""
+
+_PANEL_INCHES = 2.5
+
+
+def positive_negative_saliency(attr: Tensor) -> tuple[Tensor, Tensor]:
+    """Split an attribution into its positive and negative parts, each scaled to ``[0, 1]``.
+
+    ``pos = max(attr, 0) / max(attr)`` and ``neg = max(-attr, 0) / max(-attr)``, with the maxima
+    taken per image over ``(C, H, W)``. A part that is zero everywhere stays zero.
+
+    Args:
+        attr: a floating attribution ``(B, C, H, W)``, or ``(C, H, W)`` for one image.
+
+    Returns:
+        ``(pos, neg)``, two non-negative tensors of ``attr``'s shape, dtype and device.
+
+    Raises:
+        TypeError: if ``attr`` is not a floating tensor.
+        ValueError: if ``attr`` is not 3-D or 4-D.
+
+    Example:
+        >>> pos, neg = positive_negative_saliency(torch.tensor([[[[2.0, -1.0, 1.0]]]]))
+        >>> pos.flatten().tolist(), neg.flatten().tolist()
+        ([1.0, 0.0, 0.5], [0.0, 1.0, 0.0])
+    """
+    _check_float(attr, "attr")
+    if attr.ndim not in (3, 4):
+        raise ValueError(f"attr must be (B, C, H, W) or (C, H, W), got shape {tuple(attr.shape)}")
+    dims = tuple(range(attr.ndim - 3, attr.ndim))  # per image: the last three dimensions
+
+    def part(a: Tensor) -> Tensor:
+        a = a.clamp(min=0)
+        peak = a.amax(dim=dims, keepdim=True)
+        return a / torch.where(peak > 0, peak, torch.ones_like(peak))
+
+    return part(attr), part(-attr)
+
+
+def normalize_map(
+    attr: Tensor,
+    *,
+    reduce: Reduce | None = "abs_max",
+    absolute: bool = False,
+    clip: float | tuple[float, float] | None = 99.0,
+) -> Tensor:
+    """Turn an attribution into a ``[0, 1]`` map for display (never for metrics).
+
+    Steps, per image: reduce the channels, optionally take ``abs``, clip to percentiles, then
+    min-max scale to ``[0, 1]``. A constant map becomes all zeros.
+
+    Args:
+        attr: ``(B, C, H, W)``, ``(C, H, W)`` or ``(H, W)``; a 3-D tensor is one image.
+        reduce: channel reduction, one of ``"abs_max"``, ``"max"``, ``"sum"``, ``"mean"``,
+            ``"l2"``; ``None`` keeps the channels.
+        absolute: take the absolute value after the reduction.
+        clip: a percentile ``p`` in ``[0, 100]`` caps values at the p-th percentile; a pair
+            ``(lo, hi)`` clips to both; ``None`` does not clip.
+
+    Returns:
+        A detached tensor ``(B, 1, H, W)`` (``(B, C, H, W)`` with ``reduce=None``) on
+        ``attr``'s device, float64 for a float64 input and float32 otherwise.
+
+    Raises:
+        TypeError: if ``attr`` is not a tensor.
+        ValueError: if the shape, ``reduce`` or ``clip`` is invalid.
+
+    Example:
+        >>> normalize_map(torch.tensor([[0.0, -2.0], [1.0, 4.0]]), clip=None).flatten().tolist()
+        [0.0, 0.5, 0.25, 1.0]
+    """
+    if not isinstance(attr, Tensor):
+        raise TypeError(f"attr must be a torch.Tensor, got {type(attr).__name__}")
+    if attr.ndim == 2:
+        attr = attr[None, None]
+    elif attr.ndim == 3:
+        attr = attr[None]
+    if attr.ndim != 4:
+        raise ValueError(
+            f"attr must be (B, C, H, W), (C, H, W) or (H, W), got shape {tuple(attr.shape)}"
+        )
+    a = attr.detach()
+    a = a if a.dtype == torch.float64 else a.float()
+    if reduce == "abs_max":
+        a = a.abs().amax(dim=1, keepdim=True)
+    elif reduce == "max":
+        a = a.amax(dim=1, keepdim=True)
+    elif reduce == "sum":
+        a = a.sum(dim=1, keepdim=True)
+    elif reduce == "mean":
+        a = a.mean(dim=1, keepdim=True)
+    elif reduce == "l2":
+        a = a.norm(dim=1, keepdim=True)
+    elif reduce is not None:
+        raise ValueError(
+            f"reduce must be 'abs_max', 'max', 'sum', 'mean', 'l2' or None, got {reduce!r}"
+        )
+    if absolute:
+        a = a.abs()
+    flat = a.flatten(1)
+    if clip is not None:
+        lo_p, hi_p = _percentiles(clip)
+        lo = _percentile(flat, lo_p) if lo_p > 0 else flat.amin(dim=1)
+        hi = _percentile(flat, hi_p) if hi_p < 100 else flat.amax(dim=1)
+        flat = torch.minimum(torch.maximum(flat, lo[:, None]), hi[:, None])
+    lo, hi = flat.amin(dim=1, keepdim=True), flat.amax(dim=1, keepdim=True)
+    span = hi - lo
+    flat = (flat - lo) / torch.where(span > 0, span, torch.ones_like(span))
+    return flat.reshape(a.shape)
+
+
+def overlay(
+    image: Tensor,
+    attr: Tensor,
+    alpha: float = 0.5,
+    cmap: str | Colormap = "jet",
+    mean: Stats = IMAGENET_MEAN,
+    std: Stats = IMAGENET_STD,
+    *,
+    reduce: Reduce | None = "abs_max",
+    clip: float | tuple[float, float] | None = 99.0,
+) -> np.ndarray:
+    """Blend an attribution heatmap over its image.
+
+    The attribution goes through :func:`normalize_map`, is upsampled bilinearly to the image size
+    if smaller (a CAM, an occlusion map), coloured with ``cmap`` and blended as
+    ``(1 - alpha) * image + alpha * heatmap``.
+
+    Args:
+        image: one image ``(1, C, H, W)`` or ``(C, H, W)``, ``C`` in 1, 3, normalized with
+            ``mean``/``std``.
+        attr: ``(H', W')``, ``(C', H', W')`` or ``(1, C', H', W')`` of any size (resized to the
+            image's); its channels are reduced with ``reduce``.
+        alpha: weight of the heatmap, in ``[0, 1]``.
+        cmap: a matplotlib colormap or its name.
+        mean: the mean ``image`` was normalized with; ``None`` if it was not shifted.
+        std: the std ``image`` was normalized with; ``None`` if it was not scaled.
+        reduce: channel reduction, see :func:`normalize_map`.
+        clip: percentile clipping, see :func:`normalize_map`.
+
+    Returns:
+        A float32 array ``(H, W, 3)`` with values in ``[0, 1]``, ready for ``imshow``.
+
+    Raises:
+        TypeError: if ``image`` or ``attr`` is not a tensor.
+        ValueError: if a shape or ``alpha`` is invalid.
+
+    Example:
+        >>> overlay(torch.rand(3, 8, 8), torch.rand(1, 2, 2), mean=None, std=None).shape
+        (8, 8, 3)
+    """
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+    if not isinstance(attr, Tensor):
+        raise TypeError(f"attr must be a torch.Tensor, got {type(attr).__name__}")
+    if attr.ndim == 4 and attr.shape[0] != 1:
+        raise ValueError(
+            f"overlay() takes one attribution (C', H', W'), got a batch {tuple(attr.shape)}; "
+            f"use show() for batches"
+        )
+    img = to_numpy(image, mean, std)
+    if img.shape[-1] == 1:
+        img = np.repeat(img, 3, axis=-1)
+    h, w = img.shape[:2]
+    m = normalize_map(attr, reduce=reduce, clip=clip)
+    if m.shape[0] != 1 or m.shape[1] != 1:
+        raise ValueError(f"attr must reduce to one map, got shape {tuple(m.shape)}; set reduce")
+    if tuple(m.shape[-2:]) != (h, w):
+        m = F.interpolate(m, size=(h, w), mode="bilinear", align_corners=False).clamp(0.0, 1.0)
+    heat = _colormap(cmap)(m[0, 0].cpu().numpy())[..., :3]
+    return np.clip((1.0 - alpha) * img + alpha * heat, 0.0, 1.0).astype(np.float32)
+
+
+def show(
+    x: Tensor,
+    attr: Tensor | None = None,
+    *,
+    titles: Sequence[str] | str | None = None,
+    cmap: str | Colormap = "jet",
+    alpha: float = 0.5,
+    mean: Stats = IMAGENET_MEAN,
+    std: Stats = IMAGENET_STD,
+    ncols: int | None = None,
+    reduce: Reduce | None = "abs_max",
+    clip: float | tuple[float, float] | None = 99.0,
+    panel_size: float = _PANEL_INCHES,
+) -> Figure:
+    """Show a batch of images, each beside its attribution overlay.
+
+    Args:
+        x: images ``(B, C, H, W)`` or one image ``(C, H, W)``, normalized with ``mean``/``std``.
+        attr: ``None`` to show the images only, or attributions ``(B, C', H', W')`` or
+            ``(B, H', W')`` (for one ``(C, H, W)`` image also ``(C', H', W')`` or ``(H', W')``).
+        titles: one title per image, e.g. ``"pred: cat / true: dog"``.
+        cmap: heatmap colormap, see :func:`overlay`.
+        alpha: heatmap weight, see :func:`overlay`.
+        mean: the mean ``x`` was normalized with; ``None`` if it was not shifted.
+        std: the std ``x`` was normalized with; ``None`` if it was not scaled.
+        ncols: images per row (each takes two panels with ``attr``); default up to 4, or 3.
+        reduce: channel reduction, see :func:`normalize_map`.
+        clip: percentile clipping, see :func:`normalize_map`.
+        panel_size: size of one panel in inches.
+
+    Returns:
+        A ``matplotlib.figure.Figure`` with B axes, or 2B with ``attr`` (image, overlay).
+
+    Raises:
+        TypeError: if ``x`` or ``attr`` is not a tensor.
+        ValueError: if the shapes, titles or ``ncols`` do not fit together.
+
+    Example:
+        >>> fig = show(torch.rand(2, 3, 8, 8), torch.rand(2, 1, 4, 4), mean=None, std=None)
+        >>> len(fig.axes)
+        4
+    """
+    if not isinstance(x, Tensor):
+        raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
+    if x.ndim == 3:
+        x = x[None]
+        if attr is not None and attr.ndim in (2, 3):
+            attr = attr[None]
+    if x.ndim != 4:
+        raise ValueError(f"x must be (B, C, H, W) or (C, H, W), got shape {tuple(x.shape)}")
+    b = x.shape[0]
+    if attr is not None:
+        if not isinstance(attr, Tensor):
+            raise TypeError(f"attr must be a torch.Tensor or None, got {type(attr).__name__}")
+        if attr.ndim == 3:
+            attr = attr[:, None]
+        if attr.ndim != 4 or attr.shape[0] != b:
+            raise ValueError(
+                f"attr must be (B, C', H', W') or (B, H', W') with B={b}, got shape "
+                f"{tuple(attr.shape)}"
+            )
+    labels = _titles(titles, b)
+    per = 1 if attr is None else 2
+    ncols = _ncols(ncols, b, 4 if attr is None else 3)
+    fig, cells = _figure(b, ncols, per, panel_size)
+    for i, cell in enumerate(cells):
+        axes = cell.subplots(1, per, squeeze=False)[0]
+        _imshow(axes[0], to_numpy(x[i], mean, std))
+        if attr is not None:
+            blended = overlay(x[i], attr[i], alpha, cmap, mean, std, reduce=reduce, clip=clip)
+            _imshow(axes[1], blended)
+        if labels is not None:
+            if per == 1:
+                axes[0].set_title(labels[i])
+            else:
+                cell.suptitle(labels[i])
+    return fig
+
+
+def grid(
+    images: Tensor | Sequence[Tensor | PIL.Image.Image | np.ndarray],
+    titles: Sequence[str] | None = None,
+    ncols: int | None = None,
+    *,
+    mean: Stats = IMAGENET_MEAN,
+    std: Stats = IMAGENET_STD,
+    cmap: str | Colormap = "gray",
+    panel_size: float = _PANEL_INCHES,
+) -> Figure:
+    """Lay out images in a grid, one panel each.
+
+    Args:
+        images: a batch ``(B, C, H, W)``, or a sequence of images, each a tensor ``(C, H, W)``,
+            ``(1, C, H, W)`` or ``(H, W)`` (normalized with ``mean``/``std``), a PIL image, or a
+            numpy array ``(H, W)``/``(H, W, 3|4)`` (uint8 or float in ``[0, 1]``, shown as is).
+        titles: one title per image.
+        ncols: panels per row; default up to 4.
+        mean: the mean the tensors were normalized with; ``mean=None, std=None`` for ``[0, 1]``
+            tensors such as maps from :func:`normalize_map`.
+        std: the std the tensors were normalized with.
+        cmap: colormap for single-channel images, over ``[0, 1]`` (``[0, 255]`` for uint8).
+        panel_size: size of one panel in inches.
+
+    Returns:
+        A ``matplotlib.figure.Figure`` with one axes per image.
+
+    Raises:
+        TypeError: if an image is of an unsupported type.
+        ValueError: if a shape, the titles or ``ncols`` are invalid.
+
+    Example:
+        >>> len(grid(torch.rand(3, 3, 8, 8), mean=None, std=None).axes)
+        3
+    """
+    if isinstance(images, Tensor) and images.ndim == 3:
+        images = images[None]
+    if isinstance(images, Tensor) and images.ndim != 4:
+        raise ValueError(
+            f"a tensor of images must be (B, C, H, W), got shape {tuple(images.shape)}"
+        )
+    items = list(images)
+    labels = _titles(titles, len(items))
+    fig, cells = _figure(len(items), _ncols(ncols, len(items), 4), 1, panel_size)
+    for i, (cell, img) in enumerate(zip(cells, items)):
+        ax = cell.subplots()
+        _imshow(ax, _display_array(img, mean, std), cmap)
+        if labels is not None:
+            ax.set_title(labels[i])
+    return fig
+
+
+# ---------------------------------------------------------------------------------------------
+# helpers
+
+
+def _check_float(t: object, name: str) -> None:
+    if not isinstance(t, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+    if not t.dtype.is_floating_point:
+        raise TypeError(f"{name} must be a floating tensor, got dtype {t.dtype}")
+
+
+def _percentiles(clip: float | tuple[float, float]) -> tuple[float, float]:
+    if isinstance(clip, bool):
+        raise TypeError("clip must be a percentile, a (lo, hi) pair of percentiles or None")
+    lo, hi = (0.0, clip) if isinstance(clip, (int, float)) else tuple(clip)
+    if not 0.0 <= lo < hi <= 100.0:
+        raise ValueError(
+            f"clip must be a percentile in (0, 100] or a pair 0 <= lo < hi <= 100, got {clip!r}"
+        )
+    return float(lo), float(hi)
+
+
+def _percentile(flat: Tensor, p: float) -> Tensor:
+    """Per-row percentile with linear interpolation, like ``numpy.percentile``.
+
+    Sorting instead of ``torch.quantile``, which refuses inputs over 2**24 elements.
+    """
+    v = flat.sort(dim=1).values
+    pos = p / 100.0 * (v.shape[1] - 1)
+    i = int(pos)
+    j = min(i + 1, v.shape[1] - 1)
+    return torch.lerp(v[:, i], v[:, j], pos - i)
+
+
+def _colormap(cmap: str | Colormap) -> Colormap:
+    import matplotlib
+
+    return matplotlib.colormaps[cmap] if isinstance(cmap, str) else cmap
+
+
+def _titles(titles: Sequence[str] | str | None, n: int) -> list[str] | None:
+    if titles is None:
+        return None
+    labels = [titles] if isinstance(titles, str) else [str(t) for t in titles]
+    if len(labels) != n:
+        raise ValueError(f"got {len(labels)} titles for {n} images")
+    return labels
+
+
+def _ncols(ncols: int | None, n: int, default: int) -> int:
+    if ncols is None:
+        return max(1, min(n, default))
+    if not isinstance(ncols, int) or ncols < 1:
+        raise ValueError(f"ncols must be a positive int, got {ncols!r}")
+    return ncols
+
+
+def _figure(n: int, ncols: int, per: int, panel_size: float) -> tuple[Figure, list[SubFigure]]:
+    """A figure with ``n`` cells (subfigures) of ``per`` panels each, ``ncols`` cells per row."""
+    from matplotlib.figure import Figure
+
+    if n == 0:
+        raise ValueError("nothing to show: got no images")
+    nrows = -(-n // ncols)
+    ncols = min(ncols, n)
+    size = (panel_size * per * ncols, (panel_size + 0.3) * nrows)
+    fig = Figure(figsize=size, layout="constrained")
+    cells = fig.subfigures(nrows, ncols, squeeze=False).flatten().tolist()
+    return fig, cells[:n]
+
+
+def _display_array(img: object, mean: Stats, std: Stats) -> np.ndarray:
+    if isinstance(img, Tensor):
+        if img.ndim == 2:
+            img = img[None]
+        arr = to_numpy(img, mean, std)
+        return arr[..., 0] if arr.shape[-1] == 1 else arr
+    if isinstance(img, PIL.Image.Image):
+        return np.asarray(img if img.mode in ("L", "RGB", "RGBA") else img.convert("RGB"))
+    if isinstance(img, np.ndarray):
+        if img.ndim == 2 or (img.ndim == 3 and img.shape[-1] in (3, 4)):
+            return img
+        raise ValueError(f"numpy images must be (H, W) or (H, W, 3|4), got shape {img.shape}")
+    raise TypeError(
+        f"images must be torch.Tensor, PIL.Image.Image or numpy.ndarray, got {type(img).__name__}"
+    )
+
+
+def _imshow(ax: Axes, arr: np.ndarray, cmap: str | Colormap = "gray") -> None:
+    if arr.ndim == 2:
+        ax.imshow(arr, cmap=_colormap(cmap), vmin=0, vmax=255 if arr.dtype == np.uint8 else 1)
+    else:
+        ax.imshow(arr)
+    ax.set_axis_off()

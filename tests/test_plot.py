@@ -1,0 +1,151 @@
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import numpy as np  # noqa: E402
+import PIL.Image  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+from netlens import plot  # noqa: E402
+from netlens.image import load  # noqa: E402
+
+
+def _gen() -> torch.Generator:
+    return torch.Generator().manual_seed(0)
+
+
+def test_positive_negative_saliency_hand_made():
+    attr = torch.tensor(
+        [
+            [[[2.0, -1.0], [1.0, -4.0]]],
+            [[[0.0, 0.0], [0.0, 0.0]]],
+            [[[3.0, 1.5], [0.0, 0.0]]],
+        ]
+    )
+    pos, neg = plot.positive_negative_saliency(attr)
+    assert pos.shape == neg.shape == attr.shape
+    assert torch.equal(pos[0], torch.tensor([[[1.0, 0.0], [0.5, 0.0]]]))
+    assert torch.equal(neg[0], torch.tensor([[[0.0, 0.25], [0.0, 1.0]]]))
+    assert torch.equal(pos[1], torch.zeros(1, 2, 2))  # all-zero map: no NaN
+    assert torch.equal(neg[1], torch.zeros(1, 2, 2))
+    assert torch.equal(pos[2], torch.tensor([[[1.0, 0.5], [0.0, 0.0]]]))
+    assert torch.equal(neg[2], torch.zeros(1, 2, 2))  # no negative part
+
+
+def test_positive_negative_saliency_single_image_and_per_image_max():
+    attr = torch.randn(3, 5, 5, generator=_gen(), dtype=torch.float64)
+    pos, neg = plot.positive_negative_saliency(attr)
+    assert pos.dtype == torch.float64
+    assert torch.allclose(pos, attr.clamp(min=0) / attr.max())
+    assert torch.allclose(neg, (-attr).clamp(min=0) / (-attr).max())
+    batch = torch.stack([attr, 10 * attr])
+    bpos, _ = plot.positive_negative_saliency(batch)
+    assert torch.allclose(bpos[0], bpos[1])  # scaled per image
+    with pytest.raises(ValueError, match="shape"):
+        plot.positive_negative_saliency(torch.rand(4, 4))
+    with pytest.raises(TypeError, match="floating"):
+        plot.positive_negative_saliency(torch.ones(1, 2, 2, dtype=torch.int64))
+
+
+def test_normalize_map():
+    attr = torch.tensor([[[1.0, -3.0]], [[-2.0, 1.0]]])  # (C=2, H=1, W=2)
+    m = plot.normalize_map(attr, clip=None)
+    assert m.shape == (1, 1, 1, 2)
+    assert torch.allclose(m.flatten(), torch.tensor([0.0, 1.0]))  # abs-max: [2, 3]
+    s = plot.normalize_map(attr, reduce="sum", clip=None)  # [-1, -2]
+    assert torch.allclose(s.flatten(), torch.tensor([1.0, 0.0]))
+    s_abs = plot.normalize_map(attr, reduce="sum", absolute=True, clip=None)  # [1, 2]
+    assert torch.allclose(s_abs.flatten(), torch.tensor([0.0, 1.0]))
+    assert plot.normalize_map(attr, reduce=None).shape == (1, 2, 1, 2)
+    zero = plot.normalize_map(torch.zeros(2, 3, 4, 4))
+    assert torch.equal(zero, torch.zeros(2, 1, 4, 4))
+    with pytest.raises(ValueError, match="reduce"):
+        plot.normalize_map(attr, reduce="median")
+    with pytest.raises(ValueError, match="clip"):
+        plot.normalize_map(attr, clip=(50, 10))
+
+
+def test_normalize_map_percentile_clip_matches_numpy():
+    attr = torch.rand(2, 1, 10, 10, generator=_gen(), dtype=torch.float64)
+    attr[0, 0, 0, 0] = 100.0  # one outlier
+    m = plot.normalize_map(attr, clip=(5, 95))
+    for i in range(2):
+        a = attr[i].flatten().numpy()
+        lo, hi = np.percentile(a, [5, 95])
+        ref = (np.clip(a, lo, hi) - lo) / (hi - lo)
+        assert np.allclose(m[i].flatten().numpy(), ref)
+    assert m.min() == 0 and m.max() == 1
+    assert plot.normalize_map(attr, clip=None)[0].median() < 0.01  # squashed by the outlier
+    assert plot.normalize_map(attr, clip=99)[0].median() > 0.2
+
+
+@pytest.mark.parametrize("shape", [(16, 16), (1, 16, 16), (3, 16, 16), (1, 3, 16, 16), (1, 4, 4)])
+def test_overlay_shape_and_range(shape):
+    image = load(np.random.default_rng(0).random((16, 16, 3)))
+    attr = torch.randn(*shape, generator=_gen())
+    out = plot.overlay(image, attr)
+    assert out.shape == (16, 16, 3) and out.dtype == np.float32
+    assert out.min() >= 0 and out.max() <= 1
+
+
+def test_overlay_alpha_extremes():
+    raw = torch.rand(3, 8, 8, generator=_gen())
+    attr = torch.rand(1, 2, 2, generator=_gen())
+    out0 = plot.overlay(raw, attr, alpha=0.0, mean=None, std=None)
+    assert np.allclose(out0, raw.permute(1, 2, 0).numpy(), atol=1e-6)
+    out1 = plot.overlay(raw, torch.zeros(8, 8), alpha=1.0, cmap="gray", mean=None, std=None)
+    assert np.allclose(out1, 0.0)
+    with pytest.raises(ValueError, match="alpha"):
+        plot.overlay(raw, attr, alpha=1.5, mean=None, std=None)
+    with pytest.raises(ValueError, match="batch"):
+        plot.overlay(raw, torch.rand(2, 1, 8, 8), mean=None, std=None)
+
+
+@pytest.mark.parametrize("b", [1, 3])
+def test_show(tmp_path, b):
+    x = torch.randn(b, 3, 24, 24, generator=_gen())
+    fig = plot.show(x)
+    assert isinstance(fig, Figure) and len(fig.axes) == b
+    attr = torch.randn(b, 1, 6, 6, generator=_gen())
+    titles = [f"pred: cat / true: dog {i}" for i in range(b)]
+    fig = plot.show(x, attr, titles=titles)
+    assert isinstance(fig, Figure) and len(fig.axes) == 2 * b
+    path = tmp_path / "show.png"
+    fig.savefig(path)
+    with PIL.Image.open(path) as im:
+        assert im.size[0] > 0 and im.size[1] > 0
+
+
+def test_show_variants():
+    x = torch.randn(3, 16, 16, generator=_gen())
+    assert len(plot.show(x, torch.rand(16, 16), titles="one").axes) == 2
+    assert len(plot.show(x[None], torch.rand(1, 16, 16)).axes) == 2  # (B, H', W')
+    assert len(plot.show(torch.randn(5, 3, 8, 8), ncols=2).axes) == 5
+    with pytest.raises(ValueError, match="titles"):
+        plot.show(torch.randn(2, 3, 8, 8), titles=["a"])
+    with pytest.raises(ValueError, match="B=2"):
+        plot.show(torch.randn(2, 3, 8, 8), torch.rand(3, 1, 8, 8))
+    with pytest.raises(ValueError, match="ncols"):
+        plot.show(torch.randn(2, 3, 8, 8), ncols=0)
+
+
+def test_grid(tmp_path):
+    items = [
+        torch.randn(3, 8, 8, generator=_gen()),
+        PIL.Image.new("RGB", (8, 8), "red"),
+        np.zeros((8, 8), np.uint8),
+        np.ones((8, 8, 3), np.float32),
+    ]
+    fig = plot.grid(items, titles=list("abcd"), ncols=3)
+    assert isinstance(fig, Figure) and len(fig.axes) == 4
+    fig.savefig(tmp_path / "grid.png")
+    maps = plot.normalize_map(torch.randn(3, 3, 8, 8, generator=_gen()))
+    assert len(plot.grid(maps, mean=None, std=None, cmap="jet").axes) == 3
+    with pytest.raises(TypeError, match="images"):
+        plot.grid([1, 2])
+    with pytest.raises(ValueError, match="no images"):
+        plot.grid([])
