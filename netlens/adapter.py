@@ -168,6 +168,8 @@ class CallRecord:
         inplace: whether the activation call worked in place.
         type_name: the module's class name, or the function's name.
         order: position in the order in which calls started.
+        end_order: position in the order in which calls completed (a container completes after
+            its children: the last spatial layer to complete in a ResNet is ``"layer4"``).
         shape: shape of the output tensor (the first one of a tuple), or None.
         layout: how to view the output as a map.
     """
@@ -180,6 +182,7 @@ class CallRecord:
     inplace: bool
     type_name: str
     order: int
+    end_order: int = -1
     shape: tuple[int, ...] | None = None
     layout: Layout = Layout("other")
 
@@ -288,6 +291,7 @@ class CallTracer(TorchFunctionMode):
         return self._complete(record, output)
 
     def _complete(self, record: CallRecord, output: Any) -> Any:
+        record.end_order = len(self.calls)
         t = first_tensor(output)
         if t is not None:
             record.shape = tuple(t.shape)

@@ -22,6 +22,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
@@ -165,6 +166,7 @@ class FlatModel(nn.Module):
         self._example = example_input
         self._calls: dict[str, CallRecord] | None = None
         self._channels = input_channels(model)
+        self.traced_input_shape = None  # the shape of the input the layers were found with
 
     # -- discovery -------------------------------------------------------------------------
     def _default_input(self) -> torch.Tensor:
@@ -192,6 +194,7 @@ class FlatModel(nn.Module):
                     f"its layers ({type(e).__name__}: {e}); pass an input it accepts as "
                     "FlatModel(model, example_input=x)") from e
             self._calls = {c.name: c for c in calls}
+            self.traced_input_shape: tuple[int, ...] | None = tuple(example.shape)
         return self._calls
 
     @property
@@ -233,9 +236,10 @@ class FlatModel(nn.Module):
                     f"the model has a module {base!r} ({type(modules[base]).__name__}) but its "
                     "forward pass never calls it (for example an auxiliary head that runs only in "
                     "training mode); choose one of the names in .layer_names")
+            last = f" to '{base}:{count - 1}'" if count > 1 else ""
             raise UnknownLayerError(
                 f"module {base!r} is called {count} time(s) per forward pass, so {name!r} does not "
-                f"exist; use {base!r}" + (f" to {base}:{count - 1}" if count > 1 else ""))
+                f"exist; use {base!r}{last}")
         close = difflib.get_close_matches(name, list(calls), n=5, cutoff=0.5)
         hint = f"; did you mean {', '.join(map(repr, close))}?" if close else (
             "; see .layer_names for the full list")
@@ -320,12 +324,59 @@ class FlatModel(nn.Module):
         names = [names] if isinstance(names, str) else list(names)
         return Recording(self, names, gradients, detach)
 
+    @contextlib.contextmanager
+    def intercept(
+        self, names: str | Iterable[str], fn: Callable[[str, Any], Any],
+    ) -> Iterator[None]:
+        """Calls ``fn(name, output)`` on each named layer call of every forward pass in the block.
+
+        ``fn`` may return a replacement output (as a forward hook would) or None. This is how
+        techniques change the backward rule of every ReLU call, functional ones included: e.g.
+        ``fm.intercept(fm.relu_names, lambda n, out: hooks.add(TensorHook(out, rule)))``.
+
+        Raises:
+            UnknownLayerError: for a name that is not a layer call of the model.
+        """
+        names = [names] if isinstance(names, str) else list(names)
+        with HookDict() as hooks:
+            teardown = self._install(names, fn, hooks)
+            try:
+                yield
+            finally:
+                teardown()
+
+    def last_spatial_layer(self) -> str:
+        """The last layer to complete whose output is a map with more than one position
+        (``"layer4"`` for a ResNet, the last encoder block's output for a ViT): the default layer
+        of CAM methods.
+
+        Raises:
+            ValueError: if the model has no spatial layer.
+        """
+        resamplers = ("AdaptiveAvgPool2d", "AdaptiveMaxPool2d")  # they only resize the map
+        spatial = [c for c in self.layers if c.layout.is_spatial and c.shape is not None
+                   and not c.functional and _positions(c) > 1 and c.type_name not in resamplers]
+        if not spatial:
+            raise ValueError("the model has no layer with a spatial output (a map of more than "
+                             "one position); pass layer= explicitly")
+        return max(spatial, key=lambda c: c.end_order).name
+
+    def ensure_traced(self, x: torch.Tensor) -> None:
+        """Finds the layers with ``x`` (a few images of it) if they are not known yet."""
+        if self._calls is None and self._example is None:
+            self._trace(x[:2])
+
+    @property
+    def relu_names(self) -> list[str]:
+        """Names of every ReLU-family call (ReLU, ReLU6; module or functional), in order."""
+        return [c.name for c in self.layers if c.activation is not None]
+
     # -- forward ---------------------------------------------------------------------------
     def forward(self, x: torch.Tensor, *args: Any, until: str | None = None, **kwargs: Any) -> Any:
         """Runs the model; with ``until=name`` stops right after that layer and returns its
         output (still in the autograd graph). Nothing after the layer is computed."""
-        if isinstance(x, torch.Tensor) and x.dim() == 4:
-            check_input(x, self._channels)
+        if isinstance(x, torch.Tensor) and (self._channels is not None or x.dim() == 4):
+            check_input(x, self._channels)  # an image model: fail early, with the fix
         if self._calls is None and self._example is None and isinstance(x, torch.Tensor):
             self._trace(x)
         if until is None:
@@ -353,3 +404,15 @@ class FlatModel(nn.Module):
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.layer_names)
+
+
+def _positions(record: CallRecord) -> int:
+    """Number of spatial positions of a layer's output (tokens: excluding the extra ones)."""
+    shape, layout = record.shape or (), record.layout
+    if layout.kind == "nchw":
+        return int(shape[2] * shape[3])
+    if layout.kind == "nhwc":
+        return int(shape[1] * shape[2])
+    if layout.kind == "tokens":
+        return int(shape[1] - layout.extra)
+    return 1

@@ -73,9 +73,10 @@ class ModuleHook(Hook):
     Args:
         module: the module to hook.
         fn: the hook function, with PyTorch's signature for ``kind``.
-        kind: ``"forward"`` (``fn(module, args, output)``), ``"forward_pre"`` (``fn(module, args)``),
-            ``"full_backward"`` or ``"full_backward_pre"``.
-        **options: passed to the ``register_*`` call (``prepend``, ``with_kwargs``, ``always_call``).
+        kind: ``"forward"`` (``fn(module, args, output)``), ``"forward_pre"``
+            (``fn(module, args)``), ``"full_backward"`` or ``"full_backward_pre"``.
+        **options: passed to the ``register_*`` call (``prepend``, ``with_kwargs``,
+            ``always_call``).
     """
 
     def __init__(
@@ -110,14 +111,15 @@ class TensorHook(Hook):
         super().__init__()
         if not tensor.requires_grad:
             raise ValueError("cannot hook the gradient of a tensor that does not require grad")
-        self.tensor, self.fn = tensor, fn
+        self.tensor: torch.Tensor | None = tensor
+        self.fn = fn
 
     def _register(self) -> RemovableHandle:
-        return self.tensor.register_hook(self.fn)
-
-    def remove(self) -> None:
-        super().remove()
-        self.tensor = None  # type: ignore[assignment]  # do not keep the graph alive
+        if self.tensor is None:
+            raise RuntimeError("a TensorHook can be registered only once")
+        handle = self.tensor.register_hook(self.fn)
+        self.tensor = None  # the handle suffices to remove it; do not keep the tensor alive
+        return handle
 
 
 class HookDict:
