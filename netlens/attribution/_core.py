@@ -167,6 +167,7 @@ def auto_batch_size(
     """
     if max_memory is None:
         max_memory = DEFAULT_MAX_MEMORY["cuda" if x.device.type == "cuda" else "cpu"]
+    fm.ensure_traced(x)
     modules = dict(fm.model.named_modules())
     elements = 0
     for c in fm.layers:

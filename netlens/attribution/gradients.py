@@ -1,17 +1,27 @@
-"""Gradient attributions: saliency, input × gradient, guided backprop.
+"""Gradient attributions: saliency, input × gradient, guided backprop, SmoothGrad, integrated
+gradients, and the input gradient of one channel of one layer.
 
 All are exact on every architecture: guided backprop changes the backward rule of *every*
 ReLU-family call the adapter finds (modules, in-place, reused, functional ``F.relu``), where
 other libraries only see ``nn.ReLU`` modules and silently fall back to plain gradients.
+
+Methods that multiply passes (SmoothGrad samples, IG steps) evaluate ``count × B`` points in
+sample-major order, point ``(k, b)`` being sample (or step) ``k`` of image ``b``, split into
+passes of ``batch_size`` points. Noise is drawn and gradients are accumulated per sample ``k``
+in increasing order, so the result does not depend on the chunking.
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
+import numbers
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Literal, overload
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..adapter import first_tensor
@@ -23,12 +33,23 @@ from ._core import (
     chunks,
     guarded,
     prepare,
+    progress_bar,
     resolve_target,
     select,
     split_target,
 )
 
-__all__ = ["saliency", "input_x_gradient", "guided_backprop", "NetlensWarning"]
+__all__ = [
+    "saliency", "input_x_gradient", "guided_backprop", "smooth_grad", "integrated_gradients",
+    "layer_channel_gradient", "NetlensWarning",
+]
+
+IGMethod = Literal["gausslegendre", "riemann_trapezoid", "riemann_left", "riemann_right",
+                   "riemann_middle"]
+SmoothVariant = Literal["mean", "squared", "vargrad"]
+
+# Standard deviation of the "blur" IG baseline, as a fraction of the image's larger side.
+BLUR_SIGMA = 0.1
 
 
 class NetlensWarning(UserWarning):
@@ -64,11 +85,19 @@ def guided_relus(fm: FlatModel) -> Iterator[int]:
             yield len(names)
 
 
+def _grad_at(fm: FlatModel, points: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """d output[i, targets[i]] / d points[i] for every point (one forward and backward pass)."""
+    points = points.detach().requires_grad_(True)
+    grad, = torch.autograd.grad(select(fm(points), targets).sum(), points)
+    return grad
+
+
 def _input_gradients(
     fm: FlatModel, x: torch.Tensor, target: Target, *, guided: bool = False,
     batch_size: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """d score / d x for every image, and the resolved targets (chunked over the batch)."""
+    fm.ensure_traced(x)
     if batch_size is None:
         batch_size = auto_batch_size(fm, x)
     grads, targets = [], []
@@ -82,6 +111,69 @@ def _input_gradients(
             grads.append(grad)
             targets.append(ti)
     return torch.cat(grads), torch.cat(targets)
+
+
+def _scores(fm: FlatModel, x: torch.Tensor, batch_size: int) -> torch.Tensor:
+    """The model's ``(B, outputs)`` output on ``x``, without gradients, in chunks."""
+    outs = []
+    with torch.no_grad():
+        for part in chunks(x.shape[0], batch_size):
+            out = first_tensor(fm(x[part]))
+            if out is None:
+                raise TypeError("the model returned no tensor of scores")
+            outs.append(out.reshape(out.shape[0], -1))
+    return torch.cat(outs)
+
+
+def _along_path(
+    fm: FlatModel, x: torch.Tensor, targets: torch.Tensor, count: int,
+    point: Callable[[int, slice], torch.Tensor],
+    add: Callable[[int, slice, torch.Tensor], None], *, batch_size: int,
+    progress: bool | None, desc: str,
+) -> None:
+    """Gradients at ``count × B`` points, ``batch_size`` points per pass.
+
+    Point ``(k, b)`` is ``point(k, rows)[b - rows.start]``; points are visited in sample-major
+    order (k, then b), and ``add(k, rows, grads)`` receives each sample's gradients in that
+    order, whatever the chunking.
+    """
+    batch = x.shape[0]
+    with progress_bar(count * batch, progress, desc) as bar:
+        for part in chunks(count * batch, batch_size):
+            groups = [(k, slice(max(part.start - k * batch, 0), min(part.stop - k * batch, batch)))
+                      for k in range(part.start // batch, (part.stop - 1) // batch + 1)]
+            points = torch.cat([point(k, rows) for k, rows in groups])
+            grads = _grad_at(fm, points, torch.cat([targets[rows] for _, rows in groups]))
+            start = 0
+            for k, rows in groups:
+                stop = start + rows.stop - rows.start
+                add(k, rows, grads[start:stop])
+                start = stop
+            bar.update(part.stop - part.start)
+
+
+def _check_count(value: object, name: str, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def _check_generator(generator: torch.Generator | None, x: torch.Tensor) -> torch.Generator:
+    """The caller's generator, or a fresh one seeded nondeterministically (never the global)."""
+    if generator is None:
+        generator = torch.Generator(device=x.device)
+        generator.seed()
+        return generator
+    if not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
+    if generator.device.type != x.device.type:
+        raise ValueError(f"the generator is on {generator.device} but the input is on "
+                         f"{x.device}; create it with torch.Generator(device=x.device)")
+    return generator
+
+
+def _per_image(values: torch.Tensor) -> torch.Tensor:
+    return values.view(-1, 1, 1, 1)
 
 
 def saliency(
@@ -105,6 +197,7 @@ def saliency(
 
     Raises:
         ValueError, TypeError: bad input or target (see :func:`~netlens.attribution.prepare`).
+        RuntimeError: under ``torch.inference_mode()``.
 
     Example:
         >>> import torchvision
@@ -145,3 +238,319 @@ def guided_backprop(
     fm.ensure_traced(x)
     grad, _ = _input_gradients(fm, x, target, guided=True, batch_size=batch_size)
     return grad
+
+
+def smooth_grad(
+    model: nn.Module, x: torch.Tensor, target: Target = None, *, n: int = 50,
+    sigma: float = 0.15, guided: bool = False, variant: SmoothVariant = "mean",
+    batch_size: int | None = None, progress: bool | None = None,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """SmoothGrad: the gradient averaged over noisy copies of the input.
+
+    Smilkov et al., "SmoothGrad: removing noise by adding noise", 2017; the ``"squared"``
+    variant is SmoothGrad² and ``"vargrad"`` the variance of the gradients (Adebayo et al.,
+    "Local Explanation Methods for Deep Neural Networks Lack Sensitivity to Parameter Values",
+    2018; Hooker et al., 2019).
+
+    The noise of sample ``k`` (``k = 0 .. n-1``, in that order) is one draw
+    ``torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)`` scaled per
+    image by ``sigma * (x[b].max() - x[b].min())``. Targets are resolved once, on the clean
+    input, and kept for every noisy copy.
+
+    Args:
+        model: any classifier ``nn.Module`` or a :class:`~netlens.FlatModel`.
+        x: images ``(B, C, H, W)``, float32 or float64.
+        target: as in :func:`saliency`; ``None`` is the predicted class of the clean image.
+        n: noisy samples per image.
+        sigma: noise standard deviation as a fraction of each image's value range (>= 0).
+        guided: average guided-backprop gradients (:func:`guided_backprop`) instead.
+        variant: ``"mean"`` (mean gradient), ``"squared"`` (mean squared gradient) or
+            ``"vargrad"`` (population variance of the gradients).
+        batch_size: points per pass; default: as many images as fit the memory budget.
+        progress: show a progress bar: None (when slow), True or False.
+        generator: the source of the noise; default a fresh, nondeterministically seeded one.
+            The global random state is never used.
+
+    Returns:
+        ``(B, C, H, W)`` tensor with ``x``'s dtype and device.
+
+    Raises:
+        ValueError, TypeError: bad input, target or option.
+        RuntimeError: under ``torch.inference_mode()``.
+
+    Example:
+        >>> import torchvision
+        >>> m = torchvision.models.resnet18().eval()
+        >>> g = torch.Generator().manual_seed(0)
+        >>> smooth_grad(m, torch.rand(1, 3, 32, 32), 3, n=4, generator=g).shape
+        torch.Size([1, 3, 32, 32])
+    """
+    fm, x = prepare(model, x)
+    n = _check_count(n, "n")
+    if isinstance(sigma, bool) or not isinstance(sigma, numbers.Real) or not (
+            math.isfinite(sigma) and sigma >= 0):
+        raise ValueError(f"sigma must be a finite number >= 0 (a fraction of the image's value "
+                         f"range), got {sigma!r}")
+    if variant not in ("mean", "squared", "vargrad"):
+        raise ValueError(f"variant must be 'mean', 'squared' or 'vargrad', got {variant!r}")
+    generator = _check_generator(generator, x)
+    fm.ensure_traced(x)
+    batch_size = auto_batch_size(fm, x) if batch_size is None else batch_size
+    scale = float(sigma) * _per_image(x.amax(dim=(1, 2, 3)) - x.amin(dim=(1, 2, 3)))
+    noise: list = [-1, None]  # (k, noise of sample k): one sample's noise in memory, not n
+
+    def point(k: int, rows: slice) -> torch.Tensor:
+        while noise[0] < k:  # k never decreases, so samples are drawn in order
+            noise[1] = torch.randn(x.shape, generator=generator, dtype=x.dtype,
+                                   device=x.device) * scale
+            noise[0] += 1
+        return x[rows] + noise[1][rows]
+
+    total, spread = torch.zeros_like(x), torch.zeros_like(x)
+
+    def add(k: int, rows: slice, grad: torch.Tensor) -> None:
+        if variant == "mean":
+            total[rows] += grad
+        elif variant == "squared":
+            total[rows] += grad * grad
+        else:  # Welford's update: the variance without cancellation
+            delta = grad - total[rows]
+            total[rows] += delta / (k + 1)
+            spread[rows] += delta * (grad - total[rows])
+
+    with guarded(fm):
+        targets = resolve_target(target, _scores(fm, x, batch_size))
+        with guided_relus(fm) if guided else contextlib.nullcontext():
+            _along_path(fm, x, targets, n, point, add, batch_size=batch_size,
+                        progress=progress, desc="SmoothGrad")
+    return spread / n if variant == "vargrad" else total / n
+
+
+def _quadrature(method: str, steps: int) -> tuple[list[float], list[float]]:
+    """Points ``alpha_k`` in [0, 1] and weights ``w_k`` of Captum's integration rules.
+
+    Gauss–Legendre: the Legendre nodes and weights mapped from [-1, 1] to [0, 1]. Riemann rules
+    use ``steps`` points with weight ``1/steps`` each: left ``k/n``, right ``(k+1)/n``, middle
+    ``(k+1/2)/n``; trapezoid puts the points at ``k/(n-1)`` and halves the two end weights, so
+    that its weights sum to ``1 - 1/n`` (Captum's convention, kept for agreement).
+    """
+    import numpy as np
+
+    rules = ("gausslegendre", "riemann_trapezoid", "riemann_left", "riemann_right",
+             "riemann_middle")
+    if method not in rules:
+        raise ValueError(f"method must be one of {', '.join(map(repr, rules))}; got {method!r}")
+    steps = _check_count(steps, "steps", 1 if method == "gausslegendre" else 2)
+    if method == "gausslegendre":
+        nodes, weights = np.polynomial.legendre.leggauss(steps)
+        return (0.5 * (1 + nodes)).tolist(), (0.5 * weights).tolist()
+    first, last = {"riemann_trapezoid": (0.0, 1.0), "riemann_left": (0.0, 1 - 1 / steps),
+                   "riemann_right": (1 / steps, 1.0),
+                   "riemann_middle": (0.5 / steps, 1 - 0.5 / steps)}[method]
+    w = [1 / steps] * steps
+    if method == "riemann_trapezoid":
+        w[0] = w[-1] = 0.5 / steps
+    return np.linspace(first, last, steps).tolist(), w
+
+
+def _blur(x: torch.Tensor) -> torch.Tensor:
+    """``x`` blurred by a Gaussian of std ``BLUR_SIGMA * max(H, W)`` pixels (replicate edges)."""
+    sigma = BLUR_SIGMA * max(x.shape[2], x.shape[3])
+    radius = max(1, math.ceil(3 * sigma))
+    t = torch.arange(-radius, radius + 1, dtype=torch.float64, device=x.device)
+    kernel = torch.exp(-0.5 * (t / sigma) ** 2)
+    kernel = (kernel / kernel.sum()).to(x.dtype)
+    c = x.shape[1]
+    out = F.pad(x, (radius, radius, radius, radius), mode="replicate")
+    out = F.conv2d(out, kernel.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
+    return F.conv2d(out, kernel.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
+
+
+def _baseline(baseline: object, x: torch.Tensor,
+              generator: torch.Generator | None) -> torch.Tensor:
+    if baseline is None or (isinstance(baseline, str) and baseline == "zeros"):
+        return torch.zeros_like(x)
+    if isinstance(baseline, str):
+        if baseline == "blur":
+            return _blur(x)
+        if baseline == "uniform":
+            lo, hi = _per_image(x.amin(dim=(1, 2, 3))), _per_image(x.amax(dim=(1, 2, 3)))
+            u = torch.rand(x.shape, generator=_check_generator(generator, x), dtype=x.dtype,
+                           device=x.device)
+            return lo + (hi - lo) * u
+        raise ValueError(f"baseline must be None, 'zeros', 'blur', 'uniform', a number or a "
+                         f"tensor; got {baseline!r}")
+    if isinstance(baseline, numbers.Real) and not isinstance(baseline, bool):
+        if not math.isfinite(baseline):
+            raise ValueError(f"the baseline must be finite, got {baseline!r}")
+        return torch.full_like(x, float(baseline))
+    if not isinstance(baseline, torch.Tensor):
+        raise TypeError(f"baseline must be None, a string, a number or a tensor, got "
+                        f"{type(baseline).__name__}")
+    b = baseline.detach().to(dtype=x.dtype, device=x.device)
+    try:
+        b = b.broadcast_to(x.shape)
+    except RuntimeError:
+        raise ValueError(f"a baseline of shape {tuple(baseline.shape)} does not broadcast to the "
+                         f"input's shape {tuple(x.shape)}") from None
+    if not bool(torch.isfinite(b).all()):
+        raise ValueError("the baseline contains NaN or infinite values")
+    return b
+
+
+@overload
+def integrated_gradients(
+    model: nn.Module, x: torch.Tensor, target: Target = ..., *, steps: int = ...,
+    baseline: object = ..., method: IGMethod = ..., return_delta: Literal[False] = ...,
+    batch_size: int | None = ..., progress: bool | None = ...,
+    generator: torch.Generator | None = ...,
+) -> torch.Tensor: ...
+
+
+@overload
+def integrated_gradients(
+    model: nn.Module, x: torch.Tensor, target: Target = ..., *, steps: int = ...,
+    baseline: object = ..., method: IGMethod = ..., return_delta: Literal[True],
+    batch_size: int | None = ..., progress: bool | None = ...,
+    generator: torch.Generator | None = ...,
+) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+
+def integrated_gradients(
+    model: nn.Module, x: torch.Tensor, target: Target = None, *, steps: int = 50,
+    baseline: object = None, method: IGMethod = "gausslegendre", return_delta: bool = False,
+    batch_size: int | None = None, progress: bool | None = None,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """Integrated gradients: ``(x - b) ⊙ Σ_k w_k ∇f(b + α_k (x - b))``.
+
+    Sundararajan et al., "Axiomatic Attribution for Deep Networks", 2017. The points ``α_k`` and
+    weights ``w_k`` follow Captum's rules exactly (see ``method``), so the two agree.
+
+    Args:
+        model: any classifier ``nn.Module`` or a :class:`~netlens.FlatModel`.
+        x: images ``(B, C, H, W)``, float32 or float64.
+        target: as in :func:`saliency`; ``None`` is the predicted class of ``x`` (resolved once).
+        steps: points on the path (>= 2 for the Riemann rules).
+        baseline: ``None`` or ``"zeros"`` (black), a number (a constant image), a tensor that
+            broadcasts to ``x``, ``"blur"`` (``x`` blurred by a Gaussian of standard deviation
+            ``BLUR_SIGMA * max(H, W)`` = a tenth of the larger side, in pixels) or
+            ``"uniform"`` (uniform noise in ``[x[b].min(), x[b].max()]`` per image, from
+            ``generator``).
+        method: ``"gausslegendre"`` (Captum's default), ``"riemann_trapezoid"``,
+            ``"riemann_left"``, ``"riemann_right"`` or ``"riemann_middle"``. Captum's
+            trapezoid weights sum to ``1 - 1/steps``, so its completeness gap is about
+            ``(f(x) - f(b)) / steps``.
+        return_delta: also return the completeness gap ``Σ attr - (f(x) - f(b))`` per image.
+        batch_size: points per pass; default: as many images as fit the memory budget.
+        progress: show a progress bar: None (when slow), True or False.
+        generator: the source of the ``"uniform"`` baseline; unused otherwise.
+
+    Returns:
+        ``(B, C, H, W)`` tensor with ``x``'s dtype and device; with ``return_delta=True`` also
+        the ``(B,)`` delta.
+
+    Raises:
+        ValueError, TypeError: bad input, target, baseline, method or steps.
+        RuntimeError: under ``torch.inference_mode()``.
+
+    Example:
+        >>> import torchvision
+        >>> m = torchvision.models.resnet18().eval()
+        >>> attr, delta = integrated_gradients(m, torch.rand(1, 3, 32, 32), 3, steps=8,
+        ...                                    return_delta=True)
+        >>> attr.shape, delta.shape
+        (torch.Size([1, 3, 32, 32]), torch.Size([1]))
+    """
+    fm, x = prepare(model, x)
+    alphas, weights = _quadrature(method, steps)
+    base = _baseline(baseline, x, generator)
+    fm.ensure_traced(x)
+    batch_size = auto_batch_size(fm, x) if batch_size is None else batch_size
+    diff = x - base
+    alpha = torch.tensor(alphas, dtype=x.dtype, device=x.device)
+    weight = torch.tensor(weights, dtype=x.dtype, device=x.device)
+    total = torch.zeros_like(x)
+
+    def point(k: int, rows: slice) -> torch.Tensor:
+        return base[rows] + alpha[k] * diff[rows]
+
+    def add(k: int, rows: slice, grad: torch.Tensor) -> None:
+        total[rows] += weight[k] * grad
+
+    with guarded(fm):
+        scores = _scores(fm, x, batch_size)
+        targets = resolve_target(target, scores)
+        _along_path(fm, x, targets, len(alphas), point, add, batch_size=batch_size,
+                    progress=progress, desc="Integrated gradients")
+        attr = diff * total
+        if not return_delta:
+            return attr
+        gain = select(scores, targets) - select(_scores(fm, base, batch_size), targets)
+    return attr, attr.sum(dim=(1, 2, 3)) - gain
+
+
+def layer_channel_gradient(
+    model: nn.Module, x: torch.Tensor, *, layer: str, channel: int,
+    reduce: Literal["mean", "sum"] = "mean", batch_size: int | None = None,
+) -> torch.Tensor:
+    """The input gradient of one channel of one layer: ``d reduce(A[channel]) / d x``.
+
+    The layer's output is viewed as a ``(B, C, h, w)`` map (token and channels-last layers
+    included, see :class:`~netlens.adapter.Layout`) and the channel's mean (or sum) over
+    positions is differentiated. The forward pass stops right after the layer. This is the
+    original netlens feature gradient (cf. Erhan et al., "Visualizing Higher-Layer Features of
+    a Deep Network", 2009; Simonyan et al., 2014).
+
+    Args:
+        model: any ``nn.Module`` or a :class:`~netlens.FlatModel`.
+        x: images ``(B, C, H, W)``, float32 or float64.
+        layer: a layer name of ``FlatModel(model).layer_names``.
+        channel: the channel index, ``0 <= channel < C`` of that layer.
+        reduce: ``"mean"`` or ``"sum"`` over the channel's positions.
+        batch_size: images per pass; default from the memory budget.
+
+    Returns:
+        ``(B, C, H, W)`` tensor with ``x``'s dtype and device.
+
+    Raises:
+        UnknownLayerError: a name that is not a layer (a ``ValueError``, with close matches).
+        ValueError: a channel out of range (the message gives the layer's channel count), a bad
+            ``reduce``, or a bad input.
+
+    Example:
+        >>> import torchvision
+        >>> m = torchvision.models.resnet18().eval()
+        >>> layer_channel_gradient(m, torch.rand(1, 3, 32, 32), layer="layer2", channel=5).shape
+        torch.Size([1, 3, 32, 32])
+    """
+    fm, x = prepare(model, x)
+    fm.ensure_traced(x)
+    name = fm.resolve_layer(layer)
+    if reduce not in ("mean", "sum"):
+        raise ValueError(f"reduce must be 'mean' or 'sum', got {reduce!r}")
+    if isinstance(channel, bool) or not isinstance(channel, numbers.Integral) or channel < 0:
+        raise ValueError(f"channel must be an int >= 0, got {channel!r}")
+    layout = fm.layout(name)
+    batch_size = auto_batch_size(fm, x) if batch_size is None else batch_size
+    grads = []
+    with guarded(fm):
+        for part in chunks(x.shape[0], batch_size):
+            xi = x[part].detach().requires_grad_(True)
+            out = first_tensor(fm(xi, until=name))
+            if out is None:
+                raise TypeError(f"layer {name!r} returned no tensor")
+            fmap = layout.to_map(out, (x.shape[2], x.shape[3]))
+            if channel >= fmap.shape[1]:
+                raise ValueError(f"channel {channel} is out of range: layer {name!r} has "
+                                 f"{fmap.shape[1]} channels (valid channels are 0 to "
+                                 f"{fmap.shape[1] - 1})")
+            values = fmap[:, int(channel)].reshape(fmap.shape[0], -1)
+            score = values.mean(1) if reduce == "mean" else values.sum(1)
+            if not score.requires_grad:  # the layer does not depend on the input
+                grads.append(torch.zeros_like(xi))
+                continue
+            grad, = torch.autograd.grad(score.sum(), xi)
+            grads.append(grad)
+    return torch.cat(grads)

@@ -1,0 +1,415 @@
+"""Class activation maps: one pipeline, one small weight function per variant.
+
+Every CAM records one layer's output ``A`` (and, for gradient variants, the gradient ``G`` of the
+target score with respect to it), views both as ``[B, C, h, w]`` maps through the layer's
+:class:`~netlens.adapter.Layout` (ViT tokens become the patch grid without the class token,
+Swin's channels-last maps become channels-first), and combines them as
+
+    cam = relu(sum_c w_c * A_c)          then bilinear upsampling to the input size.
+
+A variant only says how to get ``w`` from ``(A, G)``: a ``(B, C)`` tensor of channel weights, or
+a ``(B, C, h, w)`` tensor of per-position contributions that the pipeline sums over channels
+(HiResCAM, LayerCAM, EigenCAM). Gradients are taken with respect to the layer's output only;
+no parameter gradient is ever computed, and the caller's model is left as it was.
+
+Results are raw: never min-max normalized (normalization is a view, in :mod:`netlens.plot`).
+
+Example:
+    >>> import torchvision
+    >>> m = torchvision.models.resnet18().eval()
+    >>> gradcam(m, torch.rand(2, 3, 64, 64), target=[1, 2]).shape
+    torch.Size([2, 1, 64, 64])
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..adapter import first_tensor
+from ..flat_model import FlatModel
+from ._core import (
+    Target,
+    as_flat,
+    auto_batch_size,
+    chunks,
+    guarded,
+    prepare,
+    progress_bar,
+    resolve_target,
+    select,
+    split_target,
+)
+from .gradients import guided_backprop
+
+__all__ = [
+    "gradcam", "hirescam", "gradcam_pp", "xgradcam", "layercam", "eigencam", "scorecam",
+    "guided_gradcam",
+]
+
+# (activations, gradients or None) -> (B, C) channel weights or (B, C, h, w) contributions.
+WeightsFn = Callable[[torch.Tensor, "torch.Tensor | None"], torch.Tensor]
+
+
+# -- the shared pipeline -------------------------------------------------------------------------
+def _default_layer(fm: FlatModel) -> str:
+    """``fm.last_spatial_layer()``, except for class-token transformers (ViT).
+
+    After a ViT's last attention, patch tokens never reach the class token, so the gradient of
+    every later token layer is zero on the patches and GradCAM would be blank. There the default
+    is the last token layer completed before the last attention starts (``...encoder_layer_N.ln_1``
+    for torchvision, the layer pytorch-grad-cam recommends for ViTs).
+    """
+    name = fm.last_spatial_layer()
+    layout = fm.layout(name)
+    if layout.kind != "tokens" or layout.extra == 0:
+        return name
+    attention = [c for c in fm.layers if not c.functional and "attention" in c.type_name.lower()]
+    if not attention:
+        return name
+    last = max(attention, key=lambda c: c.order)
+    # A call that started before the attention and is not one of its containers has completed.
+    before = [c for c in fm.layers if not c.functional and c.order < last.order
+              and c.layout.kind == "tokens" and c.module_name
+              and not last.module_name.startswith(c.module_name + ".")]
+    return max(before, key=lambda c: c.end_order).name if before else name
+
+
+def _spatial_layer(fm: FlatModel, layer: str | None) -> str:
+    """The CAM layer: resolved, and checked to have a map-shaped output."""
+    if layer is None:
+        return _default_layer(fm)
+    name = fm.resolve_layer(layer)
+    info = fm.layer_info(name)
+    if not info.layout.is_spatial:
+        shape = tuple(info.shape) if info.shape is not None else None
+        raise ValueError(
+            f"layer {name!r} has no spatial output (shape {shape}, layout {info.layout.kind!r}), "
+            f"so it has no class activation map; choose a layer whose output is a map, e.g. "
+            f"FlatModel(model).last_spatial_layer() = {fm.last_spatial_layer()!r}")
+    return name
+
+
+def _with_first(output: object, t: torch.Tensor) -> object:
+    """``output`` with its first tensor replaced by ``t``."""
+    if isinstance(output, torch.Tensor):
+        return t
+    items = list(output)  # type: ignore[call-overload]
+    i = next(k for k, item in enumerate(items) if isinstance(item, torch.Tensor))
+    items[i] = t
+    if hasattr(output, "_fields"):  # a namedtuple
+        return type(output)(*items)
+    return type(output)(items) if isinstance(output, tuple) else items
+
+
+def _layer_maps(
+    fm: FlatModel, x: torch.Tensor, target: Target, name: str, *, gradients: bool,
+    batch_size: int,
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+    """The layer's output maps ``A`` (B, C, h, w), the gradient maps ``G`` of the target scores
+    w.r.t. that output (or None), and the resolved targets (B,), over chunks of the batch."""
+    layout, hw = fm.layout(name), (int(x.shape[2]), int(x.shape[3]))
+    target_of = split_target(target, x.shape[0])
+    acts, grads, targets = [], [], []
+    with guarded(fm):
+        for part in chunks(x.shape[0], batch_size):
+            box: list[torch.Tensor] = []
+
+            def grab(_: str, output: object) -> object:
+                t = first_tensor(output)
+                if t is None:
+                    raise ValueError(f"layer {name!r} returned no tensor")
+                if not gradients:
+                    box.append(t.detach().clone())  # later in-place ops must not change it
+                    return None
+                # The model continues on a copy, so later in-place ops (ResNet's `out += x`,
+                # in-place ReLUs) cannot change the tensor we differentiate with respect to.
+                box.append(t)
+                return _with_first(output, t.clone())
+
+            with fm.intercept(name, grab):
+                if gradients:  # the input requires grad so that a frozen model has a graph
+                    out = fm(x[part].detach().requires_grad_(True))
+                else:
+                    with torch.no_grad():
+                        out = fm(x[part])
+            if not box:
+                raise ValueError(f"the forward pass did not reach layer {name!r}")
+            scores_of = first_tensor(out)
+            if scores_of is None:
+                raise TypeError(f"the model returned {type(out).__name__}, not scores")
+            ti = resolve_target(target_of(part), scores_of)
+            a = box[0]
+            if gradients:
+                g, = torch.autograd.grad(select(out, ti).sum(), a, allow_unused=True)
+                g = torch.zeros_like(a) if g is None else g
+                grads.append(layout.to_map(g.detach(), hw))
+            acts.append(layout.to_map(a.detach(), hw))
+            targets.append(ti)
+    return torch.cat(acts), (torch.cat(grads) if gradients else None), torch.cat(targets)
+
+
+def _combine(
+    acts: torch.Tensor, weights: torch.Tensor, size: tuple[int, int], *, relu: bool,
+    interpolate: bool,
+) -> torch.Tensor:
+    """cam = sum_c w_c A_c (or of the given contributions), ReLU, bilinear upsampling."""
+    contributions = weights[:, :, None, None] * acts if weights.dim() == 2 else weights
+    cam = contributions.sum(1, keepdim=True)
+    if relu:
+        cam = cam.clamp(min=0)
+    if interpolate:
+        cam = F.interpolate(cam, size=size, mode="bilinear", align_corners=False)
+    return cam
+
+
+def _cam(
+    model: nn.Module, x: torch.Tensor, target: Target, weights_fn: WeightsFn, *,
+    layer: str | None = None, interpolate: bool = True, relu: bool = True,
+    batch_size: int | None = None, gradients: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The pipeline every CAM shares; returns the maps and the resolved targets."""
+    fm, x = prepare(model, x)
+    fm.ensure_traced(x)
+    name = _spatial_layer(fm, layer)
+    if batch_size is None:
+        batch_size = auto_batch_size(fm, x, backward=gradients)
+    acts, grads, targets = _layer_maps(fm, x, target, name, gradients=gradients,
+                                       batch_size=batch_size)
+    cam = _combine(acts, weights_fn(acts, grads), (x.shape[2], x.shape[3]), relu=relu,
+                   interpolate=interpolate)
+    return cam, targets
+
+
+# -- weights of each variant -----------------------------------------------------------------
+def _safe_divide(num: torch.Tensor, den: torch.Tensor) -> torch.Tensor:
+    """num / den, and 0 where den is 0 (where the closed forms are 0 / 0)."""
+    nonzero = den != 0
+    return torch.where(nonzero, num / torch.where(nonzero, den, torch.ones_like(den)), 0.0)
+
+
+def _gradcam_weights(acts: torch.Tensor, grads: torch.Tensor | None) -> torch.Tensor:
+    assert grads is not None
+    return grads.mean(dim=(2, 3))
+
+
+def _hirescam_weights(acts: torch.Tensor, grads: torch.Tensor | None) -> torch.Tensor:
+    assert grads is not None
+    return grads * acts
+
+
+def _gradcam_pp_weights(acts: torch.Tensor, grads: torch.Tensor | None) -> torch.Tensor:
+    # Chattopadhyay et al. eq. 19 with the score exponentiated, as in the authors' code and
+    # pytorch-grad-cam: alpha = g^2 / (2 g^2 + sum_ab A_ab g^3), and 0 where that is 0 / 0.
+    # (pytorch-grad-cam adds 1e-6 to the denominator, which matters when |g| ~ 1e-3.)
+    assert grads is not None
+    g2 = grads.pow(2)
+    total = acts.sum(dim=(2, 3), keepdim=True)
+    alpha = _safe_divide(g2, 2 * g2 + total * g2 * grads)
+    return (grads.clamp(min=0) * alpha).sum(dim=(2, 3))
+
+
+def _xgradcam_weights(acts: torch.Tensor, grads: torch.Tensor | None) -> torch.Tensor:
+    # Fu et al.: w_c = sum_ab (A_ab / sum A) dy/dA_ab; a channel with sum A = 0 gets weight 0.
+    assert grads is not None
+    total = acts.sum(dim=(2, 3))
+    return _safe_divide((grads * acts).sum(dim=(2, 3)), total)
+
+
+def _layercam_weights(acts: torch.Tensor, grads: torch.Tensor | None) -> torch.Tensor:
+    assert grads is not None
+    return grads.clamp(min=0) * acts
+
+
+def _eigencam_weights(acts: torch.Tensor, grads: torch.Tensor | None) -> torch.Tensor:
+    # Project the centred activations (positions x channels) onto their first principal
+    # direction v. SVD leaves v's sign arbitrary: we choose sum_c v_c >= 0, which is the sign
+    # that makes the map correlate positively with the channel-mean activation.
+    centred = acts - acts.mean(dim=(2, 3), keepdim=True)
+    matrix = centred.flatten(2).transpose(1, 2)  # (B, h*w, C)
+    _, _, vh = torch.linalg.svd(matrix, full_matrices=False)
+    v = vh[:, 0, :]
+    v = torch.where(v.sum(dim=1, keepdim=True) < 0, -v, v)
+    return v[:, :, None, None] * centred
+
+
+# -- public variants -------------------------------------------------------------------------
+def gradcam(
+    model: nn.Module, x: torch.Tensor, target: Target = None, *, layer: str | None = None,
+    interpolate: bool = True, relu: bool = True, batch_size: int | None = None,
+) -> torch.Tensor:
+    """Grad-CAM: channels weighted by the spatial mean of the target score's gradient.
+
+    Selvaraju et al., "Grad-CAM: Visual Explanations from Deep Networks via Gradient-based
+    Localization", ICCV 2017: ``relu(sum_c mean_ab(dy/dA_c,ab) A_c)``.
+
+    Args:
+        model: any classifier ``nn.Module`` or a :class:`~netlens.FlatModel`.
+        x: images ``(B, C, H, W)``, float32 or float64, on the model's device.
+        target: class per image: int, sequence/tensor of B ints, None (the predicted class) or a
+            callable ``output -> (B,)``.
+        layer: the layer name (see ``FlatModel.layer_names``); None takes the last spatial
+            layer (for a ViT, the input of its last attention, whose patch tokens still matter).
+        interpolate: upsample the map bilinearly (``align_corners=False``) to ``(H, W)``.
+        relu: keep only positive evidence, as in the paper.
+        batch_size: images per forward/backward pass; default from the memory budget.
+
+    Returns:
+        ``(B, 1, H, W)`` (or ``(B, 1, h, w)`` with ``interpolate=False``), ``x``'s dtype and
+        device; raw values, not normalized.
+
+    Raises:
+        ValueError: an unknown layer (with close matches), a layer without a spatial output,
+            an out-of-range target, a bad input.
+
+    Example:
+        >>> import torchvision
+        >>> m = torchvision.models.resnet18().eval()
+        >>> gradcam(m, torch.rand(1, 3, 64, 64), layer="layer3", interpolate=False).shape
+        torch.Size([1, 1, 4, 4])
+    """
+    return _cam(model, x, target, _gradcam_weights, layer=layer, interpolate=interpolate,
+                relu=relu, batch_size=batch_size)[0]
+
+
+def hirescam(
+    model: nn.Module, x: torch.Tensor, target: Target = None, *, layer: str | None = None,
+    interpolate: bool = True, relu: bool = True, batch_size: int | None = None,
+) -> torch.Tensor:
+    """HiResCAM: ``relu(sum_c dy/dA_c * A_c)``, the gradient times the activation per position.
+
+    Draelos & Carin, "Use HiResCAM instead of Grad-CAM for faithful explanations", 2020.
+    Args, returns and raises as :func:`gradcam`.
+    """
+    return _cam(model, x, target, _hirescam_weights, layer=layer, interpolate=interpolate,
+                relu=relu, batch_size=batch_size)[0]
+
+
+def gradcam_pp(
+    model: nn.Module, x: torch.Tensor, target: Target = None, *, layer: str | None = None,
+    interpolate: bool = True, relu: bool = True, batch_size: int | None = None,
+) -> torch.Tensor:
+    """Grad-CAM++: positive gradients weighted by the closed-form ``alpha`` of eq. 19.
+
+    Chattopadhyay et al., "Grad-CAM++: Improved Visual Explanations for Deep Convolutional
+    Networks", WACV 2018: ``w_c = sum_ab alpha_c,ab relu(g_c,ab)`` with
+    ``alpha = g^2 / (2 g^2 + sum_ab A_c,ab g^3)`` (the exponential-score form; 0 where 0/0).
+    Args, returns and raises as :func:`gradcam`.
+    """
+    return _cam(model, x, target, _gradcam_pp_weights, layer=layer, interpolate=interpolate,
+                relu=relu, batch_size=batch_size)[0]
+
+
+def xgradcam(
+    model: nn.Module, x: torch.Tensor, target: Target = None, *, layer: str | None = None,
+    interpolate: bool = True, relu: bool = True, batch_size: int | None = None,
+) -> torch.Tensor:
+    """XGrad-CAM: ``w_c = sum_ab (A_c,ab / sum A_c) dy/dA_c,ab``.
+
+    Fu et al., "Axiom-based Grad-CAM: Towards Accurate Visualization and Explanation of CNNs",
+    BMVC 2020. Args, returns and raises as :func:`gradcam`.
+    """
+    return _cam(model, x, target, _xgradcam_weights, layer=layer, interpolate=interpolate,
+                relu=relu, batch_size=batch_size)[0]
+
+
+def layercam(
+    model: nn.Module, x: torch.Tensor, target: Target = None, *, layer: str | None = None,
+    interpolate: bool = True, relu: bool = True, batch_size: int | None = None,
+) -> torch.Tensor:
+    """LayerCAM: ``relu(sum_c relu(dy/dA_c) * A_c)``, positive gradients per position.
+
+    Jiang et al., "LayerCAM: Exploring Hierarchical Class Activation Maps for Localization",
+    IEEE TIP 2021. Args, returns and raises as :func:`gradcam`.
+    """
+    return _cam(model, x, target, _layercam_weights, layer=layer, interpolate=interpolate,
+                relu=relu, batch_size=batch_size)[0]
+
+
+def eigencam(
+    model: nn.Module, x: torch.Tensor, target: Target = None, *, layer: str | None = None,
+    interpolate: bool = True, relu: bool = True, batch_size: int | None = None,
+) -> torch.Tensor:
+    """Eigen-CAM: the layer's activations projected on their first principal component.
+
+    Muhammad & Yeasin, "Eigen-CAM: Class Activation Map using Principal Components", IJCNN
+    2020. Gradient-free and class-agnostic: ``target`` is validated but does not change the map.
+    Activations are centred per channel (as in pytorch-grad-cam); the component's sign is
+    chosen so that the map correlates positively with the channel-mean activation.
+    Args, returns and raises as :func:`gradcam`.
+    """
+    return _cam(model, x, target, _eigencam_weights, layer=layer, interpolate=interpolate,
+                relu=relu, batch_size=batch_size, gradients=False)[0]
+
+
+def _scorecam_weights(
+    fm: FlatModel, x: torch.Tensor, acts: torch.Tensor, targets: torch.Tensor, *,
+    batch_size: int, progress: bool | None,
+) -> torch.Tensor:
+    """Softmax over channels of the target score of ``x`` masked by each channel's upsampled,
+    min-max normalized activation; the ``B * C`` masked passes run ``batch_size`` at a time."""
+    batch, channels = acts.shape[:2]
+    size = (int(x.shape[2]), int(x.shape[3]))
+    scores = x.new_empty(batch * channels)
+    with guarded(fm), torch.no_grad(), progress_bar(batch * channels, progress, "ScoreCAM") as bar:
+        for part in chunks(batch * channels, batch_size):
+            index = torch.arange(part.start, part.stop, device=x.device)
+            image, channel = index // channels, index % channels
+            up = F.interpolate(acts[image, channel][:, None], size=size, mode="bilinear",
+                               align_corners=False)
+            low = up.amin(dim=(2, 3), keepdim=True)
+            mask = _safe_divide(up - low, up.amax(dim=(2, 3), keepdim=True) - low)
+            scores[part] = select(fm(x[image] * mask), targets[image])
+            bar.update(part.stop - part.start)
+    return torch.softmax(scores.view(batch, channels), dim=1)
+
+
+def scorecam(
+    model: nn.Module, x: torch.Tensor, target: Target = None, *, layer: str | None = None,
+    interpolate: bool = True, relu: bool = True, batch_size: int | None = None,
+    progress: bool | None = None,
+) -> torch.Tensor:
+    """Score-CAM: channels weighted by how much each one, used as a mask, keeps the target score.
+
+    Wang et al., "Score-CAM: Score-Weighted Visual Explanations for Convolutional Neural
+    Networks", CVPR workshops 2020. Each channel's activation, upsampled bilinearly to the
+    input size and min-max normalized to [0, 1] (a constant channel gives an all-zero mask),
+    multiplies the input; the weights are the softmax over channels of the target scores of
+    those masked inputs (pytorch-grad-cam's convention). Gradient-free.
+
+    Args:
+        batch_size: masked images per forward pass (also images per pass when recording the
+            layer); default from the memory budget. The result does not depend on it.
+        progress: show a progress bar: None when it takes over 2 s, True always, False never.
+        Other arguments, returns and raises as :func:`gradcam`.
+    """
+    fm, x = prepare(model, x)
+    fm.ensure_traced(x)
+    name = _spatial_layer(fm, layer)
+    if batch_size is None:
+        batch_size = auto_batch_size(fm, x, backward=False)
+    acts, _, targets = _layer_maps(fm, x, target, name, gradients=False, batch_size=batch_size)
+    weights = _scorecam_weights(fm, x, acts, targets, batch_size=batch_size, progress=progress)
+    return _combine(acts, weights, (x.shape[2], x.shape[3]), relu=relu, interpolate=interpolate)
+
+
+def guided_gradcam(
+    model: nn.Module, x: torch.Tensor, target: Target = None, *, layer: str | None = None,
+    batch_size: int | None = None,
+) -> torch.Tensor:
+    """Guided Grad-CAM: guided backpropagation times the Grad-CAM map upsampled to the input.
+
+    Selvaraju et al. 2017, section 3.1. The Grad-CAM map has ReLU and bilinear upsampling
+    (Captum's ``GuidedGradCam(...).attribute(x, t, interpolate_mode="bilinear")``).
+
+    Returns:
+        ``(B, C, H, W)``, ``x``'s dtype and device.
+
+    Other arguments and raises as :func:`gradcam`.
+    """
+    fm = as_flat(model)
+    cam, targets = _cam(fm, x, target, _gradcam_weights, layer=layer, batch_size=batch_size)
+    return guided_backprop(fm, x, targets, batch_size=batch_size) * cam

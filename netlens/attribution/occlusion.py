@@ -1,0 +1,132 @@
+"""Occlusion: how much the target score drops when a window of the image is replaced.
+
+Zeiler & Fergus, "Visualizing and Understanding Convolutional Networks", ECCV 2014. A window
+slides over the image (all channels at once); each pixel gets the mean drop
+``f(x)[t] - f(x_occluded)[t]`` of the windows that cover it. Windows start at 0 and step by
+``stride`` until the image is covered, the last one cut off at the border: exactly the windows
+and the averaging of Captum's ``Occlusion`` with ``sliding_window_shapes=(C, h, w)``.
+
+Example:
+    >>> import torchvision
+    >>> m = torchvision.models.resnet18().eval()
+    >>> occlusion(m, torch.rand(1, 3, 48, 64), window=16, stride=8).shape
+    torch.Size([1, 1, 48, 64])
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Union
+
+import torch
+from torch import nn
+
+from ..adapter import first_tensor
+from ._core import (
+    Target,
+    auto_batch_size,
+    chunks,
+    guarded,
+    prepare,
+    progress_bar,
+    resolve_target,
+    select,
+)
+
+__all__ = ["occlusion"]
+
+Size2 = Union[int, tuple[int, int]]
+
+
+def _pair(value: Size2, arg: str) -> tuple[int, int]:
+    """An int or an (h, w) pair of positive ints, else a ValueError naming ``arg``."""
+    pair = (value, value) if isinstance(value, int) else value
+    if not isinstance(pair, (tuple, list)) or len(pair) != 2 or not all(
+            isinstance(v, int) and not isinstance(v, bool) for v in pair):
+        raise ValueError(f"{arg} must be an int or a pair (h, w) of ints, got {value!r}")
+    if min(pair) < 1:
+        raise ValueError(f"{arg} must be positive, got {value!r}")
+    return int(pair[0]), int(pair[1])
+
+
+def _window_masks(size: int, window: int, stride: int, like: torch.Tensor) -> torch.Tensor:
+    """(n, size) 0/1 masks of the windows along one axis: starts 0, stride, ..., the last one
+    at or past ``size - window`` (then cut off), as Captum counts them."""
+    count = math.ceil((size - window) / stride) + 1
+    count = min(count, math.ceil(size / stride))  # with stride > window: no window past the end
+    starts = torch.arange(count, device=like.device)[:, None] * stride
+    pixels = torch.arange(size, device=like.device)[None, :]
+    return ((pixels >= starts) & (pixels < starts + window)).to(like.dtype)
+
+
+def occlusion(
+    model: nn.Module, x: torch.Tensor, target: Target = None, *, window: Size2 = 32,
+    stride: Size2 = 16, baseline: float | torch.Tensor = 0.0, batch_size: int | None = None,
+    progress: bool | None = None,
+) -> torch.Tensor:
+    """The drop in the target score when each window is occluded, averaged per pixel.
+
+    Args:
+        model: any classifier ``nn.Module`` or a :class:`~netlens.FlatModel`.
+        x: images ``(B, C, H, W)``, float32 or float64, any aspect ratio.
+        target: class per image: int, sequence/tensor of B ints, None (the predicted class) or a
+            callable ``output -> (B,)``.
+        window: the occluding window, ``int`` or ``(h, w)``, at most the image size.
+        stride: the window's step, ``int`` or ``(h, w)``. With ``stride > window`` some pixels
+            are covered by no window; they get 0.
+        baseline: what replaces the occluded pixels: a float, or a tensor broadcastable to
+            ``x`` (e.g. ``(1, C, 1, 1)`` channel means, or a blurred copy of ``x``).
+        batch_size: occluded images per forward pass (the ``B x windows`` passes are chunked);
+            default from the memory budget. The result does not depend on it.
+        progress: show a progress bar: None when it takes over 2 s, True always, False never.
+
+    Returns:
+        ``(B, 1, H, W)``, ``x``'s dtype and device: per pixel, the mean of
+        ``f(x)[t] - f(x with the window replaced by baseline)[t]`` over the windows covering it.
+
+    Raises:
+        ValueError: a non-positive or malformed ``window``/``stride``, a window larger than the
+            image, a baseline that does not broadcast to ``x``, a bad input or target.
+
+    Example:
+        >>> lin = nn.Sequential(nn.Flatten(), nn.Linear(16, 2))
+        >>> occlusion(lin, torch.rand(1, 1, 4, 4), 0, window=2, stride=2).shape
+        torch.Size([1, 1, 4, 4])
+    """
+    fm, x = prepare(model, x)
+    (wh, ww), (sh, sw) = _pair(window, "window"), _pair(stride, "stride")
+    batch, _, height, width = x.shape
+    if wh > height or ww > width:
+        raise ValueError(f"window {(wh, ww)} is larger than the image ({height}, {width}); "
+                         "choose a smaller window")
+    try:
+        base = torch.as_tensor(baseline, dtype=x.dtype, device=x.device).expand_as(x)
+    except RuntimeError as e:
+        raise ValueError(f"baseline of shape {tuple(torch.as_tensor(baseline).shape)} does not "
+                         f"broadcast to the input's shape {tuple(x.shape)}") from e
+    fm.ensure_traced(x)
+    if batch_size is None:
+        batch_size = auto_batch_size(fm, x, backward=False)
+    rows, cols = _window_masks(height, wh, sh, x), _window_masks(width, ww, sw, x)
+    windows = rows.shape[0] * cols.shape[0]
+    total = batch * windows
+    drops = x.new_empty(total)
+    with guarded(fm), torch.no_grad(), progress_bar(total, progress, "occlusion") as bar:
+        out = torch.cat([first_tensor(fm(x[part])) for part in chunks(batch, batch_size)])
+        targets = resolve_target(target, out)
+        reference = select(out, targets)
+        for part in chunks(total, batch_size):
+            index = torch.arange(part.start, part.stop, device=x.device)
+            image, win = index // windows, index % windows
+            mask = (rows[win // cols.shape[0], :, None] * cols[win % cols.shape[0], None, :])
+            mask = mask[:, None].bool()  # (n, 1, H, W): all channels at once
+            occluded = torch.where(mask, base[image], x[image])
+            drops[part] = reference[image] - select(fm(occluded), targets[image])
+            bar.update(part.stop - part.start)
+    # Each pixel: the sum of the drops of the windows covering it over their number.
+    drops = drops.view(batch, rows.shape[0], cols.shape[0])
+    summed = torch.einsum("bij,ih,jw->bhw", drops, rows, cols)
+    count = torch.einsum("ih,jw->hw", rows, cols)
+    covered = count > 0
+    attr = torch.where(covered, summed / torch.where(covered, count, torch.ones_like(count)), 0.0)
+    return attr[:, None]

@@ -1,0 +1,144 @@
+"""Contract tests generated from the method registry × random-init architectures (TESTING C10,
+C11, C13): shapes, dtypes, finiteness, batch invariance, and a model left exactly as it was,
+also after errors."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torchvision
+from conftest import assert_untouched, model_state
+from torch import nn
+
+import netlens as nl
+from netlens.attribution import CAM_METHODS, METHODS
+
+# Small, fast options for the multiplied methods.
+OPTIONS = {
+    "smooth_grad": {"n": 3},
+    "integrated_gradients": {"steps": 4},
+    "occlusion": {"window": 16, "stride": 8},
+}
+STOCHASTIC = {"smooth_grad"}
+
+
+def tiny_vit() -> nn.Module:
+    vit = torchvision.models.VisionTransformer(
+        image_size=32, patch_size=8, num_layers=2, num_heads=2, hidden_dim=32, mlp_dim=64)
+    nn.init.normal_(vit.heads.head.weight, std=0.1)  # torchvision starts the head at zero
+    return vit
+
+
+ARCHS = {
+    "resnet18": lambda: torchvision.models.resnet18(),
+    "googlenet": lambda: torchvision.models.googlenet(aux_logits=False, init_weights=False),
+    "densenet121": lambda: torchvision.models.densenet121(),
+    "mobilenet_v3_small": lambda: torchvision.models.mobilenet_v3_small(),
+    "vit": tiny_vit,
+}
+_BUILT: dict[str, nn.Module] = {}
+
+
+def arch(name: str) -> nn.Module:
+    if name not in _BUILT:
+        torch.manual_seed(0)
+        _BUILT[name] = ARCHS[name]().double().eval()  # float64: exact batch invariance
+    return _BUILT[name]
+
+
+CASES = [pytest.param(m, a, id=f"{m}-{a}") for a in ARCHS for m in METHODS]
+
+
+def test_registry_generates_cases():
+    assert len(METHODS) >= 14 and len(CASES) == len(METHODS) * len(ARCHS) > 0
+    assert set(CAM_METHODS) <= set(METHODS)
+
+
+def call(method: str, model, x, target, **extra):
+    options = dict(OPTIONS.get(method, {}), **extra)
+    if method in STOCHASTIC:
+        options["generator"] = torch.Generator().manual_seed(0)
+    return METHODS[method](model, x, target, **options)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method, name", CASES)
+def test_method_contract(method, name):
+    model = arch(name)
+    before = model_state(model)
+    g = torch.Generator().manual_seed(3)
+    x = torch.rand(2, 3, 32, 32, generator=g, dtype=torch.float64)
+    out = call(method, model, x, [1, 2])
+    channels = 1 if method in CAM_METHODS or method == "occlusion" else 3
+    assert out.shape == (2, channels, 32, 32) and out.dtype == x.dtype
+    assert torch.isfinite(out).all()
+    if method not in CAM_METHODS and method != "guided_gradcam":  # a CAM may be all zero
+        assert out.abs().sum() > 0
+    if method not in STOCHASTIC:
+        single = call(method, model, x[1:], [2])
+        scale = out[1:].abs().max().clamp(min=1e-12)
+        assert ((single - out[1:]).abs().max() / scale) < 1e-8
+    with pytest.raises(ValueError, match="out of range"):
+        call(method, model, x, 10**6)
+    assert_untouched(model, before)
+
+
+class Exploding(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.relu = nn.ReLU(inplace=True)
+        self.fc = nn.Linear(4, 3)
+        self.armed = False
+
+    def forward(self, x):
+        x = self.relu(self.conv(x))
+        if self.armed:
+            raise RuntimeError("layer failure")
+        return self.fc(x.mean((2, 3)))
+
+
+@pytest.mark.parametrize("method", list(METHODS))
+def test_no_side_effects_in_both_modes_and_after_errors(method):
+    torch.manual_seed(0)
+    model = Exploding()
+    x = torch.rand(2, 3, 16, 16)
+    x.grad = torch.ones_like(x)
+    opts = {"window": 4, "stride": 4} if method == "occlusion" else {}
+    for mode in ("train", "eval"):
+        getattr(model, mode)()
+        before = model_state(model)
+        out = call(method, model, x, 1, **opts)
+        assert torch.isfinite(out).all()
+        with pytest.raises(ValueError):
+            call(method, model, x, 10**6, **opts)
+        fm = nl.FlatModel(model)
+        fm.layer_names
+        model.armed = True
+        with pytest.raises(RuntimeError, match="layer failure"):
+            call(method, fm, x, 1, **opts)
+        model.armed = False
+        assert_untouched(model, before)
+    assert torch.equal(x.grad, torch.ones_like(x))
+    with torch.no_grad():
+        out = call(method, model, x, 1, **opts)
+    assert torch.isfinite(out).all()
+    with torch.inference_mode(), pytest.raises(RuntimeError, match="inference_mode"):
+        call(method, model, x, 1, **opts)
+
+
+@pytest.mark.parametrize("method", list(METHODS))
+def test_dtype_and_bad_input(method):
+    torch.manual_seed(0)
+    model = Exploding().double().eval()
+    opts = {"window": 4, "stride": 4} if method == "occlusion" else {}
+    x = torch.rand(1, 3, 16, 16, dtype=torch.float64)
+    assert call(method, model, x, 0, **opts).dtype == torch.float64
+    with pytest.raises(ValueError, match=r"\(B, C, H, W\)"):
+        call(method, model, x[0], 0, **opts)
+    with pytest.raises(ValueError, match="3-channel"):
+        call(method, model, x[:, :1], 0, **opts)
+    with pytest.raises(ValueError, match="NaN"):
+        call(method, model, torch.full_like(x, float("nan")), 0, **opts)
+    with pytest.raises(ValueError, match="targets for a batch"):
+        call(method, model, x.expand(2, -1, -1, -1), [0, 1, 2], **opts)
