@@ -1,8 +1,9 @@
 """netlens: what a neural network sees and why it decides.
 
-The foundation: :class:`FlatModel` (a flat, named, hooked view of any model), the hook context
-managers of :mod:`netlens.hooks` and the architecture adapter :mod:`netlens.adapter`. The
-submodules ``image``, ``plot``, ``data`` and ``zoo`` are imported on first use.
+:class:`NetLens` gives every attribution method of :mod:`netlens.attribution` for one model. It
+stands on :class:`FlatModel` (a flat, named, hooked view of any model), the hook context managers
+of :mod:`netlens.hooks` and the architecture adapter :mod:`netlens.adapter`. The submodules
+``image``, ``plot``, ``data`` and ``zoo`` are imported on first use.
 """
 
 from __future__ import annotations
@@ -10,16 +11,17 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from . import adapter, hooks
+from . import adapter, attribution, hooks
 from ._version import __version__
 from .adapter import preserved_state, relu_calls
 from .flat_model import FlatModel, UnknownLayerError
 from .hooks import Hook, HookDict, ModuleHook, TensorHook
+from .interpret import NetLens
 
 __all__ = [
-    "__version__", "FlatModel", "UnknownLayerError", "Hook", "HookDict", "ModuleHook",
-    "TensorHook", "preserved_state", "relu_calls", "adapter", "hooks", "image", "plot", "data",
-    "zoo",
+    "__version__", "NetLens", "FlatModel", "UnknownLayerError", "Hook", "HookDict", "ModuleHook",
+    "TensorHook", "preserved_state", "relu_calls", "adapter", "attribution", "hooks", "image",
+    "plot", "data", "zoo",
 ]
 
 _LAZY = ("image", "plot", "data", "zoo")

@@ -1,0 +1,35 @@
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import EveryReluNet
+
+import netlens as nl
+from netlens.attribution import METHODS
+
+
+def test_netlens_methods_equal_the_pure_functions():
+    torch.manual_seed(0)
+    model = EveryReluNet().double().eval()
+    lens = nl.NetLens(model)
+    assert nl.NetLens(lens.fm).fm is lens.fm and lens.model is model
+    x = torch.rand(2, 3, 8, 8, dtype=torch.float64)
+    options = {"smooth_grad": {"n": 2}, "integrated_gradients": {"steps": 4},
+               "occlusion": {"window": 4, "stride": 2}}
+    for name, fn in METHODS.items():
+        opts = dict(options.get(name, {}))
+        if name == "smooth_grad":
+            a = lens.smooth_grad(x, [0, 1], generator=torch.Generator().manual_seed(1), **opts)
+            b = fn(model, x, [0, 1], generator=torch.Generator().manual_seed(1), **opts)
+        else:
+            a, b = getattr(lens, name)(x, [0, 1], **opts), fn(model, x, [0, 1], **opts)
+        assert torch.equal(a, b), name
+        assert torch.equal(lens.attribute(name, x, [0, 1], **opts), a) or name == "smooth_grad"
+    grad = lens.layer_channel_gradient(x, "conv3", 2)
+    assert grad.shape == x.shape
+
+
+def test_unknown_method_suggests_names():
+    lens = nl.NetLens(EveryReluNet())
+    with pytest.raises(ValueError, match="did you mean 'gradcam'"):
+        lens.attribute("gradcan", torch.rand(1, 3, 8, 8))
