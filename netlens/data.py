@@ -275,10 +275,12 @@ def make_shapes(
 
     Each image holds one class object (see :data:`SHAPES_CLASSES`) with a random area of 3.5-8% of
     the image, a random rotation, position and colour, on a textured, noisy background of random
-    colour. With ``distractor=True`` it also holds a filled ellipse (aspect ratio 2-3) with the same
-    pixel count as the object and a colour from the same distribution, at a random place at least 2
-    pixels away from the object. Nothing about the distractor depends on the label. Labels are
-    balanced: each class appears ``n // 4`` or ``n // 4 + 1`` times, in random order.
+    colour (the background is dark and the shapes light in every channel, or the reverse, so each
+    channel has a contrast of at least 0.2 before texture and noise). With ``distractor=True`` it
+    also holds a filled ellipse (aspect ratio 2-3) with the same pixel count as the object and a
+    colour from the same distribution, at a random place at least 2 pixels away from the object.
+    Nothing about the distractor depends on the label. Labels are balanced: each class appears
+    ``n // 4`` or ``n // 4 + 1`` times, in random order.
 
     All randomness comes from ``generator`` (or a new generator seeded with ``seed``), so the same
     seed gives a bitwise-identical batch, and the global torch RNG is never touched. Random numbers
