@@ -30,7 +30,7 @@ setup(
         "tqdm>=4.60",
     ],
     extras_require={
-        "dev": ["pytest>=7.4", "ruff>=0.4"],
+        "dev": ["pytest>=7.4", "ruff>=0.4", "captum>=0.7", "grad-cam>=1.5"],
     },
     classifiers=[
         "License :: OSI Approved :: MIT License",
