@@ -10,6 +10,7 @@ by :func:`guarded`.
 from __future__ import annotations
 
 import contextlib
+import sys
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Protocol, Union
 
@@ -191,3 +192,13 @@ def progress_bar(total: int, progress: bool | None, desc: str) -> Any:
 
     return tqdm(total=total, desc=desc, disable=progress is False,
                 delay=0.0 if progress else 2.0, leave=False)
+
+
+def user_stacklevel() -> int:
+    """The ``stacklevel`` for ``warnings.warn`` that points at the user's line: the first frame
+    outside netlens (and outside ``contextlib``, which runs our context managers)."""
+    frame, level = sys._getframe(1), 1
+    while frame is not None and frame.f_globals.get("__name__", "").partition(".")[0] in (
+            "netlens", "contextlib"):
+        frame, level = frame.f_back, level + 1
+    return level

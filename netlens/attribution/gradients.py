@@ -37,6 +37,7 @@ from ._core import (
     resolve_target,
     select,
     split_target,
+    user_stacklevel,
 )
 
 __all__ = [
@@ -72,7 +73,7 @@ def guided_relus(fm: FlatModel) -> Iterator[int]:
         warnings.warn(
             f"{type(fm.model).__name__} has no ReLU-family call (ReLU or ReLU6, module or "
             "functional), so no guided rule applies: guided backprop equals the plain gradient",
-            NetlensWarning, stacklevel=4)
+            NetlensWarning, stacklevel=user_stacklevel())
         yield 0
         return
     with HookDict() as hooks:
