@@ -1,0 +1,149 @@
+"""netlens attribution vs Captum and pytorch-grad-cam, side by side in one process.
+
+    python benchmarks/attribution.py [--device cpu|cuda] [--model resnet18] [--size 224]
+                                     [--batches 1 8] [--repeat 3] [--skip scorecam] [--quick]
+
+For each method and batch size: the median time of netlens (defaults, on a reused ``NetLens``),
+of the fastest peer setting, their ratio, the peak CUDA memory (n/a on CPU), and netlens's
+"bound ratio": its time over (passes needed × the time of one pass at that batch size). A bound
+ratio above 1.3 is a defect to explain. Prints one Markdown table and writes it to
+``benchmarks/results/attribution-<device>.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+import torchvision
+
+import netlens as nl
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def timed(fn: Callable[[], object], repeat: int, device: torch.device) -> tuple[float, float]:
+    """Median seconds over ``repeat`` runs after one warm-up, and peak CUDA MB (nan on CPU)."""
+    fn()
+    times, peak = [], float("nan")
+    for _ in range(repeat):
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+        start = time.perf_counter()
+        fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+            peak = torch.cuda.max_memory_allocated() / 2**20
+        times.append(time.perf_counter() - start)
+    return statistics.median(times), peak
+
+
+def one_pass(model: torch.nn.Module, x: torch.Tensor, backward: bool) -> Callable[[], object]:
+    def run() -> object:
+        if not backward:
+            with torch.no_grad():
+                return model(x)
+        xi = x.detach().requires_grad_(True)
+        return torch.autograd.grad(model(xi)[:, 0].sum(), xi)
+    return run
+
+
+def cases(model, lens, x, target, size, skip):
+    """(method, passes, backward, netlens fn, {peer name: peer fn})."""
+    import captum.attr as ca
+    import pytorch_grad_cam as pgc
+
+    layer = model.layer4
+    t = target.tolist()
+    windows = ((size - 32) // 16 + 1) ** 2
+    yield "saliency", 1, True, lambda: lens.saliency(x, t), {
+        "captum Saliency": lambda: ca.Saliency(model).attribute(x, target, abs=False)}
+    yield "guided_backprop", 1, True, lambda: lens.guided_backprop(x, t), {
+        "captum GuidedBackprop": lambda: ca.GuidedBackprop(model).attribute(x, target)}
+    yield "gradcam", 1, True, lambda: lens.gradcam(x, t, layer="layer4"), {
+        "captum LayerGradCam": lambda: ca.LayerAttribution.interpolate(
+            ca.LayerGradCam(model, layer).attribute(x, target, relu_attributions=True),
+            x.shape[2:], "bilinear"),
+        "pytorch-grad-cam GradCAM": lambda: pgc.GradCAM(model, [layer])(
+            x, [pgc.utils.model_targets.ClassifierOutputTarget(c) for c in t])}
+    ig = ca.IntegratedGradients(model)
+    yield "integrated_gradients (50)", 50, True, lambda: lens.integrated_gradients(x, t), {
+        "captum IG default": lambda: ig.attribute(x, target=target, n_steps=50),
+        "captum IG ibs=10": lambda: ig.attribute(x, target=target, n_steps=50,
+                                                 internal_batch_size=10 * x.shape[0])}
+    nt = ca.NoiseTunnel(ca.Saliency(model))
+    yield "smooth_grad (25)", 25, True, lambda: lens.smooth_grad(x, t, n=25), {
+        "captum NoiseTunnel default": lambda: nt.attribute(
+            x, nt_samples=25, stdevs=0.15, target=target, abs=False),
+        "captum NoiseTunnel batch 1": lambda: nt.attribute(
+            x, nt_samples=25, stdevs=0.15, target=target, abs=False, nt_samples_batch_size=1)}
+    occ = ca.Occlusion(model)
+    shape, strides = (3, 32, 32), (3, 16, 16)
+    yield "occlusion (32/16)", windows, False, lambda: lens.occlusion(x, t), {
+        f"captum Occlusion ppe={p}": (lambda p=p: occ.attribute(
+            x, sliding_window_shapes=shape, strides=strides, target=target,
+            perturbations_per_eval=p)) for p in (1, 16)}
+    if "scorecam" not in skip:
+        yield "scorecam", 512, False, lambda: lens.scorecam(x, t, layer="layer4"), {
+            "pytorch-grad-cam ScoreCAM": lambda: pgc.ScoreCAM(model, [layer])(
+                x, [pgc.utils.model_targets.ClassifierOutputTarget(c) for c in t])}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--model", default="resnet18")
+    parser.add_argument("--size", type=int, default=224)
+    parser.add_argument("--batches", type=int, nargs="+", default=[1, 8])
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--skip", nargs="*", default=[])
+    parser.add_argument("--quick", action="store_true", help="112 px, batch 1, one repeat")
+    args = parser.parse_args()
+    if args.quick:
+        args.size, args.batches, args.repeat = 112, [1], 1
+        args.skip = list(args.skip) + ["scorecam"]
+    device = torch.device(args.device)
+    torch.manual_seed(0)
+    model = getattr(torchvision.models, args.model)().eval().to(device)
+    lens = nl.NetLens(model)
+    rows = []
+    for batch in args.batches:
+        g = torch.Generator().manual_seed(batch)
+        x = torch.rand(batch, 3, args.size, args.size, generator=g).to(device)
+        target = torch.arange(batch, device=device) * 7 % 1000
+        pass_time = {b: timed(one_pass(model, x, b), args.repeat, device)[0] for b in (True, False)}
+        for method, passes, backward, ours, peers in cases(
+                model, lens, x, target, args.size, args.skip):
+            ours_s, ours_mb = timed(ours, args.repeat, device)
+            peer_times = {name: timed(fn, args.repeat, device) for name, fn in peers.items()}
+            best = min(peer_times, key=lambda k: peer_times[k][0])
+            bound = passes * pass_time[backward]
+            rows.append((method, args.model, batch, ours_s, best, peer_times[best][0],
+                         ours_s / peer_times[best][0], ours_mb, ours_s / bound))
+            print(f"  {method} B={batch}: {ours_s:.3f} s vs {best} {peer_times[best][0]:.3f} s",
+                  flush=True)
+    where = f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
+    if device.type == "cuda":
+        where = torch.cuda.get_device_name(device)
+    lines = [f"netlens {nl.__version__}, torch {torch.__version__}, {args.model} {args.size}px, "
+             f"{device.type} ({where}), medians of {args.repeat}", "",
+             "| method | model | batch | netlens s | fastest peer | peer s | ratio | peak MB "
+             "| bound ratio |", "|---|---|---|---|---|---|---|---|---|"]
+    for m, model_name, b, s, peer, ps, ratio, mb, bound in rows:
+        lines.append(f"| {m} | {model_name} | {b} | {s:.3f} | {peer} | {ps:.3f} | {ratio:.2f} "
+                     f"| {mb:.0f} | {bound:.2f} |")
+    table = "\n".join(lines)
+    print(table)
+    RESULTS.mkdir(exist_ok=True)
+    suffix = "-quick" if args.quick else ""
+    (RESULTS / f"attribution-{device.type}{suffix}.md").write_text(table + "\n")
+
+
+if __name__ == "__main__":
+    main()
