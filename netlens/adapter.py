@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from .hooks import HookDict, ModuleHook, TensorHook
+from .hooks import HookDict, ModuleHook
 
 __all__ = [
     "ActivationKind", "CallRecord", "CallTracer", "Layout", "preserved_state", "trace",
@@ -246,10 +246,6 @@ class CallTracer(TorchFunctionMode):
         finally:
             self._hooks.__exit__(*exc_info)
             self._stack = []
-
-    def add_hook(self, tensor: torch.Tensor, fn: Callable[[torch.Tensor], Any]) -> None:
-        """Adds a gradient hook that is removed when the tracer's block ends."""
-        self._hooks.add(TensorHook(tensor, fn))
 
     # -- bookkeeping -------------------------------------------------------------------------
     def _next_name(self, base: str) -> tuple[str, int]:

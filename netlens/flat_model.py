@@ -377,8 +377,8 @@ class FlatModel(nn.Module):
         output (still in the autograd graph). Nothing after the layer is computed."""
         if isinstance(x, torch.Tensor) and (self._channels is not None or x.dim() == 4):
             check_input(x, self._channels)  # an image model: fail early, with the fix
-        if self._calls is None and self._example is None and isinstance(x, torch.Tensor):
-            self._trace(x)
+        if isinstance(x, torch.Tensor):
+            self.ensure_traced(x)  # once, on two images: not a second pass over the whole batch
         if until is None:
             return self.model(x, *args, **kwargs)
         box: list[Any] = []
