@@ -1,7 +1,8 @@
 """netlens: what a neural network sees and why it decides.
 
-:class:`NetLens` gives every attribution method of :mod:`netlens.attribution` for one model. It
-stands on :class:`FlatModel` (a flat, named, hooked view of any model), the hook context managers
+:class:`NetLens` gives every attribution method of :mod:`netlens.attribution` for one model;
+:class:`OptVis` (:mod:`netlens.optvis`) and :class:`NetDreamer` generate images from it. All
+stand on :class:`FlatModel` (a flat, named, hooked view of any model), the hook context managers
 of :mod:`netlens.hooks` and the architecture adapter :mod:`netlens.adapter`. The submodules
 ``image``, ``plot``, ``data`` and ``zoo`` are imported on first use.
 """
@@ -11,15 +12,18 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from . import adapter, attribution, hooks
+from . import adapter, attribution, hooks, optvis
 from ._version import __version__
 from .adapter import preserved_state, relu_calls
 from .flat_model import FlatModel, UnknownLayerError
+from .generate import NetDreamer
 from .hooks import Hook, HookDict, ModuleHook, TensorHook
 from .interpret import NetLens
+from .optvis import OptVis, objectives
 
 __all__ = [
-    "__version__", "NetLens", "FlatModel", "UnknownLayerError", "Hook", "HookDict", "ModuleHook",
+    "__version__", "NetLens", "OptVis", "NetDreamer", "objectives", "optvis", "FlatModel",
+    "UnknownLayerError", "Hook", "HookDict", "ModuleHook",
     "TensorHook", "preserved_state", "relu_calls", "adapter", "attribution", "hooks", "image",
     "plot", "data", "zoo",
 ]

@@ -115,6 +115,11 @@ class ShapesNet(nn.Module):
         torch.Size([2, 4])
     """
 
+    #: The input normalization the model expects (none: raw ``[0, 1]`` images); netlens's
+    #: image-optimization tools read these attributes.
+    input_mean: tuple[float, float, float] = SHAPES_MEAN
+    input_std: tuple[float, float, float] = SHAPES_STD
+
     def __init__(
         self,
         num_classes: int = len(SHAPES_CLASSES),

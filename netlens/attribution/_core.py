@@ -10,20 +10,20 @@ by :func:`guarded`.
 from __future__ import annotations
 
 import contextlib
-import sys
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Protocol, Union
 
 import torch
 from torch import nn
 
+from .._util import progress_bar, user_stacklevel
 from ..adapter import first_tensor, preserved_state
 from ..flat_model import FlatModel, check_input
 
 __all__ = [
     "AttributionMethod", "Target", "as_flat", "prepare", "resolve_target", "split_target", "select",
     "guarded",
-    "chunks", "auto_batch_size", "progress_bar", "DEFAULT_MAX_MEMORY",
+    "chunks", "auto_batch_size", "progress_bar", "user_stacklevel", "DEFAULT_MAX_MEMORY",
 ]
 
 Target = Union[int, Sequence[int], torch.Tensor, None, Callable[[torch.Tensor], torch.Tensor]]
@@ -183,22 +183,3 @@ def auto_batch_size(
         scale = (x.shape[2] * x.shape[3]) / max(1, traced[2] * traced[3])
     per_image = max(1.0, elements * scale * x.element_size() * (2 if backward else 1))
     return max(1, int(max_memory // per_image))
-
-
-def progress_bar(total: int, progress: bool | None, desc: str) -> Any:
-    """A tqdm bar that appears only when the work takes more than 2 s (``progress=None``),
-    always (True) or never (False)."""
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc=desc, disable=progress is False,
-                delay=0.0 if progress else 2.0, leave=False)
-
-
-def user_stacklevel() -> int:
-    """The ``stacklevel`` for ``warnings.warn`` that points at the user's line: the first frame
-    outside netlens (and outside ``contextlib``, which runs our context managers)."""
-    frame, level = sys._getframe(1), 1
-    while frame is not None and frame.f_globals.get("__name__", "").partition(".")[0] in (
-            "netlens", "contextlib"):
-        frame, level = frame.f_back, level + 1
-    return level

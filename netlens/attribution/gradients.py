@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .._util import NetlensWarning
 from ..adapter import first_tensor
 from ..flat_model import FlatModel
 from ..hooks import HookDict, TensorHook
@@ -51,10 +52,6 @@ SmoothVariant = Literal["mean", "squared", "vargrad"]
 
 # Standard deviation of the "blur" IG baseline, as a fraction of the image's larger side.
 BLUR_SIGMA = 0.1
-
-
-class NetlensWarning(UserWarning):
-    """A real hazard in how a method applies to a model (shown once per place)."""
 
 
 def _clamp_negative(grad: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,227 @@
+"""``NetDreamer``: images generated from a model, all on :class:`~netlens.optvis.OptVis`.
+
+- :meth:`NetDreamer.channel_visualization` and :meth:`NetDreamer.class_visualization`: what a
+  channel or a class responds to most, from a random 1/f image (Olah et al., 2017).
+- :meth:`NetDreamer.deep_dream`: amplify what a layer (or one channel) sees in a user's image,
+  over several octaves (Mordvintsev et al., "Inceptionism", 2015).
+- :meth:`NetDreamer.inverted_image`: an image whose features at a layer match a given image's,
+  with total-variation and alpha-norm priors (Mahendran and Vedaldi, 2015).
+
+Images go in and come out as ``(B, 3, H, W)`` tensors in ``[0, 1]``, *not* normalized: the
+model's normalization (:func:`~netlens.optvis.render.model_normalization`) is applied inside.
+
+Example:
+    >>> import torchvision
+    >>> dreamer = NetDreamer(torchvision.models.resnet18().eval())
+    >>> g = torch.Generator().manual_seed(0)
+    >>> dreamer.deep_dream(torch.rand(1, 3, 64, 80), "layer2", steps=2, octaves=2,
+    ...                    generator=g, progress=False).shape
+    torch.Size([1, 3, 64, 80])
+"""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .flat_model import FlatModel
+from .optvis import objectives as obj
+from .optvis.param import ImageParam, RawParam
+from .optvis.render import OptVis
+from .optvis.transforms import jitter
+
+__all__ = ["NetDreamer"]
+
+
+class _NormalizedAscent(torch.optim.Optimizer):
+    """The deep dream step: ``p -= lr * grad / mean(|grad|)`` per image, which makes the step
+    size independent of the layer's scale (Mordvintsev et al., 2015)."""
+
+    def __init__(self, params: Any, lr: float) -> None:
+        super().__init__(params, {"lr": lr})
+
+    @torch.no_grad()
+    def step(self, closure: Any = None) -> Any:
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                g = p.grad
+                scale = g.abs().flatten(1).mean(1).clamp_min(1e-12).view(-1, *[1] * (g.dim() - 1))
+                p.sub_(group["lr"] * g / scale)
+                p.clamp_(0, 1)
+        return loss
+
+
+class NetDreamer:
+    """Deep dream, feature inversion, channel and class visualization for one model.
+
+    Args:
+        model: any ``nn.Module`` (in eval mode) or :class:`~netlens.FlatModel`; never changed.
+        mean, std: the model's input normalization (default: what
+            :func:`~netlens.optvis.render.model_normalization` finds).
+    """
+
+    def __init__(self, model: nn.Module, *, mean: Any = None, std: Any = None) -> None:
+        self.fm = model if isinstance(model, FlatModel) else FlatModel(model)
+        self._stats = {"mean": mean, "std": std}
+
+    def _optvis(self, objective: obj.Objective, param: nn.Module, **options: Any) -> OptVis:
+        return OptVis(self.fm, objective, param, **self._stats, **options)
+
+    def channel_visualization(
+        self, layer: str, channel: int, *, size: int | tuple[int, int] = 128, steps: int = 256,
+        batch: int = 1, lr: float = 0.05, transforms: Any = None, progress: bool | None = None,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """The image that most excites ``channel`` of ``layer``: ``(batch, 3, H, W)`` in [0, 1]."""
+        g = _generator(generator, self.fm)
+        param = ImageParam(size, batch=batch, generator=g, device=_device(self.fm))
+        vis = self._optvis(obj.channel(layer, channel), param, transforms=transforms, lr=lr,
+                           generator=g)
+        return vis.vis((steps,), progress=progress)[-1]
+
+    def class_visualization(
+        self, c: int, *, size: int | tuple[int, int] = 128, steps: int = 256, batch: int = 1,
+        lr: float = 0.05, transforms: Any = None, progress: bool | None = None,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """The image that most raises the logit of class ``c``: ``(batch, 3, H, W)`` in [0, 1]."""
+        g = _generator(generator, self.fm)
+        param = ImageParam(size, batch=batch, generator=g, device=_device(self.fm))
+        vis = self._optvis(obj.class_logit(c), param, transforms=transforms, lr=lr, generator=g)
+        return vis.vis((steps,), progress=progress)[-1]
+
+    def deep_dream(
+        self, image: torch.Tensor, layer: str, channel: int | None = None, *, octaves: int = 4,
+        octave_scale: float = 1.4, steps: int = 10, lr: float = 0.01, jitter_px: int = 8,
+        progress: bool | None = None, generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """Deep dream: amplify what ``layer`` (or one ``channel`` of it) sees in ``image``.
+
+        From the smallest octave (the image scaled by ``1 / octave_scale ** (octaves - 1)``) to
+        the full size, ``steps`` normalized gradient-ascent steps with random jitter raise the
+        mean square of the layer's activation (the mean of the channel with ``channel=``); the
+        detail added at one octave is carried, upsampled, to the next.
+
+        Args:
+            image: ``(B, 3, H, W)`` in ``[0, 1]``, any size.
+            layer: a :class:`~netlens.FlatModel` layer name.
+            channel: one channel of the layer, or None for the whole layer.
+            octaves: number of scales (1: the full size only).
+            octave_scale: size ratio between consecutive octaves (> 1).
+            steps: gradient steps per octave (0 returns the image unchanged).
+            lr: step size, in units of the mean absolute gradient (pixels move by about ``lr``).
+            jitter_px: random translation before each step (0 for none).
+
+        Returns:
+            ``(B, 3, H, W)`` in ``[0, 1]``, with ``image``'s dtype and device.
+        """
+        x = _check_image(image)
+        _check_int(octaves, "octaves", 1)
+        _check_int(steps, "steps", 0)
+        if not isinstance(octave_scale, numbers.Real) or not octave_scale > 1:
+            raise ValueError(f"octave_scale must be a number > 1, got {octave_scale!r}")
+        objective = obj.layer(layer, squared=True) if channel is None else obj.channel(layer,
+                                                                                      channel)
+        if steps == 0:
+            return x.clone()
+        g = _generator(generator, self.fm)
+        h, w = x.shape[-2:]
+        sizes = [(max(8, round(h / octave_scale ** k)), max(8, round(w / octave_scale ** k)))
+                 for k in reversed(range(octaves))]
+        detail = torch.zeros_like(_resize(x, sizes[0]))
+        out = x
+        transforms = [jitter(jitter_px)] if jitter_px > 0 else []
+        for size in sizes:
+            base = _resize(x, size)
+            start = (base + _resize(detail, size)).clamp(0, 1)
+            param = RawParam(start)
+            vis = self._optvis(objective, param, transforms=transforms, generator=g,
+                               optimizer=lambda p: _NormalizedAscent(p, lr), lr=lr)
+            out = vis.vis((steps,), progress=progress)[-1]
+            detail = out - base
+        return out.to(x.dtype)
+
+    def inverted_image(
+        self, image: torch.Tensor, layer: str, *, steps: int = 256, lr: float = 0.05,
+        tv_weight: float = 0.05, alpha_weight: float = 0.05, transforms: Any = (),
+        progress: bool | None = None, generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """An image whose features at ``layer`` match ``image``'s, from a random start, with
+        total-variation and alpha-norm priors (Mahendran and Vedaldi, 2015).
+
+        Returns:
+            ``(B, 3, H, W)`` in ``[0, 1]``, the size of ``image``.
+        """
+        x = _check_image(image)
+        g = _generator(generator, self.fm)
+        target = self.features(x, layer)
+        param = ImageParam(tuple(x.shape[-2:]), batch=x.shape[0], generator=g,
+                           device=x.device, dtype=x.dtype)
+        objective = (obj.match(layer, target) - tv_weight * obj.total_variation()
+                     - alpha_weight * obj.alpha_norm())
+        vis = self._optvis(objective, param, transforms=transforms, lr=lr, generator=g)
+        return vis.vis((steps,), progress=progress)[-1]
+
+    def features(self, image: torch.Tensor, layer: str) -> torch.Tensor:
+        """The layer's output for ``image`` (in [0, 1]) as a detached ``[B, C, h, w]`` map."""
+        x = _check_image(image)
+        vis = self._optvis(obj.layer(layer), RawParam(x), transforms=())
+        with torch.no_grad():
+            vis.value()
+        return vis._acts[self.fm.resolve_layer(layer)].detach().clone()
+
+
+def _check_image(image: object) -> torch.Tensor:
+    if not isinstance(image, torch.Tensor):
+        raise TypeError(f"expected an image tensor (B, 3, H, W) in [0, 1], got "
+                        f"{type(image).__name__}")
+    if image.dim() == 3:
+        image = image.unsqueeze(0)
+    if image.dim() != 4 or not image.is_floating_point():
+        raise ValueError(f"expected a float image batch (B, C, H, W), got shape "
+                         f"{tuple(image.shape)} and dtype {image.dtype}")
+    if not bool(torch.isfinite(image).all()):
+        raise ValueError("the image contains NaN or infinite values")
+    lo, hi = float(image.min()), float(image.max())
+    if lo < -1e-4 or hi > 1 + 1e-4:
+        raise ValueError(f"expected pixel values in [0, 1], got [{lo:.3g}, {hi:.3g}]; pass the "
+                         "image before normalization (nl.image.load(..., mean=None, std=None) or "
+                         "nl.image.denormalize(x))")
+    return image.detach().clamp(0, 1)
+
+
+def _check_int(value: object, name: str, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def _resize(x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+    if tuple(x.shape[-2:]) == tuple(size):
+        return x
+    return F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=False,
+                         antialias=size[0] < x.shape[-2])
+
+
+def _device(fm: FlatModel) -> torch.device:
+    p = next(fm.model.parameters(), None)
+    return p.device if p is not None else torch.device("cpu")
+
+
+def _generator(generator: torch.Generator | None, fm: FlatModel) -> torch.Generator:
+    if generator is None:
+        generator = torch.Generator()
+        generator.seed()
+    return generator
+

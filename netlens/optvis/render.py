@@ -1,0 +1,354 @@
+"""``OptVis``: optimize an image parameterization to maximize an objective of a model.
+
+The loop (Olah et al., "Feature Visualization", Distill 2017): image = param(); a random
+transformation of it; the model's own input normalization; the forward pass, stopped right after
+the deepest layer the objective reads; a gradient step on the parameters to *raise* the objective.
+The model is frozen during the run (no parameter gradient is computed) and left exactly as it
+was afterwards, also after an error or a Ctrl-C.
+
+Example:
+    >>> import torchvision
+    >>> from netlens.optvis import objectives as obj
+    >>> model = torchvision.models.resnet18().eval()
+    >>> g = torch.Generator().manual_seed(0)
+    >>> vis = OptVis(model, obj.channel("layer2", 7), size=64, generator=g)
+    >>> images = vis.vis(thresholds=(4, 8), progress=False)
+    >>> [tuple(im.shape) for im in images]
+    [(1, 3, 64, 64), (1, 3, 64, 64)]
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import numbers
+import warnings
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, Union
+
+import torch
+from torch import nn
+
+from .._util import NetlensWarning, progress_bar, user_stacklevel
+from ..adapter import _StopForward, first_tensor, preserved_state
+from ..flat_model import FlatModel
+from ..hooks import HookDict, ModuleHook
+from .objectives import Context, Objective, as_objective
+from .param import ImageParam
+from .transforms import compose, standard_transforms
+
+__all__ = ["OptVis", "Callback", "model_normalization"]
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+Transform = Callable[..., torch.Tensor]
+OptimizerSpec = Union[torch.optim.Optimizer, Callable[[list], torch.optim.Optimizer], None]
+
+
+class Callback:
+    """Hooks into a run; override what you need. A plain function ``f(vis, step, value)`` given
+    as ``callback=`` is called as :meth:`on_step`."""
+
+    def on_begin(self, vis: OptVis) -> None:
+        """Before the first step."""
+
+    def on_step(self, vis: OptVis, step: int, value: float) -> None:
+        """After step ``step`` (1-based), with the objective's value at that step."""
+
+    def on_end(self, vis: OptVis, images: list[torch.Tensor]) -> None:
+        """After the last step (also after a Ctrl-C), with the images returned."""
+
+
+def model_normalization(model: nn.Module) -> tuple[Sequence[float], Sequence[float]]:
+    """The ``(mean, std)`` a model expects its ``[0, 1]`` input to be normalized with: the
+    model's ``input_mean`` and ``input_std`` attributes if it declares them (netlens's shapes
+    model does), else ImageNet's, as for every torchvision classifier."""
+    inner = model.model if isinstance(model, FlatModel) else model
+    return (getattr(inner, "input_mean", IMAGENET_MEAN), getattr(inner, "input_std", IMAGENET_STD))
+
+
+class OptVis:
+    """Feature visualization by optimization, Lucid-style, on any model.
+
+    Args:
+        model: any ``nn.Module`` or :class:`~netlens.FlatModel`. Put it in eval mode yourself
+            (a warning says so otherwise); it is never changed.
+        objective: what to maximize, an :class:`~netlens.optvis.objectives.Objective` (or a
+            function ``Context -> scalar tensor``, which gets the full forward pass).
+        param: the image parameterization; default ``ImageParam(size, fft=True,
+            decorrelate=True)`` on the model's device, seeded from ``generator``.
+        transforms: a callable ``t(image, generator=g)`` or a sequence of them applied in order;
+            default :func:`~netlens.optvis.transforms.standard_transforms`; ``()`` for none.
+        optimizer: a ``torch.optim.Optimizer`` built on ``param.parameters()``, or a function
+            ``params -> Optimizer`` (e.g. ``lambda p: torch.optim.LBFGS(p, lr=0.5)``); default
+            Adam with ``lr``.
+        lr: the learning rate of the default optimizer.
+        size: the side (or ``(H, W)``) of the default parameterization.
+        mean, std: the model's input normalization, applied inside the loop; default
+            :func:`model_normalization`. Pass ``mean=0.0, std=1.0`` for none.
+        generator: the source of randomness of the default param and of the transforms; default a
+            fresh, nondeterministically seeded CPU generator. The global random state is never used.
+        redirect_steps: during the first steps, a ReLU module whose gradient is zero for a whole
+            image lets through the gradient that would raise its negative inputs (Lucid's
+            "redirected ReLU"), so that a channel that is silent on the start image can still be
+            optimized; 0 turns it off. ReLUs called as functions keep their gradient.
+    """
+
+    def __init__(
+        self, model: nn.Module, objective: Objective | Callable[[Context], torch.Tensor],
+        param: nn.Module | None = None, transforms: Transform | Iterable[Transform] | None = None,
+        optimizer: OptimizerSpec = None, *, lr: float = 0.05, size: int | tuple[int, int] = 128,
+        mean: float | Sequence[float] | None = None, std: float | Sequence[float] | None = None,
+        generator: torch.Generator | None = None, redirect_steps: int = 16,
+    ) -> None:
+        self.fm = model if isinstance(model, FlatModel) else FlatModel(model)
+        self.objective = as_objective(objective)
+        device = _device(self.fm.model)
+        if generator is None:  # on the CPU: the same start on any device, no GPU sync per step
+            generator = torch.Generator()
+            generator.seed()
+        elif not isinstance(generator, torch.Generator):
+            raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
+        self.generator = generator
+        if param is None:
+            param = ImageParam(size, generator=generator, device=device)
+        if not callable(param) or not isinstance(param, nn.Module):
+            raise TypeError("param must be a netlens.optvis parameterization (ImageParam, "
+                            f"RawParam), got {type(param).__name__}")
+        self.param = param
+        self.transforms = _compose(standard_transforms() if transforms is None else transforms)
+        d_mean, d_std = model_normalization(self.fm)
+        self._stats = (d_mean if mean is None else mean, d_std if std is None else std)
+        self._optimizer_spec, self.lr = optimizer, float(lr)
+        self.history: list[float] = []
+        if isinstance(redirect_steps, bool) or not isinstance(redirect_steps, int) or \
+                redirect_steps < 0:
+            raise ValueError(f"redirect_steps must be an int >= 0, got {redirect_steps!r}")
+        self.redirect_steps = redirect_steps
+        self._layers = [self.fm.resolve_layer(n) for n in self.objective.layers]
+        self._stop = self._stop_layer()
+
+    # -- public ---------------------------------------------------------------------------
+    def vis(self, thresholds: Sequence[int] = (256,), callback: Callback | Callable | None = None,
+            progress: bool | None = None) -> list[torch.Tensor]:
+        """Runs ``max(thresholds)`` optimization steps.
+
+        Args:
+            thresholds: increasing step counts at which to take a picture.
+            callback: a :class:`Callback`, or a function ``f(vis, step, value)`` called after
+                every step.
+            progress: show a progress bar: None (when slow), True or False.
+
+        Returns:
+            One image batch ``(B, C, H, W)`` in ``[0, 1]`` per threshold (detached). After a
+            Ctrl-C, the pictures taken so far and the current image (with a warning).
+
+        Raises:
+            ValueError: empty or non-increasing thresholds, an objective that cannot read its
+                layer (channel out of range, ...), or a non-finite objective (lower ``lr``).
+        """
+        steps = _check_thresholds(thresholds)
+        cb = callback if isinstance(callback, Callback) else _FunctionCallback(callback)
+        images: list[torch.Tensor] = []
+        self.history = []
+        with preserved_state(self.fm.model, buffers=True), torch.enable_grad():
+            if self.fm.model.training:
+                warnings.warn(f"{type(self.fm.model).__name__} is in training mode (batch norm and "
+                              "dropout behave differently, and batch norm statistics would move); "
+                              "call model.eval() first", NetlensWarning,
+                              stacklevel=user_stacklevel())
+            for p in self.fm.model.parameters():
+                p.requires_grad_(False)
+            self.fm.ensure_traced(self.param().detach())
+            optimizer = self._optimizer()
+            cb.on_begin(self)
+            step = 0
+            redirect = _redirected_relus(self.fm.model, lambda: step <= self.redirect_steps) \
+                if self.redirect_steps else contextlib.nullcontext()
+            keep = self.fm.intercept(self._layers, self._keep) if self._layers else _Null()
+            with redirect, keep:
+                try:
+                    with progress_bar(steps[-1], progress, "OptVis") as bar:
+                        for step in range(1, steps[-1] + 1):
+                            value = self._step(optimizer)
+                            self.history.append(value)
+                            cb.on_step(self, step, value)
+                            if step in steps:
+                                images.append(self._image())
+                            bar.update(1)
+                except KeyboardInterrupt:
+                    warnings.warn(f"interrupted at step {step}: returning the images so far and "
+                                  "the current one", NetlensWarning, stacklevel=user_stacklevel())
+                    images.append(self._image())
+            cb.on_end(self, images)
+        return images
+
+    def value(self) -> float:
+        """The objective at the current image (no transforms, one forward pass)."""
+        with preserved_state(self.fm.model), torch.no_grad():
+            with self.fm.intercept(self._layers, self._keep) if self._layers else _Null():
+                image = self.param()
+                return float(self._evaluate(image, image))
+
+    # -- the loop ---------------------------------------------------------------------------
+    def _step(self, optimizer: torch.optim.Optimizer) -> float:
+        state = self.generator.get_state()  # every closure call of one step sees one transform
+        last: list[torch.Tensor] = []
+
+        def closure() -> torch.Tensor:
+            self.generator.set_state(state)
+            optimizer.zero_grad(set_to_none=True)
+            image = self.param()
+            value = self._evaluate(image, self.transforms(image, self.generator))
+            (-value).backward()
+            last.append(value.detach())
+            return -value.detach()
+
+        optimizer.step(closure)
+        value = float(last[-1])
+        if not math.isfinite(value):
+            raise ValueError(f"the objective became {value} at step {len(self.history) + 1}; "
+                             f"lower the learning rate (lr={self.lr}) or add a prior")
+        return value
+
+    def _evaluate(self, image: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        self._acts: dict[str, torch.Tensor] = {}
+        self._hw = tuple(x.shape[-2:])
+        output = None
+        if self._layers or self.objective.needs_output:
+            x = _normalize(x, *self._stats)
+            try:
+                output = self.fm.model(x)
+            except _StopForward:
+                pass
+        value = self.objective(Context(image, self._acts, output))
+        if not isinstance(value, torch.Tensor) or value.numel() != 1:
+            raise TypeError(f"the objective {self.objective!r} must return a scalar tensor")
+        return value.reshape(())
+
+    def _keep(self, name: str, output: Any) -> None:
+        t = first_tensor(output)
+        if t is None:
+            raise ValueError(f"layer {name!r} returned no tensor; choose another layer")
+        if name != self._stop:
+            t = t.clone()  # later in-place ops (ReLU(inplace), out += identity) would change it
+        self._acts[name] = self.fm.layout(name).to_map(t, self._hw)
+        if name == self._stop:
+            raise _StopForward(name)
+
+    def _stop_layer(self) -> str | None:
+        if self.objective.needs_output or not self._layers:
+            return None
+        return max(self._layers, key=lambda n: self.fm.layer_info(n).end_order)
+
+    def _image(self) -> torch.Tensor:
+        with torch.no_grad():
+            return self.param().detach().clone()
+
+    def _optimizer(self) -> torch.optim.Optimizer:
+        spec, params = self._optimizer_spec, [p for p in self.param.parameters()]
+        if spec is None:
+            return torch.optim.Adam(params, lr=self.lr)
+        if isinstance(spec, torch.optim.Optimizer):
+            return spec
+        if callable(spec):
+            opt = spec(params)
+            if not isinstance(opt, torch.optim.Optimizer):
+                raise TypeError("optimizer= must return a torch.optim.Optimizer")
+            return opt
+        raise TypeError(f"optimizer must be a torch.optim.Optimizer or a function params -> "
+                        f"Optimizer, got {type(spec).__name__}")
+
+
+class _FunctionCallback(Callback):
+    def __init__(self, fn: Callable | None) -> None:
+        if fn is not None and not callable(fn):
+            raise TypeError(f"callback must be a Callback or a function, got {type(fn).__name__}")
+        self.fn = fn
+
+    def on_step(self, vis: OptVis, step: int, value: float) -> None:
+        if self.fn is not None:
+            self.fn(vis, step, value)
+
+
+class _Redirect(torch.autograd.Function):
+    """Adds zero to a ReLU's output; its backward sends to the ReLU's input ``x`` the gradient
+    that would raise ``x`` where ``x <= 0``, for the images whose ReLU gradient is all zero
+    (Lucid's redirected ReLU)."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(x)
+        return torch.zeros_like(x)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
+        (x,) = ctx.saved_tensors
+        flows = ((grad != 0) & (x > 0)).flatten(1).any(1).view(-1, *[1] * (x.dim() - 1))
+        return torch.where(~flows & (x <= 0) & (grad < 0), grad, torch.zeros_like(grad))
+
+
+@contextlib.contextmanager
+def _redirected_relus(model: nn.Module, active: Callable[[], bool]) -> Any:
+    """While ``active()``, every ``nn.ReLU`` module call gets a :class:`_Redirect` path."""
+    relus = [m for m in model.modules() if type(m) is nn.ReLU]
+    stash: dict[int, list[torch.Tensor]] = {}
+
+    def before(module: nn.Module, args: tuple) -> None:
+        x = args[0] if args else None
+        if active() and isinstance(x, torch.Tensor) and x.requires_grad:
+            stash.setdefault(id(module), []).append(x.clone())  # before an in-place ReLU runs
+
+    def after(module: nn.Module, args: tuple, output: Any) -> Any:
+        pending = stash.get(id(module))
+        if not pending:
+            return None
+        x = pending.pop()
+        return output + _Redirect.apply(x)
+
+    with HookDict() as hooks:
+        for m in relus:
+            hooks.add(ModuleHook(m, before, "forward_pre"))
+            hooks.add(ModuleHook(m, after))
+        yield
+
+
+class _Null:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+def _check_thresholds(thresholds: Sequence[int]) -> list[int]:
+    try:
+        steps = list(thresholds)
+    except TypeError:
+        raise ValueError(f"thresholds must be a sequence of step counts, got {thresholds!r}") \
+            from None
+    if not steps:
+        raise ValueError("thresholds is empty; give at least one step count, e.g. (256,)")
+    if any(isinstance(s, bool) or not isinstance(s, numbers.Integral) or s < 1 for s in steps):
+        raise ValueError(f"thresholds must be positive ints, got {thresholds!r}")
+    if any(b <= a for a, b in zip(steps, steps[1:])):
+        raise ValueError(f"thresholds must be strictly increasing, got {thresholds!r}")
+    return [int(s) for s in steps]
+
+
+def _compose(transforms: Transform | Iterable[Transform]) -> Callable[..., torch.Tensor]:
+    if not callable(transforms):
+        transforms = compose(list(transforms))  # applied in order, cropped back to the size
+    return lambda x, g: transforms(x, generator=g)
+
+
+def _normalize(x: torch.Tensor, mean: Any, std: Any) -> torch.Tensor:
+    m = torch.as_tensor(mean, dtype=x.dtype, device=x.device).reshape(-1, 1, 1)
+    s = torch.as_tensor(std, dtype=x.dtype, device=x.device).reshape(-1, 1, 1)
+    return (x - m) / s
+
+
+def _device(model: nn.Module) -> torch.device:
+    p = next(model.parameters(), None)
+    return p.device if p is not None else torch.device("cpu")

@@ -1,0 +1,115 @@
+"""NetDreamer: deep dream, feature inversion, channel and class visualization (TESTING.md G.21)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import assert_untouched, model_state
+
+from netlens import FlatModel, UnknownLayerError
+from netlens.data import make_shapes
+from netlens.generate import NetDreamer
+from netlens.optvis.param import ImageParam
+from netlens.zoo import shapes_model
+
+
+@pytest.fixture(scope="module")
+def shapes():
+    return shapes_model().eval()
+
+
+@pytest.fixture(scope="module")
+def dreamer(shapes):
+    return NetDreamer(shapes)
+
+
+def _gen(seed: int = 0) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def _act(model, layer, x):
+    fm = FlatModel(model)
+    with torch.no_grad(), fm.record(layer) as rec:
+        fm(x)
+    return rec.activations[layer]
+
+
+def test_deep_dream_raises_the_layer_and_keeps_the_image_format(shapes, dreamer):
+    x = make_shapes(2, size=72, seed=5).images
+    before = shapes_state = model_state(shapes)
+    out = dreamer.deep_dream(x, "layer2", octaves=3, steps=10, generator=_gen())
+    assert out.shape == x.shape and out.dtype == x.dtype
+    assert float(out.min()) >= 0 and float(out.max()) <= 1
+    gain = _act(shapes, "layer2", out).norm() / _act(shapes, "layer2", x).norm()
+    assert gain >= 1.5, float(gain)
+    assert_untouched(shapes, before)
+    del shapes_state
+
+
+def test_deep_dream_steps_zero_is_the_identity_and_odd_sizes_survive_octaves(dreamer):
+    x = make_shapes(1, size=64, seed=6).images[..., :61, :57].contiguous()
+    assert torch.equal(dreamer.deep_dream(x, "layer2", steps=0), x)
+    out = dreamer.deep_dream(x, "layer3", octaves=4, octave_scale=1.3, steps=2, generator=_gen())
+    assert out.shape == (1, 3, 61, 57)
+
+
+def test_deep_dream_on_a_channel_changes_the_image_where_the_channel_responds(shapes, dreamer):
+    x = make_shapes(1, size=96, seed=8).images
+    response = _act(shapes, "layer2", x)[0]  # (C, h, w)
+    c = int(response.flatten(1).amax(1).argmax())
+    out = dreamer.deep_dream(x, "layer2", c, octaves=1, steps=12, jitter_px=0, generator=_gen())
+    change = (out - x).abs().sum(1)[0]
+    where = F.interpolate(response[c][None, None], size=x.shape[-2:], mode="bilinear")[0, 0]
+    region = where >= where.quantile(0.75)  # the quarter of the image where c responds most
+    share = float(change[region].sum() / change.sum())
+    assert share >= 0.5, share  # a quarter of the area gets at least half of the change
+    assert _act(shapes, "layer2", out)[0, c].mean() > response[c].mean()
+
+
+def test_inverted_image_matches_the_features(shapes, dreamer):
+    x = make_shapes(1, size=48, seed=9).images
+    target = _act(shapes, "layer2", x)
+    start = ImageParam(48, generator=_gen(1))().detach()
+    out = dreamer.inverted_image(x, "layer2", steps=128, generator=_gen(1))
+    assert out.shape == x.shape
+    d_start = (_act(shapes, "layer2", start) - target).norm()
+    d_end = (_act(shapes, "layer2", out) - target).norm()
+    assert d_end * 10 <= d_start, (float(d_start), float(d_end))
+
+
+def test_class_and_channel_visualization(shapes, dreamer):
+    image = dreamer.class_visualization(1, size=64, steps=96, generator=_gen(2), progress=False)
+    assert image.shape == (1, 3, 64, 64)
+    with torch.no_grad():
+        assert int(shapes(image).argmax()) == 1
+    start = ImageParam(64, batch=2, generator=_gen(3))().detach()
+    images = dreamer.channel_visualization("layer3", 0, size=64, steps=48, batch=2,
+                                           generator=_gen(3), progress=False)
+    assert images.shape == (2, 3, 64, 64)
+    assert (_act(shapes, "layer3", images)[:, 0].mean()
+            > 3 * _act(shapes, "layer3", start)[:, 0].mean())
+
+
+def test_same_seed_same_dream(dreamer):
+    x = make_shapes(1, size=48, seed=10).images
+    a = dreamer.deep_dream(x, "layer2", octaves=2, steps=3, generator=_gen(7))
+    b = dreamer.deep_dream(x, "layer2", octaves=2, steps=3, generator=_gen(7))
+    assert torch.equal(a, b)
+    c = dreamer.channel_visualization("layer2", 1, size=32, steps=3, generator=_gen(7))
+    d = dreamer.channel_visualization("layer2", 1, size=32, steps=3, generator=_gen(7))
+    assert torch.equal(c, d)
+
+
+def test_bad_input(dreamer):
+    x = make_shapes(1, size=32, seed=1).images
+    with pytest.raises(UnknownLayerError, match="layer2"):
+        dreamer.deep_dream(x, "layer22", steps=1)
+    with pytest.raises(ValueError, match="channel 500 is out of range"):
+        dreamer.deep_dream(x, "layer2", 500, steps=1, octaves=1)
+    with pytest.raises(ValueError, match=r"pixel values in \[0, 1\]"):
+        dreamer.deep_dream(x * 3, "layer2", steps=1)
+    with pytest.raises(ValueError, match="octaves"):
+        dreamer.deep_dream(x, "layer2", octaves=0)
+    with pytest.raises(ValueError, match="NaN"):
+        dreamer.inverted_image(x * float("nan"), "layer2")
