@@ -125,17 +125,17 @@ def _layer_maps(
                 if not gradients:
                     box.append(t.detach().clone())  # later in-place ops must not change it
                     return None
-                # The model continues on a copy, so later in-place ops (ResNet's `out += x`,
-                # in-place ReLUs) cannot change the tensor we differentiate with respect to.
-                box.append(t)
-                return _with_first(output, t.clone())
+                # The forward runs without autograd up to here: nothing before the layer is
+                # differentiated, so no graph is recorded for it. From here on it is recorded,
+                # starting from a leaf; the model continues on a copy, so that later in-place
+                # ops (ResNet's `out += x`, in-place ReLUs) cannot change the leaf.
+                torch.set_grad_enabled(True)
+                leaf = t.detach().requires_grad_(True)
+                box.append(leaf)
+                return _with_first(output, leaf.clone())
 
-            with fm.intercept(name, grab):
-                if gradients:  # the input requires grad so that a frozen model has a graph
-                    out = fm(x[part].detach().requires_grad_(True))
-                else:
-                    with torch.no_grad():
-                        out = fm(x[part])
+            with fm.intercept(name, grab), torch.no_grad():  # grab turns autograd back on
+                out = fm(x[part])
             if not box:
                 raise ValueError(f"the forward pass did not reach layer {name!r}")
             scores_of = first_tensor(out)
