@@ -76,6 +76,8 @@ def test_thresholds_give_one_image_per_threshold_in_the_unit_range(shapes):
         assert im.shape == (1, 3, 40, 56) and im.dtype == torch.float32
         assert 0 <= float(im.min()) and float(im.max()) <= 1 and not im.requires_grad
     assert not torch.equal(images[0], images[2])
+    two = OptVis(shapes, obj.channel("layer2", 1), size=24, batch=2, generator=_gen()).vis((1,))
+    assert two[0].shape == (2, 3, 24, 24)
 
 
 def test_same_seed_same_image_and_the_global_rng_is_not_touched(shapes):

@@ -89,10 +89,12 @@ class OptVis:
             :func:`model_normalization`. Pass ``mean=0.0, std=1.0`` for none.
         generator: the source of randomness of the default param and of the transforms; default a
             fresh, nondeterministically seeded CPU generator. The global random state is never used.
-        redirect_steps: during the first steps, a ReLU module whose gradient is zero for a whole
-            image lets through the gradient that would raise its negative inputs (Lucid's
-            "redirected ReLU"), so that a channel that is silent on the start image can still be
-            optimized; 0 turns it off. ReLUs called as functions keep their gradient.
+        redirect_steps: if the first step gives some image no gradient at all (the objective
+            reads a channel that is silent on the start image), then for this many steps a ReLU
+            module whose gradient is zero for a whole image lets through the gradient that would
+            raise its negative inputs (Lucid's "redirected ReLU"), which wakes the channel up;
+            0 turns it off. ReLUs called as functions keep their gradient.
+        batch: the number of images of the default parameterization.
     """
 
     def __init__(
@@ -100,7 +102,7 @@ class OptVis:
         param: nn.Module | None = None, transforms: Transform | Iterable[Transform] | None = None,
         optimizer: OptimizerSpec = None, *, lr: float = 0.05, size: int | tuple[int, int] = 128,
         mean: float | Sequence[float] | None = None, std: float | Sequence[float] | None = None,
-        generator: torch.Generator | None = None, redirect_steps: int = 16,
+        generator: torch.Generator | None = None, redirect_steps: int = 16, batch: int = 1,
     ) -> None:
         self.fm = model if isinstance(model, FlatModel) else FlatModel(model)
         self.objective = as_objective(objective)
@@ -112,7 +114,7 @@ class OptVis:
             raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
         self.generator = generator
         if param is None:
-            param = ImageParam(size, generator=generator, device=device)
+            param = ImageParam(size, batch=batch, generator=generator, device=device)
         if not callable(param) or not isinstance(param, nn.Module):
             raise TypeError("param must be a netlens.optvis parameterization (ImageParam, "
                             f"RawParam), got {type(param).__name__}")
@@ -164,7 +166,9 @@ class OptVis:
             optimizer = self._optimizer()
             cb.on_begin(self)
             step = 0
-            redirect = _redirected_relus(self.fm.model, lambda: step <= self.redirect_steps) \
+            self._stalled = False  # set after step 1 if some image got no gradient at all
+            redirect = _redirected_relus(
+                self.fm.model, lambda: self._stalled and step <= 1 + self.redirect_steps) \
                 if self.redirect_steps else contextlib.nullcontext()
             keep = self.fm.intercept(self._layers, self._keep) if self._layers else _Null()
             with redirect, keep:
@@ -172,6 +176,8 @@ class OptVis:
                     with progress_bar(steps[-1], progress, "OptVis") as bar:
                         for step in range(1, steps[-1] + 1):
                             value = self._step(optimizer)
+                            if step == 1 and self.redirect_steps:
+                                self._stalled = self._no_gradient()
                             self.history.append(value)
                             cb.on_step(self, step, value)
                             if step in steps:
@@ -211,6 +217,16 @@ class OptVis:
             raise ValueError(f"the objective became {value} at step {len(self.history) + 1}; "
                              f"lower the learning rate (lr={self.lr}) or add a prior")
         return value
+
+    def _no_gradient(self) -> bool:
+        """Whether some image of the batch received no gradient in the last step."""
+        flows = None
+        for p in self.param.parameters():
+            if p.grad is None:
+                continue
+            g = p.grad.reshape(p.grad.shape[0], -1).ne(0).any(1)
+            flows = g if flows is None or flows.shape != g.shape else flows | g
+        return flows is None or not bool(flows.all())
 
     def _evaluate(self, image: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         self._acts: dict[str, torch.Tensor] = {}
@@ -285,7 +301,10 @@ class _Redirect(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
         (x,) = ctx.saved_tensors
-        flows = ((grad != 0) & (x > 0)).flatten(1).any(1).view(-1, *[1] * (x.dim() - 1))
+        flows = ((grad != 0) & (x > 0)).flatten(1).any(1)
+        if bool(flows.all()):
+            return None  # the usual case: the ReLU's own gradient flows for every image
+        flows = flows.view(-1, *[1] * (x.dim() - 1))
         return torch.where(~flows & (x <= 0) & (grad < 0), grad, torch.zeros_like(grad))
 
 
