@@ -14,11 +14,23 @@ class NetlensWarning(UserWarning):
 
 def progress_bar(total: int, progress: bool | None, desc: str) -> Any:
     """A tqdm bar that appears only when the work takes more than 2 s (``progress=None``),
-    always (True) or never (False)."""
+    always (True) or never (False: tqdm is not even imported)."""
+    if progress is False:
+        return _NoBar()
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, desc=desc, disable=progress is False,
-                delay=0.0 if progress else 2.0, leave=False)
+    return tqdm(total=total, desc=desc, delay=0.0 if progress else 2.0, leave=False)
+
+
+class _NoBar:
+    def __enter__(self) -> _NoBar:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def update(self, n: int = 1) -> None:
+        return None
 
 
 def user_stacklevel() -> int:

@@ -32,7 +32,7 @@ from torch import nn
 from .flat_model import FlatModel
 from .optvis import objectives as obj
 from .optvis.param import ImageParam, RawParam
-from .optvis.render import OptVis
+from .optvis.render import OptVis, model_normalization
 from .optvis.transforms import jitter
 
 __all__ = ["NetDreamer"]
@@ -154,7 +154,7 @@ class NetDreamer:
 
     def inverted_image(
         self, image: torch.Tensor, layer: str, *, steps: int = 256, lr: float = 0.05,
-        tv_weight: float = 0.05, alpha_weight: float = 0.05, transforms: Any = (),
+        tv_weight: float = 0.5, alpha_weight: float = 0.05, transforms: Any = (),
         progress: bool | None = None, generator: torch.Generator | None = None,
     ) -> torch.Tensor:
         """An image whose features at ``layer`` match ``image``'s, from a random start, with
@@ -176,10 +176,15 @@ class NetDreamer:
     def features(self, image: torch.Tensor, layer: str) -> torch.Tensor:
         """The layer's output for ``image`` (in [0, 1]) as a detached ``[B, C, h, w]`` map."""
         x = _check_image(image)
-        vis = self._optvis(obj.layer(layer), RawParam(x), transforms=())
-        with torch.no_grad():
-            vis.value()
-        return vis._acts[self.fm.resolve_layer(layer)].detach().clone()
+        name = self.fm.resolve_layer(layer)
+        mean, std = model_normalization(self.fm)
+        mean = mean if self._stats["mean"] is None else self._stats["mean"]
+        std = std if self._stats["std"] is None else self._stats["std"]
+        m = torch.as_tensor(mean, dtype=x.dtype, device=x.device).reshape(-1, 1, 1)
+        s = torch.as_tensor(std, dtype=x.dtype, device=x.device).reshape(-1, 1, 1)
+        with torch.no_grad(), self.fm.record(name) as rec:
+            self.fm((x - m) / s, until=name)
+        return self.fm.layout(name).to_map(rec.activations[name], tuple(x.shape[-2:]))
 
 
 def _check_image(image: object) -> torch.Tensor:

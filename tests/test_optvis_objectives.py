@@ -33,14 +33,22 @@ def test_activation_objectives_follow_their_definitions(ctx):
     assert torch.allclose(obj.direction("a", v)(ctx), expected, atol=1e-12)
 
 
-def test_diversity_is_minus_the_mean_cosine_similarity_of_gram_matrices(ctx):
+def test_diversity_is_minus_the_mean_cosine_similarity_of_covariance_matrices(ctx):
     a = ctx["a"].flatten(2)
-    grams = [(f @ f.T).flatten() for f in a]
-    sims = [torch.dot(grams[i], grams[j]) / grams[i].norm() / grams[j].norm()
+    a = a - a.mean(dim=2, keepdim=True)
+    grams = [(f @ f.T).flatten() / f.shape[1] for f in a]
+    eps = 1e-4 * torch.stack([g.dot(g) for g in grams]).mean()
+    sims = [(grams[i].dot(grams[j]) + eps) / (grams[i].norm() * grams[j].norm() + eps)
             for i in range(3) for j in range(3) if i != j]
     assert torch.allclose(obj.diversity("a")(ctx), -torch.stack(sims).mean(), atol=1e-12)
     one = Context(ctx.image[:1], {"a": ctx["a"][:1]})
     assert float(obj.diversity("a")(one)) == 0.0
+    # a blank image is not "more diverse": its similarity to the others is 1, not 0
+    blank = ctx["a"].clone()
+    blank[2] = 0
+    with_blank = obj.diversity("a")(Context(ctx.image, {"a": blank}))
+    pair = obj.diversity("a")(Context(ctx.image[:2], {"a": ctx["a"][:2]}))
+    assert with_blank < pair
 
 
 def test_priors_follow_their_definitions(ctx):

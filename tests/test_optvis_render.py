@@ -31,6 +31,7 @@ def _channel_means(model, layer, images):
     return rec.activations[layer].mean(dim=(2, 3))
 
 
+@pytest.mark.slow
 def test_channel_visualization_beats_the_start_and_every_test_image(shapes):
     """Issue 4 and TESTING.md G.19: 128 steps at 128 px, FFT, decorrelation, standard transforms.
     Channels silent on the start image included: the redirected ReLU reaches them."""

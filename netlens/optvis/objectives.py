@@ -6,7 +6,7 @@ Activation objectives (:func:`channel`, :func:`neuron`, :func:`layer`, :func:`cl
 differ. Priors on the image (:func:`total_variation`, :func:`l1`, :func:`l2`, :func:`alpha_norm`)
 measure a quantity that grows with noise, so they are *subtracted*::
 
-    obj = channel("layer3", 5) - 1e-3 * total_variation()
+    obj = channel("layer3", 5) - 0.5 * total_variation()
 
 Each objective names the layers it reads by their :class:`~netlens.FlatModel` names
 (``"layer3"``, ``"features.28"``, ``"layer1.0.relu:1"``, ViT ``"encoder.layers.encoder_layer_5"``);
@@ -230,8 +230,14 @@ def direction(layer_name: str, vector: torch.Tensor, *, batch: Batch = None) -> 
 
 def diversity(layer_name: str) -> Objective:
     """How much the images of a batch differ in style: minus the mean cosine similarity between
-    the Gram matrices of their activations at ``layer_name`` (Olah et al., 2017). Add it with a
-    weight to a batch objective: ``channel(l, c) + 1e2 * diversity(l)``. 0 for one image."""
+    the channel covariance matrices (centred Gram matrices) of their activations at
+    ``layer_name`` (after Olah et al., 2017, who use plain Gram matrices). Add it with a weight to
+    a batch objective: ``channel(l, c) + w * diversity(l)``; 0 for one image.
+
+    Centring makes the measure see texture rather than the overall activation level, which ReLU
+    layers share (plain Gram matrices of ReLU outputs are all nearly parallel). An image whose
+    activations are all zero counts as similar to every other, so blanking an image does not pay.
+    """
 
     def fn(ctx: Context) -> torch.Tensor:
         a = ctx[layer_name]
@@ -239,8 +245,12 @@ def diversity(layer_name: str) -> Objective:
         if b < 2:
             return a.new_zeros(())
         f = a.flatten(2)
-        gram = torch.nn.functional.normalize((f @ f.transpose(1, 2)).flatten(1), dim=1)
-        sim = gram @ gram.T
+        f = f - f.mean(dim=2, keepdim=True)
+        gram = (f @ f.transpose(1, 2)).flatten(1) / f.shape[2]
+        sq = (gram * gram).sum(1)
+        eps = 1e-4 * sq.detach().mean() + 1e-30  # a zero matrix is "similar", not "different"
+        norms = sq.sqrt()
+        sim = (gram @ gram.T + eps) / (norms[:, None] * norms[None, :] + eps)
         return -(sim.sum() - sim.diagonal().sum()) / (b * (b - 1))
 
     return Objective(fn, f"diversity({layer_name!r})", layers=[layer_name])
@@ -268,7 +278,9 @@ def match(layer_name: str, target: torch.Tensor) -> Objective:
 # -- image priors (subtract them) ----------------------------------------------------------
 def total_variation(beta: float = 1.0) -> Objective:
     """Mean total variation ``((dx² + dy²) ** (beta / 2))`` of the image, a prior against high
-    frequencies (Mahendran and Vedaldi, 2015). Subtract it with a small weight."""
+    frequencies (Mahendran and Vedaldi, 2015). Subtract it; it is a per-pixel mean (about 0.1
+    for a noisy image), so its weight should be comparable to the objective's scale (e.g. 0.1-1
+    for a channel mean of a few units)."""
     beta = _positive(beta, "beta")
 
     def fn(ctx: Context) -> torch.Tensor:

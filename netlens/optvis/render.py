@@ -142,6 +142,8 @@ class OptVis:
                 every step.
             progress: show a progress bar: None (when slow), True or False.
 
+        A second call continues from the current image, with a fresh optimizer and history.
+
         Returns:
             One image batch ``(B, C, H, W)`` in ``[0, 1]`` per threshold (detached). After a
             Ctrl-C, the pictures taken so far and the current image (with a warning).
@@ -190,11 +192,12 @@ class OptVis:
             cb.on_end(self, images)
         return images
 
-    def value(self) -> float:
-        """The objective at the current image (no transforms, one forward pass)."""
+    def value(self, image: torch.Tensor | None = None) -> float:
+        """The objective at the current image, or at ``image`` (``(B, C, H, W)`` in [0, 1], the
+        batch the objective expects): no transforms, one forward pass."""
         with preserved_state(self.fm.model), torch.no_grad():
             with self.fm.intercept(self._layers, self._keep) if self._layers else _Null():
-                image = self.param()
+                image = self.param() if image is None else image
                 return float(self._evaluate(image, image))
 
     # -- the loop ---------------------------------------------------------------------------

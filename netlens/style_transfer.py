@@ -1,0 +1,481 @@
+"""Neural style transfer on any model, on :class:`~netlens.optvis.OptVis`.
+
+An image is optimized so that its features at some layers match a *content* image's and the
+Gram matrices of its features at other layers match those of one or several *style* images
+(Gatys, Ecker and Bethge, "Image Style Transfer Using Convolutional Neural Networks", CVPR 2016).
+
+- :class:`StyleTransferModule` holds the model and the targets: the content features and the
+  (weighted mix of the) style Gram matrices, computed once.
+- :class:`StyleTransferObjective` is the optvis objective, minus the weighted loss; it keeps the
+  three losses of its last evaluation, which :class:`LossReporter` records step by step.
+- :func:`generate_style_transfer` runs the optimization (L-BFGS or Adam, on the pixels or on a
+  Fourier parameterization) and returns the image.
+
+Images go in and come out as ``(B, 3, H, W)`` tensors in ``[0, 1]``; the model's normalization
+is applied inside. The forward pass stops after the deepest layer that a loss reads.
+
+Example:
+    >>> import torchvision
+    >>> vgg = torchvision.models.vgg16().features.eval()
+    >>> content, style = torch.rand(1, 3, 48, 64), torch.rand(1, 3, 40, 40)
+    >>> module = StyleTransferModule(vgg, content, style_target=style)
+    >>> module.content_layers, module.style_layers
+    (('20',), ('1', '6', '11', '18', '25'))
+    >>> out = generate_style_transfer(module, num_steps=2, progress=False)
+    >>> out.shape
+    torch.Size([1, 3, 48, 64])
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Callable, Sequence
+from typing import Any, Union
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .adapter import preserved_state
+from .flat_model import FlatModel
+from .optvis.objectives import Context, Objective
+from .optvis.param import ImageParam, RawParam
+from .optvis.render import Callback, OptVis, model_normalization
+
+__all__ = ["gram_matrix", "default_layers", "StyleTransferModule", "StyleTransferObjective",
+           "LossReporter", "generate_style_transfer"]
+
+Layers = Union[str, Sequence[str], None]
+_RANGE_TOL = 1e-4
+
+
+def gram_matrix(features: Tensor) -> Tensor:
+    """The Gram matrix of each image's feature maps, normalized by the map's size.
+
+    ``G[b] = F[b] F[b]ᵀ / (C · H · W)`` where ``F[b]`` is image ``b``'s features flattened to
+    ``(C, H·W)``: the channels' mean products over positions, divided by ``C``. The division
+    by ``H·W`` makes style images of any size comparable; the one by ``C`` keeps layers of many
+    channels from dominating the sum of losses (Gatys et al., 2016, eq. 3, up to the constant).
+
+    Args:
+        features: ``(B, C, H, W)``.
+
+    Returns:
+        ``(B, C, C)``, symmetric positive semi-definite, in ``features``' dtype.
+
+    Example:
+        >>> gram_matrix(torch.ones(2, 3, 4, 5)).shape
+        torch.Size([2, 3, 3])
+    """
+    if not isinstance(features, Tensor) or features.dim() != 4:
+        shape = tuple(features.shape) if isinstance(features, Tensor) else type(features).__name__
+        raise ValueError(f"gram_matrix needs features of shape (B, C, H, W), got {shape}")
+    b, c, h, w = features.shape
+    f = features.reshape(b, c, h * w)
+    return torch.bmm(f, f.transpose(1, 2)) / (c * h * w)
+
+
+def default_layers(arch: nn.Module) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """Gatys et al.'s layers for a VGG-like network: ``(content_layers, style_layers)``.
+
+    Convolutions are numbered by block (a pooling layer ends a block): content ``conv4_2``,
+    style ``conv1_1, conv2_1, conv3_1, conv4_1, conv5_1``, each read after its ReLU, as Gatys et
+    al. read them (Caffe's in-place ReLU). On torchvision's VGG16 ``features`` this gives
+    ``"20"`` and ``"1", "6", "11", "18", "25"`` (``"features.20"``, ... on the whole classifier),
+    on VGG19 ``"22"`` and ``"1", "6", "11", "20", "29"``. A network with fewer blocks gets a
+    style layer per block and, for content, the second convolution of its fourth or last block.
+
+    Raises:
+        ValueError: the network has no ``Conv2d``; name the layers yourself.
+    """
+    fm = arch if isinstance(arch, FlatModel) else FlatModel(arch)
+    calls = [c for c in fm.layers if not c.functional]
+    blocks: list[list[str]] = [[]]
+    for i, c in enumerate(calls):
+        if c.type_name == "Conv2d":
+            nxt = calls[i + 1] if i + 1 < len(calls) else None
+            rectified = nxt is not None and nxt.activation is not None
+            blocks[-1].append(nxt.name if rectified else c.name)  # type: ignore[union-attr]
+        elif "Pool" in c.type_name and blocks[-1]:
+            blocks.append([])
+    blocks = [b for b in blocks if b]
+    if not blocks:
+        raise ValueError(f"{type(fm.model).__name__} has no Conv2d layer to take Gatys et al.'s "
+                         "layers from; pass content_layers= and style_layers= by name (see "
+                         "FlatModel(model).layer_names)")
+    content = blocks[min(3, len(blocks) - 1)]
+    return (content[min(1, len(content) - 1)],), tuple(b[0] for b in blocks[:5])
+
+
+class StyleTransferModule:
+    """The model, the layers and the targets of a style transfer.
+
+    Args:
+        arch: any ``nn.Module`` (VGG ``features``, a whole classifier, a ResNet, ...) or a
+            :class:`~netlens.FlatModel`; put it in eval mode. It is never changed.
+        content_target: the content image ``(1 or B, C, H, W)`` (or ``(C, H, W)``) in [0, 1].
+        content_layers: layer names (:attr:`FlatModel.layer_names`) whose features the output
+            must share with the content image; default :func:`default_layers`.
+        style_target: one style image ``(C, H, W)`` or ``(1, C, H, W)``, a batch of them, or a
+            list of images of any sizes, in [0, 1].
+        style_layers: layer names whose ``style_transform`` must match the style's; default
+            :func:`default_layers`.
+        style_transform: ``features (B, C, h, w) -> statistics``; default :func:`gram_matrix`.
+        loss_func: ``loss_func(prediction, target) -> scalar``; default mean squared error.
+        style_weights: one non-negative weight per style image, with a positive sum; they are
+            normalized to sum to 1 and the style targets are the weighted mean of the images'
+            statistics. Default: equal weights.
+        mean, std: the model's input normalization; default
+            :func:`~netlens.optvis.render.model_normalization` (ImageNet's for torchvision).
+
+    The content loss is the sum over content layers of ``loss_func(F(x), F(content))``; the
+    style loss the sum over style layers of ``loss_func(T(F(x)), Σᵢ wᵢ T(F(styleᵢ)))``.
+
+    Raises:
+        UnknownLayerError: a layer name the model lacks (with the closest names).
+        ValueError: images that are not (B, C, H, W) in [0, 1], channel counts that differ from
+            each other or from the model's, weights that do not fit.
+    """
+
+    def __init__(
+        self, arch: nn.Module, content_target: Tensor, content_layers: Layers = None,
+        style_target: Tensor | Sequence[Tensor] | None = None, style_layers: Layers = None,
+        style_transform: Callable[[Tensor], Tensor] = gram_matrix,
+        loss_func: Callable[[Tensor, Tensor], Tensor] = F.mse_loss, *,
+        style_weights: Sequence[float] | None = None, mean: Any = None, std: Any = None,
+    ) -> None:
+        self.fm = arch if isinstance(arch, FlatModel) else FlatModel(arch)
+        ref = next((p for p in self.fm.model.parameters() if p.is_floating_point()), None)
+        self._to = {"device": ref.device if ref is not None else torch.device("cpu"),
+                    "dtype": ref.dtype if ref is not None else torch.float32}
+        self.content_image = self._image(content_target, "content_target")
+        if style_target is None:
+            raise ValueError("give style_target=, one style image (1, C, H, W) or a list")
+        styles = [self._image(s, "style_target") for s in (
+            list(style_target) if isinstance(style_target, (list, tuple)) else [style_target])]
+        styles = [s[i:i + 1] for s in styles for i in range(s.shape[0])]
+        channels = {int(x.shape[1]) for x in [self.content_image, *styles]}
+        if len(channels) > 1:
+            raise ValueError(f"the content and style images have different channel counts "
+                             f"{sorted(channels)}; give them all the model's channels (e.g. "
+                             "x.expand(-1, 3, -1, -1) for a grayscale image)")
+        self.style_weights = _normalized_weights(style_weights, len(styles))
+        self.style_transform, self.loss_func = style_transform, loss_func
+        d_mean, d_std = model_normalization(self.fm)
+        self.mean, self.std = d_mean if mean is None else mean, d_std if std is None else std
+        self.fm.ensure_traced(self.content_image)
+        if content_layers is None or style_layers is None:
+            d_content, d_style = default_layers(self.fm)
+            content_layers = d_content if content_layers is None else content_layers
+            style_layers = d_style if style_layers is None else style_layers
+        self.content_layers = self._names(content_layers, "content_layers")
+        self.style_layers = self._names(style_layers, "style_layers")
+        with torch.no_grad():
+            self.content_features = self.features(self.content_image, self.content_layers)
+            self.style_targets: dict[str, Tensor] = {}
+            for w, s in zip(self.style_weights, styles):
+                for name, f in self.features(s, self.style_layers).items():
+                    t = style_transform(f)
+                    old = self.style_targets.get(name)
+                    if old is not None and old.shape != t.shape:
+                        raise ValueError(
+                            f"style_transform gives {tuple(old.shape)} and {tuple(t.shape)} at "
+                            f"layer {name!r} for two style images; to mix several style images "
+                            "it must not depend on the image size (as gram_matrix does not)")
+                    self.style_targets[name] = w * t if old is None else old + w * t
+
+    # -- public -------------------------------------------------------------------------------
+    def objective(self, style_weight: float = 1e6, content_weight: float = 1.0,
+                  tv_weight: float = 0.0) -> StyleTransferObjective:
+        """The optvis objective: minus the weighted sum of the losses (see
+        :class:`StyleTransferObjective`)."""
+        return StyleTransferObjective(self, style_weight, content_weight, tv_weight)
+
+    def losses(self, image: Tensor) -> dict[str, Tensor]:
+        """The unweighted ``{"content", "style"}`` losses of ``image`` (1 or B, C, H, W) in
+        [0, 1], scalar tensors differentiable w.r.t. ``image`` (not the model's weights)."""
+        image = self._image(image, "image")
+        f = self.features(image, self.content_layers + self.style_layers)
+        return {"content": self.content_loss(f.__getitem__),
+                "style": self.style_loss(f.__getitem__)}
+
+    def features(self, image: Tensor, layers: Sequence[str]) -> dict[str, Tensor]:
+        """The ``[B, C, h, w]`` features of ``image`` in [0, 1] at ``layers``: one forward pass,
+        normalized, stopped after the deepest of them; differentiable w.r.t. ``image``."""
+        names = list(dict.fromkeys(self.fm.resolve_layer(n) for n in layers))
+        stop = max(names, key=lambda n: self.fm.layer_info(n).end_order)
+        with preserved_state(self.fm.model, buffers=True):
+            for p in self.fm.model.parameters():  # no weight gradients, now or later
+                p.requires_grad_(False)
+            with self.fm.record(names, detach=False) as rec:
+                self.fm(_normalize(image, self.mean, self.std), until=stop)
+        hw = tuple(image.shape[-2:])
+        return {n: self.fm.layout(n).to_map(rec.activations[n], hw) for n in names}
+
+    def content_loss(self, features: Callable[[str], Tensor]) -> Tensor:
+        """Sum over content layers of ``loss_func(features(layer), content features)``."""
+        total = 0.0
+        for name in self.content_layers:
+            f, t = features(name), self.content_features[name]
+            if f.shape[-2:] != t.shape[-2:] or t.shape[0] not in (1, f.shape[0]):
+                h, w = self.content_image.shape[-2:]
+                raise ValueError(
+                    f"layer {name!r} gives {tuple(f.shape)} for this image but "
+                    f"{tuple(t.shape)} for the content image; optimize an image of the "
+                    f"content's size ({h}x{w}) and batch ({t.shape[0]}, or 1 for any batch)")
+            total = total + self.loss_func(f, t.expand_as(f))
+        return total  # type: ignore[return-value]
+
+    def style_loss(self, features: Callable[[str], Tensor]) -> Tensor:
+        """Sum over style layers of ``loss_func(style_transform(features(layer)), target)``."""
+        total = 0.0
+        for name in self.style_layers:
+            s = self.style_transform(features(name))
+            total = total + self.loss_func(s, self.style_targets[name].expand_as(s))
+        return total  # type: ignore[return-value]
+
+    def __repr__(self) -> str:
+        h, w = self.content_image.shape[-2:]
+        return (f"StyleTransferModule({type(self.fm.model).__name__}, content {h}x{w} at "
+                f"{list(self.content_layers)}, {len(self.style_weights)} style image(s) at "
+                f"{list(self.style_layers)})")
+
+    # -- helpers ------------------------------------------------------------------------------
+    def _names(self, layers: Layers, what: str) -> tuple[str, ...]:
+        names = [layers] if isinstance(layers, str) else list(layers or ())
+        if not names:
+            raise ValueError(f"{what} is empty; name at least one layer")
+        return tuple(dict.fromkeys(self.fm.resolve_layer(n) for n in names))
+
+    def _image(self, x: object, what: str) -> Tensor:
+        if not isinstance(x, Tensor) or not x.is_floating_point():
+            kind = x.dtype if isinstance(x, Tensor) else type(x).__name__
+            raise TypeError(f"{what} must be a float tensor (B, C, H, W) in [0, 1], got {kind}; "
+                            "load images with netlens.image.load(path, mean=None, std=None)")
+        if x.dim() == 3:
+            x = x[None]
+        if x.dim() != 4 or x.numel() == 0:
+            raise ValueError(f"{what} must have shape (B, C, H, W), got {tuple(x.shape)}")
+        if not bool(torch.isfinite(x).all()):
+            raise ValueError(f"{what} holds NaN or infinite values")
+        lo, hi = float(x.min()), float(x.max())
+        if lo < -_RANGE_TOL or hi > 1 + _RANGE_TOL:
+            raise ValueError(f"{what} must hold pixels in [0, 1], got [{lo:.3g}, {hi:.3g}]; pass "
+                             "raw images, not model-normalized ones (netlens.image.load(..., "
+                             "mean=None, std=None), or netlens.image.denormalize)")
+        return x.detach().clamp(0, 1).to(**self._to)
+
+
+class StyleTransferObjective(Objective):
+    """Minus ``style_weight · style + content_weight · content + tv_weight · tv``, to maximize.
+
+    ``tv`` is the mean squared difference between neighbouring pixels (horizontal plus
+    vertical) of the image. A zero weight drops its term: it is not computed, its layers are not
+    read (a content-only objective stops the forward pass at the content layer) and it is not in
+    :attr:`losses`.
+
+    Attributes:
+        losses: the unweighted losses of the last evaluation, ``{"content", "style", "tv"}``
+            (the terms of positive weight) and the weighted ``"total"``, as floats.
+    """
+
+    def __init__(self, module: StyleTransferModule, style_weight: float = 1e6,
+                 content_weight: float = 1.0, tv_weight: float = 0.0) -> None:
+        if not isinstance(module, StyleTransferModule):
+            raise TypeError(f"module must be a StyleTransferModule, got {type(module).__name__}")
+        w = {"style": _weight(style_weight, "style_weight"),
+             "content": _weight(content_weight, "content_weight"),
+             "tv": _weight(tv_weight, "tv_weight")}
+        if not any(w.values()):
+            raise ValueError("style_weight, content_weight and tv_weight are all 0: nothing to "
+                             "optimize")
+        self.module, self.weights = module, {k: v for k, v in w.items() if v > 0}
+        layers = (module.content_layers if w["content"] else ()) + (
+            module.style_layers if w["style"] else ())
+        super().__init__(self._score, f"style_transfer(style={w['style']:g}, "
+                         f"content={w['content']:g}, tv={w['tv']:g})", layers=layers)
+        self._last: dict[str, Tensor] = {}
+
+    @property
+    def losses(self) -> dict[str, float]:
+        return {k: float(v) for k, v in self._last.items()}
+
+    def _score(self, ctx: Context) -> Tensor:
+        m, terms = self.module, {}
+        if "content" in self.weights:
+            terms["content"] = m.content_loss(ctx.__getitem__)
+        if "style" in self.weights:
+            terms["style"] = m.style_loss(ctx.__getitem__)
+        if "tv" in self.weights:
+            terms["tv"] = _total_variation(ctx.image)
+        total = sum(self.weights[k] * v for k, v in terms.items())
+        self._last = {k: v.detach() for k, v in terms.items()}
+        self._last["total"] = total.detach()  # type: ignore[union-attr]
+        return -total  # type: ignore[operator]
+
+
+class LossReporter(Callback):
+    """Records the losses of every step of a style-transfer run.
+
+    Pass it as ``callback=``; after the run, ``history["step"]`` holds the steps and
+    ``history["content"]``, ``["style"]``, ``["tv"]`` (the terms of positive weight) and
+    ``["total"]`` the losses at each step, measured on the image at the start of that step.
+
+    Args:
+        objective: the :class:`StyleTransferObjective` to read; default the run's objective.
+    """
+
+    def __init__(self, objective: StyleTransferObjective | None = None) -> None:
+        self.objective = objective
+        self.history: dict[str, list[float]] = {"step": []}
+
+    def on_begin(self, vis: OptVis) -> None:
+        self.history = {"step": []}
+
+    def on_step(self, vis: OptVis, step: int, value: float) -> None:
+        obj = self.objective if self.objective is not None else vis.objective
+        if not isinstance(obj, StyleTransferObjective):
+            raise TypeError("LossReporter reads a StyleTransferObjective; pass it as "
+                            "LossReporter(objective)")
+        self.history["step"].append(step)
+        for k, v in obj.losses.items():
+            self.history.setdefault(k, []).append(v)
+
+
+def generate_style_transfer(
+    module: StyleTransferModule, input_img: Tensor | None = None, num_steps: int = 300,
+    style_weight: float = 1e6, content_weight: float = 1.0, tv_weight: float = 0.0, *,
+    optimizer: str | Callable[[list], torch.optim.Optimizer] = "lbfgs",
+    param: str | nn.Module = "raw", lr: float | None = None, history_size: int = 50,
+    progress: bool | None = True, callback: Callback | Callable | None = None,
+) -> Tensor:
+    """Optimizes an image to the content of one image and the style of others.
+
+    One step is one forward and backward pass: L-BFGS runs with ``max_iter=1`` (its curvature
+    history carries over from step to step) and no line search; its first step moves the
+    steepest pixel by ``0.01 * lr``, whatever the scale of the losses. There are no random
+    transforms.
+
+    Args:
+        module: the :class:`StyleTransferModule`.
+        input_img: the start image ``(1 or B, C, H, W)`` in [0, 1], of the content's size;
+            default the content image. Noise gives a new picture for each seed.
+        num_steps: optimization steps (forward + backward passes); 0 returns the start image
+            as the parameterization renders it.
+        style_weight, content_weight, tv_weight: the weights of the losses (see
+            :class:`StyleTransferObjective`).
+        optimizer: ``"lbfgs"``, ``"adam"`` or a function ``params -> Optimizer``.
+        param: ``"raw"`` (the pixels, :class:`~netlens.optvis.param.RawParam`), ``"fft"`` (a
+            Fourier, colour-decorrelated :class:`~netlens.optvis.param.ImageParam` started from
+            ``input_img``) or a parameterization of your own.
+        lr: the learning rate; default 1 for L-BFGS, 0.02 for Adam on pixels, 0.1 for Adam on
+            the Fourier parameterization.
+        history_size: the number of L-BFGS correction pairs kept.
+        progress: show a progress bar (None: only when slow).
+        callback: a :class:`~netlens.optvis.render.Callback` (e.g. :class:`LossReporter`) or
+            a function ``f(vis, step, value)`` called after every step.
+
+    Returns:
+        The image ``(B, C, H, W)`` in [0, 1], detached, on the model's device.
+
+    Raises:
+        ValueError: an input image of another size or range, an unknown optimizer or param,
+            negative weights, a non-finite loss (lower ``lr``).
+    """
+    if not isinstance(module, StyleTransferModule):
+        raise TypeError(f"module must be a StyleTransferModule, got {type(module).__name__}")
+    if isinstance(num_steps, bool) or not isinstance(num_steps, numbers.Integral) or \
+            num_steps < 0:
+        raise ValueError(f"num_steps must be an int >= 0, got {num_steps!r}")
+    objective = module.objective(style_weight, content_weight, tv_weight)
+    image = module.content_image if input_img is None else module._image(input_img, "input_img")
+    if image.shape[-2:] != module.content_image.shape[-2:]:
+        raise ValueError(f"input_img is {tuple(image.shape[-2:])} but the content image is "
+                         f"{tuple(module.content_image.shape[-2:])}; start from an image of the "
+                         "content's size (e.g. torch.rand_like(content))")
+    if isinstance(param, nn.Module):
+        p = param
+    elif param == "raw":
+        p = RawParam(image)
+    elif param == "fft":
+        p = ImageParam(image=image, fft=True, decorrelate=image.shape[1] == 3)
+    else:
+        raise ValueError(f"param must be 'raw', 'fft' or a parameterization, got {param!r}")
+    if num_steps == 0:
+        with torch.no_grad():
+            return p().detach().clone()
+    if optimizer == "lbfgs":
+        rate = 1.0 if lr is None else lr
+        opt: Any = lambda ps: _OnePassLBFGS(ps, lr=rate, history_size=history_size)  # noqa: E731
+    elif optimizer == "adam":
+        rate = (0.1 if param == "fft" else 0.02) if lr is None else lr
+        opt = lambda ps: torch.optim.Adam(ps, lr=rate)  # noqa: E731
+    elif callable(optimizer):
+        opt, rate = optimizer, math.nan if lr is None else lr
+    else:
+        raise ValueError(f"optimizer must be 'lbfgs', 'adam' or a function params -> Optimizer, "
+                         f"got {optimizer!r}")
+    vis = OptVis(module.fm, objective, p, transforms=(), optimizer=opt, lr=rate,
+                 mean=module.mean, std=module.std, redirect_steps=0)
+    return vis.vis((num_steps,), callback=callback, progress=progress)[-1]
+
+
+class _OnePassLBFGS(torch.optim.LBFGS):
+    """torch's L-BFGS with one evaluation per step and no absolute tolerances, whose first step
+    moves the parameter of steepest gradient by ``0.01 * lr`` (torch's moves all parameters by
+    ``lr * min(1, 1 / |g|_1)`` in L1: a negligible step when the losses are small, as on a
+    random-init model, after which the curvature pairs fall under torch's fixed threshold)."""
+
+    first_step = 1e-2
+
+    def __init__(self, params: Any, lr: float, history_size: int) -> None:
+        super().__init__(params, lr=lr, max_iter=1, history_size=history_size,
+                         tolerance_grad=0.0, tolerance_change=0.0)
+
+    def step(self, closure: Any) -> Any:  # type: ignore[override]
+        if self.state[self._params[0]].get("n_iter", 0):
+            return super().step(closure)
+        with torch.enable_grad():
+            loss = closure()
+        g = self._gather_flat_grad().abs()
+        g_max, g_sum = float(g.max()), float(g.sum())
+        group = self.param_groups[0]
+        lr = group["lr"]
+        if g_max > 0:  # torch's first step is lr * min(1, 1 / g_sum) * g
+            group["lr"] = lr * self.first_step / (g_max * min(1.0, 1.0 / g_sum))
+        try:
+            return super().step(lambda: loss)  # the gradients of this evaluation are in .grad
+        finally:
+            group["lr"] = lr
+
+
+def _total_variation(image: Tensor) -> Tensor:
+    dx = image[..., :, 1:] - image[..., :, :-1]
+    dy = image[..., 1:, :] - image[..., :-1, :]
+    return dx.pow(2).mean() + dy.pow(2).mean()
+
+
+def _normalize(x: Tensor, mean: Any, std: Any) -> Tensor:
+    m = torch.as_tensor(mean, dtype=x.dtype, device=x.device).reshape(-1, 1, 1)
+    s = torch.as_tensor(std, dtype=x.dtype, device=x.device).reshape(-1, 1, 1)
+    return (x - m) / s
+
+
+def _weight(value: object, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or \
+            not math.isfinite(value) or value < 0:
+        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+    return float(value)
+
+
+def _normalized_weights(weights: Sequence[float] | None, n: int) -> tuple[float, ...]:
+    if weights is None:
+        return (1.0 / n,) * n
+    w = [_weight(v, "each style weight") for v in weights]
+    if len(w) != n:
+        raise ValueError(f"style_weights has {len(w)} entries for {n} style image(s); give one "
+                         "weight per style image")
+    if not sum(w) > 0:
+        raise ValueError(f"style_weights must have a positive sum, got {list(weights)!r}")
+    return tuple(v / sum(w) for v in w)
