@@ -30,7 +30,8 @@ setup(
         "tqdm>=4.60",
     ],
     extras_require={
-        "dev": ["pytest>=7.4", "ruff>=0.4", "captum>=0.7", "grad-cam>=1.5"],
+        "dev": ["pytest>=7.4", "ruff>=0.4", "nbformat>=5.7", "nbclient>=0.7", "ipykernel>=6.0",
+                "captum>=0.7", "grad-cam>=1.5"],
     },
     classifiers=[
         "License :: OSI Approved :: MIT License",
