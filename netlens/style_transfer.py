@@ -1,18 +1,13 @@
 """Neural style transfer on any model, on :class:`~netlens.optvis.OptVis`.
 
-An image is optimized so that its features at some layers match a *content* image's and the
-Gram matrices of its features at other layers match those of one or several *style* images
-(Gatys, Ecker and Bethge, "Image Style Transfer Using Convolutional Neural Networks", CVPR 2016).
-
-- :class:`StyleTransferModule` holds the model and the targets: the content features and the
-  (weighted mix of the) style Gram matrices, computed once.
-- :class:`StyleTransferObjective` is the optvis objective, minus the weighted loss; it keeps the
-  three losses of its last evaluation, which :class:`LossReporter` records step by step.
-- :func:`generate_style_transfer` runs the optimization (L-BFGS or Adam, on the pixels or on a
-  Fourier parameterization) and returns the image.
-
-Images go in and come out as ``(B, 3, H, W)`` tensors in ``[0, 1]``; the model's normalization
-is applied inside. The forward pass stops after the deepest layer that a loss reads.
+An image is optimized so that its features at some layers match a *content* image's and their
+Gram matrices at other layers match those of one or several *style* images (Gatys, Ecker and
+Bethge, "Image Style Transfer Using Convolutional Neural Networks", CVPR 2016).
+:class:`StyleTransferModule` holds the model and the targets (computed once),
+:class:`StyleTransferObjective` is the optvis objective (minus the weighted loss),
+:class:`LossReporter` records the losses, and :func:`generate_style_transfer` runs it all.
+Images are ``(B, 3, H, W)`` tensors in ``[0, 1]``; the model's normalization is applied inside,
+and the forward pass stops after the deepest layer that a loss reads.
 
 Example:
     >>> import torchvision
@@ -51,18 +46,18 @@ _RANGE_TOL = 1e-4
 
 
 def gram_matrix(features: Tensor) -> Tensor:
-    """The Gram matrix of each image's feature maps, normalized by the map's size.
+    """The Gram matrix of each image's feature maps: ``G[b] = F[b] F[b]ᵀ / (C · H · W)``.
 
-    ``G[b] = F[b] F[b]ᵀ / (C · H · W)`` where ``F[b]`` is image ``b``'s features flattened to
-    ``(C, H·W)``: the channels' mean products over positions, divided by ``C``. The division
-    by ``H·W`` makes style images of any size comparable; the one by ``C`` keeps layers of many
-    channels from dominating the sum of losses (Gatys et al., 2016, eq. 3, up to the constant).
+    ``F[b]`` is image ``b``'s features flattened to ``(C, H·W)``, so ``G`` holds the channels'
+    mean products over positions, divided by ``C``: ``H·W`` makes style images of any size
+    comparable, ``C`` keeps wide layers from dominating the sum of losses (Gatys et al., 2016,
+    eq. 3, up to the constant).
 
     Args:
         features: ``(B, C, H, W)``.
 
     Returns:
-        ``(B, C, C)``, symmetric positive semi-definite, in ``features``' dtype.
+        ``(B, C, C)``, exactly symmetric, positive semi-definite, in ``features``' dtype.
 
     Example:
         >>> gram_matrix(torch.ones(2, 3, 4, 5)).shape
@@ -72,19 +67,35 @@ def gram_matrix(features: Tensor) -> Tensor:
         shape = tuple(features.shape) if isinstance(features, Tensor) else type(features).__name__
         raise ValueError(f"gram_matrix needs features of shape (B, C, H, W), got {shape}")
     b, c, h, w = features.shape
-    f = features.reshape(b, c, h * w)
-    return torch.bmm(f, f.transpose(1, 2)) / (c * h * w)
+    return _Gram.apply(features.reshape(b, c, h * w), c * h * w)
+
+
+class _Gram(torch.autograd.Function):
+    """``f fᵀ / n``, exactly symmetric, whose backward is one matrix product,
+    ``(dG + dGᵀ) f / n``, where autograd would take two (one per operand): the Gram matrices are
+    the most expensive part of the losses."""
+
+    @staticmethod
+    def forward(ctx: Any, f: Tensor, n: int) -> Tensor:
+        ctx.save_for_backward(f)
+        ctx.n = n
+        g = torch.bmm(f, f.transpose(1, 2))
+        return (g + g.transpose(1, 2)) * (0.5 / n)  # exactly symmetric, whatever the BLAS
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:
+        (f,) = ctx.saved_tensors
+        return torch.bmm((grad + grad.transpose(1, 2)) / ctx.n, f), None  # scale the C x C
 
 
 def default_layers(arch: nn.Module) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """Gatys et al.'s layers for a VGG-like network: ``(content_layers, style_layers)``.
 
-    Convolutions are numbered by block (a pooling layer ends a block): content ``conv4_2``,
-    style ``conv1_1, conv2_1, conv3_1, conv4_1, conv5_1``, each read after its ReLU, as Gatys et
-    al. read them (Caffe's in-place ReLU). On torchvision's VGG16 ``features`` this gives
-    ``"20"`` and ``"1", "6", "11", "18", "25"`` (``"features.20"``, ... on the whole classifier),
-    on VGG19 ``"22"`` and ``"1", "6", "11", "20", "29"``. A network with fewer blocks gets a
-    style layer per block and, for content, the second convolution of its fourth or last block.
+    Convolutions are numbered by block (a pooling layer ends one): content ``conv4_2``, style
+    ``conv1_1 ... conv5_1``, each read after its ReLU as Gatys et al. read them (Caffe's ReLUs
+    work in place). torchvision's VGG16 ``features``: ``"20"`` and ``"1", "6", "11", "18",
+    "25"`` (``"features.20"``, ... on the classifier); VGG19: ``"22"`` and ``"1", "6", "11",
+    "20", "29"``. Fewer blocks: one style layer per block, content in the fourth or last.
 
     Raises:
         ValueError: the network has no ``Conv2d``; name the layers yourself.
@@ -111,31 +122,28 @@ def default_layers(arch: nn.Module) -> tuple[tuple[str, ...], tuple[str, ...]]:
 class StyleTransferModule:
     """The model, the layers and the targets of a style transfer.
 
+    The content loss is the sum over content layers of ``loss_func(F(x), F(content))``, the
+    style loss the sum over style layers of ``loss_func(T(F(x)), Σᵢ wᵢ T(F(styleᵢ)))``, with
+    ``F`` the layer's features, ``T`` the ``style_transform``, ``wᵢ`` the style weights.
+
     Args:
         arch: any ``nn.Module`` (VGG ``features``, a whole classifier, a ResNet, ...) or a
-            :class:`~netlens.FlatModel`; put it in eval mode. It is never changed.
+            :class:`~netlens.FlatModel`, in eval mode; it is never changed.
         content_target: the content image ``(1 or B, C, H, W)`` (or ``(C, H, W)``) in [0, 1].
-        content_layers: layer names (:attr:`FlatModel.layer_names`) whose features the output
-            must share with the content image; default :func:`default_layers`.
-        style_target: one style image ``(C, H, W)`` or ``(1, C, H, W)``, a batch of them, or a
-            list of images of any sizes, in [0, 1].
-        style_layers: layer names whose ``style_transform`` must match the style's; default
+        content_layers, style_layers: layer names (``FlatModel(arch).layer_names``); default
             :func:`default_layers`.
+        style_target: a style image ``([1,] C, H, W)``, a batch of them, or a list of images
+            of any sizes, in [0, 1].
         style_transform: ``features (B, C, h, w) -> statistics``; default :func:`gram_matrix`.
         loss_func: ``loss_func(prediction, target) -> scalar``; default mean squared error.
-        style_weights: one non-negative weight per style image, with a positive sum; they are
-            normalized to sum to 1 and the style targets are the weighted mean of the images'
-            statistics. Default: equal weights.
+        style_weights: one weight >= 0 per style image, with a positive sum (normalized to 1);
+            default equal weights.
         mean, std: the model's input normalization; default
             :func:`~netlens.optvis.render.model_normalization` (ImageNet's for torchvision).
 
-    The content loss is the sum over content layers of ``loss_func(F(x), F(content))``; the
-    style loss the sum over style layers of ``loss_func(T(F(x)), Σᵢ wᵢ T(F(styleᵢ)))``.
-
     Raises:
         UnknownLayerError: a layer name the model lacks (with the closest names).
-        ValueError: images that are not (B, C, H, W) in [0, 1], channel counts that differ from
-            each other or from the model's, weights that do not fit.
+        ValueError: images not (B, C, H, W) in [0, 1], channel counts that differ, bad weights.
     """
 
     def __init__(
@@ -173,19 +181,16 @@ class StyleTransferModule:
         self.style_layers = self._names(style_layers, "style_layers")
         with torch.no_grad():
             self.content_features = self.features(self.content_image, self.content_layers)
-            self.style_targets: dict[str, Tensor] = {}
-            for w, s in zip(self.style_weights, styles):
-                for name, f in self.features(s, self.style_layers).items():
-                    t = style_transform(f)
-                    old = self.style_targets.get(name)
-                    if old is not None and old.shape != t.shape:
-                        raise ValueError(
-                            f"style_transform gives {tuple(old.shape)} and {tuple(t.shape)} at "
-                            f"layer {name!r} for two style images; to mix several style images "
-                            "it must not depend on the image size (as gram_matrix does not)")
-                    self.style_targets[name] = w * t if old is None else old + w * t
+            stats = [{n: style_transform(f) for n, f in self.features(s, self.style_layers).items()}
+                     for s in styles]
+        for name in self.style_layers:
+            if len({tuple(st[name].shape) for st in stats}) > 1:
+                raise ValueError(f"style_transform gives statistics of different shapes at layer "
+                                 f"{name!r} for the style images; to mix them, it must not depend "
+                                 "on the image size (as gram_matrix does not)")
+        self.style_targets = {n: sum(w * st[n] for w, st in zip(self.style_weights, stats))
+                              for n in self.style_layers}
 
-    # -- public -------------------------------------------------------------------------------
     def objective(self, style_weight: float = 1e6, content_weight: float = 1.0,
                   tv_weight: float = 0.0) -> StyleTransferObjective:
         """The optvis objective: minus the weighted sum of the losses (see
@@ -241,7 +246,6 @@ class StyleTransferModule:
                 f"{list(self.content_layers)}, {len(self.style_weights)} style image(s) at "
                 f"{list(self.style_layers)})")
 
-    # -- helpers ------------------------------------------------------------------------------
     def _names(self, layers: Layers, what: str) -> tuple[str, ...]:
         names = [layers] if isinstance(layers, str) else list(layers or ())
         if not names:
@@ -352,25 +356,23 @@ def generate_style_transfer(
 ) -> Tensor:
     """Optimizes an image to the content of one image and the style of others.
 
-    One step is one forward and backward pass: L-BFGS runs with ``max_iter=1`` (its curvature
-    history carries over from step to step) and no line search; its first step moves the
-    steepest pixel by ``0.01 * lr``, whatever the scale of the losses. There are no random
-    transforms.
+    One step is one forward and backward pass, with either optimizer; no random transforms.
+    L-BFGS keeps its curvature memory from step to step and needs no line search: a trust
+    region on the largest pixel change keeps it stable whatever the scale of the losses (see
+    ``_LBFGS``), and one more forward pass at the end checks that its last step did not raise
+    the loss. With ``param="raw"`` the pixels are projected into [0, 1] after every step (a
+    function ``optimizer`` gets a straight-through clamp instead).
 
     Args:
         module: the :class:`StyleTransferModule`.
-        input_img: the start image ``(1 or B, C, H, W)`` in [0, 1], of the content's size;
-            default the content image. Noise gives a new picture for each seed.
-        num_steps: optimization steps (forward + backward passes); 0 returns the start image
-            as the parameterization renders it.
-        style_weight, content_weight, tv_weight: the weights of the losses (see
-            :class:`StyleTransferObjective`).
+        input_img: the start ``(1 or B, C, H, W)`` in [0, 1], of the content's size; default the
+            content image.
+        num_steps: steps (forward + backward passes); 0 returns the rendered start image.
+        style_weight, content_weight, tv_weight: see :class:`StyleTransferObjective`.
         optimizer: ``"lbfgs"``, ``"adam"`` or a function ``params -> Optimizer``.
-        param: ``"raw"`` (the pixels, :class:`~netlens.optvis.param.RawParam`), ``"fft"`` (a
-            Fourier, colour-decorrelated :class:`~netlens.optvis.param.ImageParam` started from
-            ``input_img``) or a parameterization of your own.
-        lr: the learning rate; default 1 for L-BFGS, 0.02 for Adam on pixels, 0.1 for Adam on
-            the Fourier parameterization.
+        param: ``"raw"`` (the pixels), ``"fft"`` (a Fourier, colour-decorrelated
+            :class:`~netlens.optvis.param.ImageParam` started from ``input_img``) or your own.
+        lr: default 1 for L-BFGS, 0.02 for Adam on pixels, 0.2 for Adam on ``"fft"``.
         history_size: the number of L-BFGS correction pairs kept.
         progress: show a progress bar (None: only when slow).
         callback: a :class:`~netlens.optvis.render.Callback` (e.g. :class:`LossReporter`) or
@@ -394,10 +396,12 @@ def generate_style_transfer(
         raise ValueError(f"input_img is {tuple(image.shape[-2:])} but the content image is "
                          f"{tuple(module.content_image.shape[-2:])}; start from an image of the "
                          "content's size (e.g. torch.rand_like(content))")
+    box = None if isinstance(param, nn.Module) or param != "raw" or callable(optimizer) \
+        else (0.0, 1.0)  # our optimizers keep the pixels in [0, 1] by projection
     if isinstance(param, nn.Module):
         p = param
     elif param == "raw":
-        p = RawParam(image)
+        p = RawParam(image, clamp=box is None)
     elif param == "fft":
         p = ImageParam(image=image, fft=True, decorrelate=image.shape[1] == 3)
     else:
@@ -405,49 +409,136 @@ def generate_style_transfer(
     if num_steps == 0:
         with torch.no_grad():
             return p().detach().clone()
-    if optimizer == "lbfgs":
-        rate = 1.0 if lr is None else lr
-        opt: Any = lambda ps: _OnePassLBFGS(ps, lr=rate, history_size=history_size)  # noqa: E731
-    elif optimizer == "adam":
-        rate = (0.1 if param == "fft" else 0.02) if lr is None else lr
-        opt = lambda ps: torch.optim.Adam(ps, lr=rate)  # noqa: E731
+    made: list[torch.optim.Optimizer] = []
+
+    def make(params: list) -> torch.optim.Optimizer:
+        if optimizer == "lbfgs":
+            made.append(_LBFGS(params, rate, history_size, box))
+        else:
+            made.append(_Adam(params, rate, box) if optimizer == "adam" else optimizer(params))
+        return made[-1]
+
+    if optimizer in ("lbfgs", "adam"):
+        default = 1.0 if optimizer == "lbfgs" else 0.2 if param == "fft" else 0.02
+        rate = default if lr is None else lr
     elif callable(optimizer):
-        opt, rate = optimizer, math.nan if lr is None else lr
+        rate = math.nan if lr is None else lr
     else:
         raise ValueError(f"optimizer must be 'lbfgs', 'adam' or a function params -> Optimizer, "
                          f"got {optimizer!r}")
-    vis = OptVis(module.fm, objective, p, transforms=(), optimizer=opt, lr=rate,
+    vis = OptVis(module.fm, objective, p, transforms=(), optimizer=make, lr=rate,
                  mean=module.mean, std=module.std, redirect_steps=0)
-    return vis.vis((num_steps,), callback=callback, progress=progress)[-1]
+    out = vis.vis((num_steps,), callback=callback, progress=progress)[-1]
+    if isinstance(made[0], _LBFGS) and made[0].undo_untried_step(-vis.value()):
+        with torch.no_grad():
+            out = p().detach().clone()
+    return out
 
 
-class _OnePassLBFGS(torch.optim.LBFGS):
-    """torch's L-BFGS with one evaluation per step and no absolute tolerances, whose first step
-    moves the parameter of steepest gradient by ``0.01 * lr`` (torch's moves all parameters by
-    ``lr * min(1, 1 / |g|_1)`` in L1: a negligible step when the losses are small, as on a
-    random-init model, after which the curvature pairs fall under torch's fixed threshold)."""
+class _Adam(torch.optim.Adam):
+    """Adam, then the parameters projected into ``box``."""
 
-    first_step = 1e-2
+    def __init__(self, params: Any, lr: float, box: tuple[float, float] | None) -> None:
+        super().__init__(params, lr=lr)
+        self.box = box
 
-    def __init__(self, params: Any, lr: float, history_size: int) -> None:
-        super().__init__(params, lr=lr, max_iter=1, history_size=history_size,
-                         tolerance_grad=0.0, tolerance_change=0.0)
+    def step(self, closure: Any = None) -> Any:  # type: ignore[override]
+        loss = super().step(closure)
+        if self.box is not None:
+            with torch.no_grad():
+                for q in self.param_groups[0]["params"]:
+                    q.clamp_(*self.box)
+        return loss
 
+
+class _LBFGS(torch.optim.Optimizer):
+    """L-BFGS with one loss and gradient evaluation per step (Nocedal and Wright, "Numerical
+    Optimization", algorithm 7.4), safe without a line search by a trust region on the largest
+    change of a parameter. It starts at ``0.05 * lr`` and doubles after each step that lowered
+    the loss; a step that raised it is taken back and retried half as long (8 times at most,
+    then the memory restarts). With ``box``, steps are projected into it and the pairs use the
+    step actually taken (``torch.optim.LBFGS`` on a straight-through clamp sent pixels to +-900
+    and the loss up 1000-fold). Scale-free: a pair enters the memory when ``s.y > 1e-10 |s||y|``
+    (torch's bounds are absolute, and the losses of a random-init model tiny)."""
+
+    first_step, growth, max_halvings = 0.05, 2.0, 8
+
+    def __init__(self, params: Any, lr: float, history_size: int,
+                 box: tuple[float, float] | None) -> None:
+        super().__init__(params, {"lr": lr})
+        self.history_size, self.box = history_size, box
+        self._pairs: list[tuple[Tensor, Tensor, Tensor]] = []  # (s, y, 1 / s.y)
+        self._last: tuple[Tensor, Tensor, float, Tensor] | None = None  # x, g, f, direction
+        self._t, self._halvings, self._radius = 0.0, 0, self.first_step * lr
+
+    @torch.no_grad()
     def step(self, closure: Any) -> Any:  # type: ignore[override]
-        if self.state[self._params[0]].get("n_iter", 0):
-            return super().step(closure)
         with torch.enable_grad():
             loss = closure()
-        g = self._gather_flat_grad().abs()
-        g_max, g_sum = float(g.max()), float(g.sum())
-        group = self.param_groups[0]
-        lr = group["lr"]
-        if g_max > 0:  # torch's first step is lr * min(1, 1 / g_sum) * g
-            group["lr"] = lr * self.first_step / (g_max * min(1.0, 1.0 / g_sum))
-        try:
-            return super().step(lambda: loss)  # the gradients of this evaluation are in .grad
-        finally:
-            group["lr"] = lr
+        f, params = float(loss), [q for group in self.param_groups for q in group["params"]]
+        x = torch.cat([q.detach().reshape(-1) for q in params])
+        g = torch.cat([(q.grad if q.grad is not None else torch.zeros_like(q)).reshape(-1)
+                       for q in params])
+        if self.box is not None:  # pixels held at a bound by the gradient stay out of the step
+            lo, hi = self.box
+            g = g.masked_fill(((x <= lo) & (g > 0)) | ((x >= hi) & (g < 0)), 0.0)
+        last = self._last
+        if last is not None and not f <= last[2]:
+            self._halvings += 1
+            self._t /= 2
+            self._radius = self._t * float(last[3].abs().max())
+            if self._halvings <= self.max_halvings:
+                self._move(params, last[0] + self._t * last[3])
+                return loss
+            x, g, f = last[0], last[1], last[2]  # give up this direction
+            self._pairs.clear()
+        elif last is not None:
+            s, y = x - last[0], g - last[1]
+            sy = s.dot(y)
+            if float(sy - 1e-10 * s.norm() * y.norm()) > 0:
+                self._pairs = self._pairs[-self.history_size + 1:] + [(s, y, 1.0 / sy)]
+            self._radius = max(self._radius, self.growth * float(s.abs().max()))
+        d = self._direction(g)
+        d_max = float(d.abs().max())
+        t = self.param_groups[0]["lr"]
+        if d_max * t > self._radius:
+            t = self._radius / d_max
+        self._last, self._t, self._halvings = (x, g, f, d), t, 0
+        self._move(params, x + t * d)
+        return loss
+
+    def _direction(self, g: Tensor) -> Tensor:
+        """``-H g`` by the two-loop recursion (no host sync); without pairs ``-g / max |g|``."""
+        q, alphas = -g, []
+        for s, y, rho in reversed(self._pairs):
+            alphas.append(rho * s.dot(q))
+            q.sub_(y * alphas[-1])
+        if self._pairs:  # the initial inverse Hessian: s.y / y.y of the newest pair
+            s, y, rho = self._pairs[-1]
+            q.div_(rho * y.dot(y))
+        else:  # the trust region sets the length: scale-free
+            q.div_(g.abs().max().clamp_min(torch.finfo(g.dtype).tiny))
+        for (s, y, rho), a in zip(self._pairs, reversed(alphas)):
+            q.add_(s * (a - rho * y.dot(q)))
+        return q
+
+    def _move(self, params: list[Tensor], x: Tensor) -> None:
+        i = 0
+        for q in params:
+            q.copy_(x[i:i + q.numel()].view_as(q))
+            if self.box is not None:
+                q.clamp_(*self.box)
+            i += q.numel()
+
+    def undo_untried_step(self, f: float) -> bool:
+        """After the run: if the last step, never evaluated, raised the loss to ``f``, go back
+        to the best point evaluated."""
+        if self._last is None or f <= self._last[2]:
+            return False
+        with torch.no_grad():
+            self._move([q for group in self.param_groups for q in group["params"]],
+                       self._last[0])
+        return True
 
 
 def _total_variation(image: Tensor) -> Tensor:
