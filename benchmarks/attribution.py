@@ -13,8 +13,12 @@ ratio above 1.3 is a defect to explain. Prints one Markdown table and writes it 
 from __future__ import annotations
 
 import argparse
+import ctypes
+import gc
+import os
 import platform
 import statistics
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -27,21 +31,77 @@ import netlens as nl
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def timed(fn: Callable[[], object], repeat: int, device: torch.device) -> tuple[float, float]:
-    """Median seconds over ``repeat`` runs after one warm-up, and peak CUDA MB (nan on CPU)."""
-    fn()
-    times, peak = [], float("nan")
-    for _ in range(repeat):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-            torch.cuda.reset_peak_memory_stats()
-        start = time.perf_counter()
+class PeakRSS:
+    """Peak resident memory above the level at entry, sampled every 2 ms by a thread (CPU runs;
+    CUDA runs use torch's allocator statistics instead). Linux only; nan elsewhere."""
+
+    def __init__(self) -> None:
+        self.peak_mb = float("nan")
+
+    @staticmethod
+    def _rss() -> int:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+    def __enter__(self) -> PeakRSS:
+        try:
+            self._base = self._peak = self._rss()
+        except (OSError, ValueError):
+            return self
+        self._stop = threading.Event()
+
+        def sample() -> None:
+            while not self._stop.is_set():
+                self._peak = max(self._peak, self._rss())
+                time.sleep(0.002)
+
+        self._thread = threading.Thread(target=sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if hasattr(self, "_thread"):
+            self._stop.set()
+            self._thread.join()
+            self.peak_mb = (max(self._peak, self._rss()) - self._base) / 2**20
+
+
+def _release_freed_memory() -> None:
+    """Gives freed heap memory back to the OS (glibc), so that RSS rises again with each call's
+    own allocations instead of reusing what an earlier call left in the heap."""
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
+def timed(fns: dict[str, Callable[[], object]], repeat: int,
+          device: torch.device) -> dict[str, tuple[float, float]]:
+    """Median seconds of each function over ``repeat`` rounds after one warm-up, the functions
+    interleaved within each round (so that a slow spell of a shared machine hits all of them),
+    and each one's peak memory in MB above its starting level (CUDA allocator or process RSS)."""
+    for fn in fns.values():
         fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-            peak = torch.cuda.max_memory_allocated() / 2**20
-        times.append(time.perf_counter() - start)
-    return statistics.median(times), peak
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    peaks: dict[str, float] = {k: float("nan") for k in fns}
+    for _ in range(repeat):
+        for name, fn in fns.items():
+            _release_freed_memory()
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+                torch.cuda.reset_peak_memory_stats()
+                base = torch.cuda.memory_allocated()
+            with PeakRSS() as rss:
+                start = time.perf_counter()
+                fn()
+                if device.type == "cuda":
+                    torch.cuda.synchronize()
+                times[name].append(time.perf_counter() - start)
+            peak = (torch.cuda.max_memory_allocated() - base) / 2**20 if device.type == "cuda" \
+                else rss.peak_mb
+            peaks[name] = peak if peaks[name] != peaks[name] else max(peaks[name], peak)
+    return {k: (statistics.median(v), peaks[k]) for k, v in times.items()}
 
 
 def one_pass(model: torch.nn.Module, x: torch.Tensor, backward: bool) -> Callable[[], object]:
@@ -117,27 +177,33 @@ def main() -> None:
         g = torch.Generator().manual_seed(batch)
         x = torch.rand(batch, 3, args.size, args.size, generator=g).to(device)
         target = torch.arange(batch, device=device) * 7 % 1000
-        pass_time = {b: timed(one_pass(model, x, b), args.repeat, device)[0] for b in (True, False)}
+        passes_s = timed({b: one_pass(model, x, b) for b in (True, False)}, args.repeat, device)
+        pass_time = {b: passes_s[b][0] for b in (True, False)}
         for method, passes, backward, ours, peers in cases(
                 model, lens, x, target, args.size, args.skip):
-            ours_s, ours_mb = timed(ours, args.repeat, device)
-            peer_times = {name: timed(fn, args.repeat, device) for name, fn in peers.items()}
+            peer_times = timed({"netlens": ours, **peers}, args.repeat, device)
+            ours_s, ours_mb = peer_times.pop("netlens")
             best = min(peer_times, key=lambda k: peer_times[k][0])
             bound = passes * pass_time[backward]
+            peer_mb = peer_times[next(iter(peers))][1]  # the first setting: the peer's default
             rows.append((method, args.model, batch, ours_s, best, peer_times[best][0],
-                         ours_s / peer_times[best][0], ours_mb, ours_s / bound))
-            print(f"  {method} B={batch}: {ours_s:.3f} s vs {best} {peer_times[best][0]:.3f} s",
-                  flush=True)
+                         ours_s / peer_times[best][0], ours_mb, peer_mb, ours_s / bound))
+            print(f"  {method} B={batch}: {ours_s:.3f} s vs {best} {peer_times[best][0]:.3f} s; "
+                  + ", ".join(f"{k} {v[0]:.3f} s {v[1]:.0f} MB" for k, v in peer_times.items())
+                  + f"; netlens {ours_mb:.0f} MB", flush=True)
     where = f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
     if device.type == "cuda":
         where = torch.cuda.get_device_name(device)
     lines = [f"netlens {nl.__version__}, torch {torch.__version__}, {args.model} {args.size}px, "
-             f"{device.type} ({where}), medians of {args.repeat}", "",
-             "| method | model | batch | netlens s | fastest peer | peer s | ratio | peak MB "
-             "| bound ratio |", "|---|---|---|---|---|---|---|---|---|"]
-    for m, model_name, b, s, peer, ps, ratio, mb, bound in rows:
+             f"{device.type} ({where}), medians of {args.repeat} interleaved rounds; peak MB: "
+             "memory above the level at the call's start (CUDA allocator, or process RSS sampled "
+             "every 2 ms on CPU); peer default MB: the peak of the peer's first (default) setting",
+             "", "| method | model | batch | netlens s | fastest peer | peer s | ratio "
+             "| netlens peak MB | peer default MB | bound ratio |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for m, model_name, b, s, peer, ps, ratio, mb, pmb, bound in rows:
         lines.append(f"| {m} | {model_name} | {b} | {s:.3f} | {peer} | {ps:.3f} | {ratio:.2f} "
-                     f"| {mb:.0f} | {bound:.2f} |")
+                     f"| {mb:.0f} | {pmb:.0f} | {bound:.2f} |")
     table = "\n".join(lines)
     print(table)
     RESULTS.mkdir(exist_ok=True)

@@ -1,7 +1,8 @@
 """netlens: what a neural network sees and why it decides.
 
 :class:`NetLens` gives every attribution method of :mod:`netlens.attribution` for one model;
-:class:`OptVis` (:mod:`netlens.optvis`) and :class:`NetDreamer` generate images from it. All
+:class:`OptVis` (:mod:`netlens.optvis`), :class:`NetDreamer` and style transfer
+(:mod:`netlens.style_transfer`) generate images from it. All
 stand on :class:`FlatModel` (a flat, named, hooked view of any model), the hook context managers
 of :mod:`netlens.hooks` and the architecture adapter :mod:`netlens.adapter`. The submodules
 ``image``, ``plot``, ``data`` and ``zoo`` are imported on first use.
@@ -20,9 +21,11 @@ from .generate import NetDreamer
 from .hooks import Hook, HookDict, ModuleHook, TensorHook
 from .interpret import NetLens
 from .optvis import OptVis, objectives
+from .style_transfer import StyleTransferModule, StyleTransferObjective, generate_style_transfer
 
 __all__ = [
     "__version__", "NetLens", "OptVis", "NetDreamer", "objectives", "optvis", "FlatModel",
+    "StyleTransferModule", "StyleTransferObjective", "generate_style_transfer",
     "UnknownLayerError", "Hook", "HookDict", "ModuleHook",
     "TensorHook", "preserved_state", "relu_calls", "adapter", "attribution", "hooks", "image",
     "plot", "data", "zoo",

@@ -145,6 +145,16 @@ def test_lbfgs_recomputes_the_loss_with_the_same_transform(shapes):
     assert vis.value() > before
 
 
+def test_netlens_lbfgs_by_name(shapes):
+    vis = OptVis(shapes, obj.channel("layer3", 0) - 0.1 * obj.l2(), size=48, generator=_gen(),
+                 optimizer="lbfgs", lr=1.0)
+    before = vis.value()
+    vis.vis((6,), progress=False)
+    assert vis.value() > before
+    with pytest.raises(ValueError, match="'adam', 'lbfgs'"):
+        OptVis(shapes, obj.channel("layer3", 0), size=32, optimizer="sgd").vis((1,))
+
+
 def test_raw_param_and_callbacks(shapes):
     events = []
 

@@ -29,3 +29,4 @@ def test_the_readme_examples_run_in_order():
     assert namespace["dream"].shape == namespace["photo"].shape
     assert namespace["inverted"].shape == namespace["photo"].shape
     assert len(namespace["images"]) == 2
+    assert namespace["out"].shape == namespace["content"].shape

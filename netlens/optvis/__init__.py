@@ -9,8 +9,9 @@ composable with ``+ - * /``); :class:`OptVis` (:mod:`~netlens.optvis.render`) ru
 
 from __future__ import annotations
 
-from . import objectives, param, render, transforms
+from . import objectives, optim, param, render, transforms
 from .objectives import Objective
+from .optim import LBFGS, ProjectedAdam
 from .param import ImageParam, Param, RawParam
 from .render import Callback, OptVis, model_normalization
 from .transforms import (
@@ -24,7 +25,8 @@ from .transforms import (
 )
 
 __all__ = [
-    "objectives", "param", "render", "transforms", "Objective", "OptVis", "Callback",
+    "objectives", "optim", "param", "render", "transforms", "LBFGS", "ProjectedAdam",
+    "Objective", "OptVis", "Callback",
     "model_normalization",
     "Param", "ImageParam", "RawParam",
     "Transform", "pad", "jitter", "random_scale", "random_rotate", "compose",

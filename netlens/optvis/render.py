@@ -34,6 +34,7 @@ from ..adapter import _StopForward, first_tensor, preserved_state
 from ..flat_model import FlatModel
 from ..hooks import HookDict, ModuleHook
 from .objectives import Context, Objective, as_objective
+from .optim import LBFGS
 from .param import ImageParam
 from .transforms import compose, standard_transforms
 
@@ -43,7 +44,7 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 Transform = Callable[..., torch.Tensor]
-OptimizerSpec = Union[torch.optim.Optimizer, Callable[[list], torch.optim.Optimizer], None]
+OptimizerSpec = Union[torch.optim.Optimizer, Callable[[list], torch.optim.Optimizer], str, None]
 
 
 class Callback:
@@ -80,9 +81,11 @@ class OptVis:
             decorrelate=True)`` on the model's device, seeded from ``generator``.
         transforms: a callable ``t(image, generator=g)`` or a sequence of them applied in order;
             default :func:`~netlens.optvis.transforms.standard_transforms`; ``()`` for none.
-        optimizer: a ``torch.optim.Optimizer`` built on ``param.parameters()``, or a function
-            ``params -> Optimizer`` (e.g. ``lambda p: torch.optim.LBFGS(p, lr=0.5)``); default
-            Adam with ``lr``.
+        optimizer: ``"adam"`` (default) or ``"lbfgs"`` (:class:`~netlens.optvis.optim.LBFGS`:
+            one pass per step, a trust region instead of a line search) with ``lr``; a
+            ``torch.optim.Optimizer`` built on ``param.parameters()``; or a function
+            ``params -> Optimizer``. (``torch.optim.LBFGS`` works too, but on a clamped
+            :class:`RawParam` its steps can run away: prefer ``"lbfgs"``.)
         lr: the learning rate of the default optimizer.
         size: the side (or ``(H, W)``) of the default parameterization.
         mean, std: the model's input normalization, applied inside the loop; default
@@ -267,8 +270,13 @@ class OptVis:
 
     def _optimizer(self) -> torch.optim.Optimizer:
         spec, params = self._optimizer_spec, [p for p in self.param.parameters()]
-        if spec is None:
+        if spec is None or (isinstance(spec, str) and spec == "adam"):
             return torch.optim.Adam(params, lr=self.lr)
+        if isinstance(spec, str) and spec == "lbfgs":
+            return LBFGS(params, lr=self.lr)
+        if isinstance(spec, str):
+            raise ValueError(f"optimizer must be 'adam', 'lbfgs', an Optimizer or a function "
+                             f"params -> Optimizer, got {spec!r}")
         if isinstance(spec, torch.optim.Optimizer):
             return spec
         if callable(spec):
