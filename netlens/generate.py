@@ -32,7 +32,7 @@ from torch import nn
 from .flat_model import FlatModel
 from .optvis import objectives as obj
 from .optvis.param import ImageParam, RawParam
-from .optvis.render import OptVis, model_normalization
+from .optvis.render import OptVis, model_device, model_normalization, normalize_input
 from .optvis.transforms import jitter
 
 __all__ = ["NetDreamer"]
@@ -85,7 +85,7 @@ class NetDreamer:
     ) -> torch.Tensor:
         """The image that most excites ``channel`` of ``layer``: ``(batch, 3, H, W)`` in [0, 1]."""
         g = _generator(generator, self.fm)
-        param = ImageParam(size, batch=batch, generator=g, device=_device(self.fm))
+        param = ImageParam(size, batch=batch, generator=g, device=model_device(self.fm.model))
         vis = self._optvis(obj.channel(layer, channel), param, transforms=transforms, lr=lr,
                            generator=g)
         return vis.vis((steps,), progress=progress)[-1]
@@ -97,7 +97,7 @@ class NetDreamer:
     ) -> torch.Tensor:
         """The image that most raises the logit of class ``c``: ``(batch, 3, H, W)`` in [0, 1]."""
         g = _generator(generator, self.fm)
-        param = ImageParam(size, batch=batch, generator=g, device=_device(self.fm))
+        param = ImageParam(size, batch=batch, generator=g, device=model_device(self.fm.model))
         vis = self._optvis(obj.class_logit(c), param, transforms=transforms, lr=lr, generator=g)
         return vis.vis((steps,), progress=progress)[-1]
 
@@ -180,10 +180,8 @@ class NetDreamer:
         mean, std = model_normalization(self.fm)
         mean = mean if self._stats["mean"] is None else self._stats["mean"]
         std = std if self._stats["std"] is None else self._stats["std"]
-        m = torch.as_tensor(mean, dtype=x.dtype, device=x.device).reshape(-1, 1, 1)
-        s = torch.as_tensor(std, dtype=x.dtype, device=x.device).reshape(-1, 1, 1)
         with torch.no_grad(), self.fm.record(name) as rec:
-            self.fm((x - m) / s, until=name)
+            self.fm(normalize_input(x, mean, std), until=name)
         return self.fm.layout(name).to_map(rec.activations[name], tuple(x.shape[-2:]))
 
 
@@ -217,11 +215,6 @@ def _resize(x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
         return x
     return F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=False,
                          antialias=size[0] < x.shape[-2])
-
-
-def _device(fm: FlatModel) -> torch.device:
-    p = next(fm.model.parameters(), None)
-    return p.device if p is not None else torch.device("cpu")
 
 
 def _generator(generator: torch.Generator | None, fm: FlatModel) -> torch.Generator:

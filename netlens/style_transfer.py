@@ -37,7 +37,7 @@ from .flat_model import FlatModel
 from .optvis.objectives import Context, Objective
 from .optvis.optim import LBFGS, ProjectedAdam
 from .optvis.param import ImageParam, RawParam
-from .optvis.render import Callback, OptVis, model_normalization
+from .optvis.render import Callback, OptVis, model_normalization, normalize_input
 
 __all__ = ["gram_matrix", "default_layers", "StyleTransferModule", "StyleTransferObjective",
            "LossReporter", "generate_style_transfer"]
@@ -215,7 +215,7 @@ class StyleTransferModule:
             for p in self.fm.model.parameters():  # no weight gradients, now or later
                 p.requires_grad_(False)
             with self.fm.record(names, detach=False) as rec:
-                self.fm(_normalize(image, self.mean, self.std), until=stop)
+                self.fm(normalize_input(image, self.mean, self.std), until=stop)
         hw = tuple(image.shape[-2:])
         return {n: self.fm.layout(n).to_map(rec.activations[n], hw) for n in names}
 
@@ -442,12 +442,6 @@ def _total_variation(image: Tensor) -> Tensor:
     dx = image[..., :, 1:] - image[..., :, :-1]
     dy = image[..., 1:, :] - image[..., :-1, :]
     return dx.pow(2).mean() + dy.pow(2).mean()
-
-
-def _normalize(x: Tensor, mean: Any, std: Any) -> Tensor:
-    m = torch.as_tensor(mean, dtype=x.dtype, device=x.device).reshape(-1, 1, 1)
-    s = torch.as_tensor(std, dtype=x.dtype, device=x.device).reshape(-1, 1, 1)
-    return (x - m) / s
 
 
 def _weight(value: object, name: str) -> float:

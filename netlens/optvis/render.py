@@ -38,7 +38,7 @@ from .optim import LBFGS
 from .param import ImageParam
 from .transforms import compose, standard_transforms
 
-__all__ = ["OptVis", "Callback", "model_normalization"]
+__all__ = ["OptVis", "Callback", "model_normalization", "normalize_input", "model_device"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -109,7 +109,7 @@ class OptVis:
     ) -> None:
         self.fm = model if isinstance(model, FlatModel) else FlatModel(model)
         self.objective = as_objective(objective)
-        device = _device(self.fm.model)
+        device = model_device(self.fm.model)
         if generator is None:  # on the CPU: the same start on any device, no GPU sync per step
             generator = torch.Generator()
             generator.seed()
@@ -239,7 +239,7 @@ class OptVis:
         self._hw = tuple(x.shape[-2:])
         output = None
         if self._layers or self.objective.needs_output:
-            x = _normalize(x, *self._stats)
+            x = normalize_input(x, *self._stats)
             try:
                 output = self.fm.model(x)
             except _StopForward:
@@ -373,12 +373,14 @@ def _compose(transforms: Transform | Iterable[Transform]) -> Callable[..., torch
     return lambda x, g: transforms(x, generator=g)
 
 
-def _normalize(x: torch.Tensor, mean: Any, std: Any) -> torch.Tensor:
+def normalize_input(x: torch.Tensor, mean: Any, std: Any) -> torch.Tensor:
+    """``(x - mean) / std`` per channel: the model's input normalization of a [0, 1] image."""
     m = torch.as_tensor(mean, dtype=x.dtype, device=x.device).reshape(-1, 1, 1)
     s = torch.as_tensor(std, dtype=x.dtype, device=x.device).reshape(-1, 1, 1)
     return (x - m) / s
 
 
-def _device(model: nn.Module) -> torch.device:
+def model_device(model: nn.Module) -> torch.device:
+    """The device of the model's first parameter (the CPU for a model without any)."""
     p = next(model.parameters(), None)
     return p.device if p is not None else torch.device("cpu")
