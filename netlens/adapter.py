@@ -387,21 +387,28 @@ def preserved_state(model: nn.Module, *, buffers: bool = False) -> Iterator[nn.M
     """
     modules = list(model.modules())
     training = [m.training for m in modules]
-    inplace = [(m, m.inplace) for m in modules if isinstance(getattr(m, "inplace", None), bool)]
+    # vars(): a plain attribute lives in the instance dict; getattr would raise and catch an
+    # AttributeError inside nn.Module.__getattr__ for every module without one (slow).
+    inplace = [(m, vars(m)["inplace"]) for m in modules
+               if isinstance(vars(m).get("inplace"), bool)]
     params = list(model.parameters())
     flags = [(p.requires_grad, p.grad) for p in params]
     saved_buffers = [(b, b.detach().clone()) for b in model.buffers()] if buffers else []
     try:
         yield model
     finally:
+        # Only what changed is written back: a method call restores a large model in microseconds.
         for m, was_training in zip(modules, training):
-            m.training = was_training
+            if m.training != was_training:
+                m.training = was_training
         for m, flag in inplace:
-            m.inplace = flag
+            if m.inplace != flag:
+                m.inplace = flag
         for p, (requires_grad, grad) in zip(params, flags):
             if p.requires_grad != requires_grad:
                 p.requires_grad_(requires_grad)
-            p.grad = grad
+            if p.grad is not grad:
+                p.grad = grad
         with torch.no_grad():
             for b, value in saved_buffers:
                 b.copy_(value)

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import weakref
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
@@ -34,6 +35,18 @@ from .adapter import CallRecord, CallTracer, Layout, _StopForward, first_tensor,
 from .hooks import HookDict, ModuleHook, TensorHook
 
 __all__ = ["FlatModel", "Recording", "UnknownLayerError", "check_input", "input_channels"]
+
+# Layers found by earlier FlatModels of the same model object, so that the pure attribution
+# functions, which wrap a plain module in a new FlatModel on every call, do not pay one extra
+# forward pass per call. An entry is reused only when the model's modules (identity and
+# train/eval mode) and the input's shape, dtype and device are unchanged; otherwise the model is
+# traced again. Weak keys: the cache never keeps a model alive, and holds no tensor.
+_TRACES: weakref.WeakKeyDictionary[nn.Module, dict[str, Any]] = weakref.WeakKeyDictionary()
+
+
+def _trace_key(model: nn.Module, x: torch.Tensor) -> tuple:
+    modules = tuple((id(m), m.training) for m in model.modules())
+    return modules, tuple(x.shape[1:]), x.dtype, x.device
 
 
 class UnknownLayerError(ValueError, KeyError):
@@ -82,7 +95,9 @@ def check_input(x: Any, channels: int | None = None, *, finite: bool = False) ->
         raise ValueError(f"the model expects {channels}-channel images, got {x.shape[1]} channels "
                          f"(shape {tuple(x.shape)}); e.g. x.expand(-1, {channels}, -1, -1) "
                          "repeats a grayscale channel")
-    if finite and not bool(torch.isfinite(x).all()):
+    # One sum is cheaper than an elementwise test; only a non-finite sum (NaN or inf inside, or
+    # an overflow of huge finite values) needs the exact test.
+    if finite and not bool(torch.isfinite(x.sum())) and not bool(torch.isfinite(x).all()):
         raise ValueError("the input contains NaN or infinite values")
     return x
 
@@ -167,6 +182,7 @@ class FlatModel(nn.Module):
         self._calls: dict[str, CallRecord] | None = None
         self._channels = input_channels(model)
         self.traced_input_shape = None  # the shape of the input the layers were found with
+        self._leaf_elements: int | None = None
 
     # -- discovery -------------------------------------------------------------------------
     def _default_input(self) -> torch.Tensor:
@@ -363,8 +379,35 @@ class FlatModel(nn.Module):
 
     def ensure_traced(self, x: torch.Tensor) -> None:
         """Finds the layers with ``x`` (a few images of it) if they are not known yet."""
-        if self._calls is None and self._example is None:
-            self._trace(x[:2])
+        if self._calls is not None or self._example is not None:
+            return
+        key = _trace_key(self.model, x)
+        cached = _TRACES.get(self.model)
+        if cached is not None and cached["key"] == key:
+            self._calls, self.traced_input_shape = dict(cached["calls"]), cached["shape"]
+            self._leaf_elements = cached["leaf_elements"]
+            return
+        self._trace(x[:2])
+        _TRACES[self.model] = {"key": key, "calls": dict(self._calls),
+                               "shape": self.traced_input_shape, "leaf_elements": None}
+
+    def leaf_elements(self) -> int:
+        """Elements per image of all leaf modules' outputs at the traced input size: what
+        autograd keeps for a backward pass, the basis of the chunk-size estimates."""
+        if self._leaf_elements is None:
+            modules = dict(self.model.named_modules())
+            elements = 0
+            for c in self.layers:
+                module = modules.get(c.module_name)
+                if c.shape is None or c.functional or module is None:
+                    continue
+                if next(module.children(), None) is None:  # leaves only: containers repeat them
+                    elements += int(torch.Size(c.shape[1:]).numel())
+            self._leaf_elements = elements
+            cached = _TRACES.get(self.model)
+            if cached is not None and cached["calls"].keys() == self._calls.keys():
+                cached["leaf_elements"] = elements
+        return self._leaf_elements
 
     @property
     def relu_names(self) -> list[str]:

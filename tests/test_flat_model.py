@@ -176,3 +176,49 @@ def test_default_example_input_and_helpful_failure():
 
     with pytest.raises(ValueError, match="example_input"):
         FlatModel(NeedsTwoInputs()).layer_names
+
+
+def _count_forwards(model: nn.Module) -> list[int]:
+    calls = [0]
+
+    def count(*_):
+        calls[0] += 1
+    model.register_forward_hook(count)  # this test's own throwaway model: the hook may stay
+    return calls
+
+
+def test_layers_found_once_per_model_and_input_shape():
+    """The pure functions wrap a plain module in a new FlatModel on every call; the layers
+    found by the first are reused (no extra forward pass) while the model's modules, their
+    train/eval mode and the input's shape stay the same, and found again when one changes."""
+    import gc
+    import weakref
+
+    from netlens.attribution import saliency
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                          nn.Linear(4, 5)).eval()
+    forwards = _count_forwards(model)
+    x = torch.rand(2, 3, 16, 16)
+    first = saliency(model, x, 1)
+    traced = forwards[0]
+    assert traced >= 2  # one pass to find the layers, one (or more) for the gradient
+    assert torch.equal(saliency(model, x, 1), first)
+    assert forwards[0] - traced == traced - 1  # the second call skipped the tracing pass
+    assert FlatModel(model).layer_names  # a new FlatModel resolves names from the same trace
+    for change in ("input size", "mode", "module"):
+        y = torch.rand(2, 3, 20, 16) if change == "input size" else x
+        if change == "mode":
+            model.train()
+        if change == "module":
+            model[4] = nn.Linear(4, 5)
+        before = forwards[0]
+        fm = FlatModel(model)
+        fm.ensure_traced(y)
+        assert forwards[0] == before + 1, f"a changed {change} must be traced again"
+        model.eval()
+    ref = weakref.ref(model)
+    del model, fm
+    gc.collect()
+    assert ref() is None, "the cache of layers must not keep a model alive"

@@ -172,14 +172,7 @@ def auto_batch_size(
     if max_memory is None:
         max_memory = DEFAULT_MAX_MEMORY["cuda" if x.device.type == "cuda" else "cpu"]
     fm.ensure_traced(x)
-    modules = dict(fm.model.named_modules())
-    elements = 0
-    for c in fm.layers:
-        module = modules.get(c.module_name)
-        if c.shape is None or c.functional or module is None:
-            continue
-        if next(module.children(), None) is None:  # leaves only: a container repeats a child
-            elements += int(torch.Size(c.shape[1:]).numel())
+    elements = fm.leaf_elements()
     traced = fm.traced_input_shape
     scale = 1.0
     if traced is not None and len(traced) == 4:
