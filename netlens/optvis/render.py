@@ -177,18 +177,25 @@ class OptVis:
                 if self.redirect_steps else contextlib.nullcontext()
             keep = self.fm.intercept(self._layers, self._keep) if self._layers else _Null()
             with redirect, keep:
+                # On a GPU, reading each step's value would wait for that step to finish before
+                # the next is queued; without a callback the values are read at the pictures.
+                pending: list[torch.Tensor] = []
+                lazy = type(cb) is _FunctionCallback and cb.fn is None
                 try:
                     with progress_bar(steps[-1], progress, "OptVis") as bar:
                         for step in range(1, steps[-1] + 1):
-                            value = self._step(optimizer)
+                            pending.append(self._step(optimizer))
                             if step == 1 and self.redirect_steps:
                                 self._stalled = self._no_gradient()
-                            self.history.append(value)
-                            cb.on_step(self, step, value)
+                            if not lazy or step in steps or pending[0].device.type == "cpu":
+                                self._read(pending)
+                            if not lazy:
+                                cb.on_step(self, step, self.history[-1])
                             if step in steps:
                                 images.append(self._image())
                             bar.update(1)
                 except KeyboardInterrupt:
+                    self._read(pending)
                     warnings.warn(f"interrupted at step {step}: returning the images so far and "
                                   "the current one", NetlensWarning, stacklevel=user_stacklevel())
                     images.append(self._image())
@@ -204,7 +211,7 @@ class OptVis:
                 return float(self._evaluate(image, image))
 
     # -- the loop ---------------------------------------------------------------------------
-    def _step(self, optimizer: torch.optim.Optimizer) -> float:
+    def _step(self, optimizer: torch.optim.Optimizer) -> torch.Tensor:
         state = self.generator.get_state()  # every closure call of one step sees one transform
         last: list[torch.Tensor] = []
 
@@ -218,11 +225,19 @@ class OptVis:
             return -value.detach()
 
         optimizer.step(closure)
-        value = float(last[-1])
-        if not math.isfinite(value):
-            raise ValueError(f"the objective became {value} at step {len(self.history) + 1}; "
-                             f"lower the learning rate (lr={self.lr}) or add a prior")
-        return value
+        return last[-1]
+
+    def _read(self, pending: list[torch.Tensor]) -> None:
+        """Moves the values of the steps not read yet into :attr:`history` (one device sync)."""
+        if not pending:
+            return
+        values = torch.stack(pending).tolist()
+        pending.clear()
+        for value in values:
+            if not math.isfinite(value):
+                raise ValueError(f"the objective became {value} at step {len(self.history) + 1}; "
+                                 f"lower the learning rate (lr={self.lr}) or add a prior")
+            self.history.append(value)
 
     def _no_gradient(self) -> bool:
         """Whether some image of the batch received no gradient in the last step."""
