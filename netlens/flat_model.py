@@ -173,6 +173,10 @@ class FlatModel(nn.Module):
     def __init__(self, model: nn.Module, example_input: torch.Tensor | None = None) -> None:
         if isinstance(model, FlatModel):
             model = model.model
+        if isinstance(model, torch.jit.ScriptModule):
+            raise TypeError("FlatModel cannot look inside a TorchScript module (it has no module "
+                            "hooks and its layers are compiled); load the eager model instead, "
+                            "e.g. one saved with torch.save(model)")
         if not isinstance(model, nn.Module):
             raise TypeError(f"FlatModel needs a torch.nn.Module, got {type(model).__name__}; "
                             "pass the model object itself (e.g. torchvision.models.resnet18())")

@@ -222,3 +222,9 @@ def test_layers_found_once_per_model_and_input_shape():
     del model, fm
     gc.collect()
     assert ref() is None, "the cache of layers must not keep a model alive"
+
+
+def test_torchscript_is_refused_with_the_fix():
+    scripted = torch.jit.script(nn.Sequential(nn.Conv2d(3, 2, 1), nn.ReLU()))
+    with pytest.raises(TypeError, match="TorchScript.*torch.save"):
+        FlatModel(scripted)
