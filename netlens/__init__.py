@@ -13,7 +13,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from . import adapter, attribution, hooks, optvis
+from . import adapter, attribution, hooks, metrics, optvis
 from ._version import __version__
 from .adapter import preserved_state, relu_calls
 from .flat_model import FlatModel, UnknownLayerError
@@ -28,7 +28,7 @@ __all__ = [
     "StyleTransferModule", "StyleTransferObjective", "generate_style_transfer",
     "UnknownLayerError", "Hook", "HookDict", "ModuleHook",
     "TensorHook", "preserved_state", "relu_calls", "adapter", "attribution", "hooks", "image",
-    "plot", "data", "zoo",
+    "plot", "data", "zoo", "metrics",
 ]
 
 _LAZY = ("image", "plot", "data", "zoo")

@@ -1,0 +1,312 @@
+"""One table that compares attribution methods on every metric: :func:`compare`."""
+
+from __future__ import annotations
+
+import math
+import os
+import threading
+import time
+from collections.abc import Sequence
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from .._util import progress_bar
+from ..adapter import first_tensor
+from ..attribution._core import Target, guarded, prepare, resolve_target
+from . import faithfulness as fa
+from . import localization as lo
+from . import robustness as ro
+from ._maps import (
+    Method,
+    call_method,
+    check_attr,
+    check_masks,
+    method_reduce,
+    model_for,
+    resolve_method,
+)
+
+__all__ = ["MetricTable", "compare", "plot_curves", "METRICS", "DEFAULT_METHODS",
+           "DEFAULT_METRICS"]
+
+DEFAULT_METHODS = ("saliency", "input_x_gradient", "guided_backprop", "integrated_gradients",
+                   "gradcam", "occlusion", "random")
+DEFAULT_METRICS = ("deletion", "insertion", "pointing_game", "relevance_mass")
+
+# metric -> (kind, higher is better). Curve metrics report the AUC (pixel flipping: the AOPC).
+METRICS: dict[str, tuple[str, bool]] = {
+    "deletion": ("curve", False),
+    "insertion": ("curve", True),
+    "pixel_flipping": ("curve", True),
+    "road_morf": ("curve", False),
+    "road_lerf": ("curve", True),
+    "average_drop": ("model", False),
+    "increase_in_confidence": ("model", True),
+    "pointing_game": ("mask", True),
+    "relevance_mass": ("mask", True),
+    "relevance_rank": ("mask", True),
+    "max_sensitivity": ("method", False),
+    "sparseness": ("map", True),
+}
+
+
+class MetricTable(list):
+    """The result of :func:`compare`: a ``list`` of one record (dict) per method with the keys
+    ``"method"``, one per metric (its mean over the images), ``"seconds"`` (attribution runtime)
+    and ``"peak_mb"`` (peak memory of the attribution above its start: CUDA allocator statistics,
+    or on a CPU the process's resident memory sampled every 2 ms; nan where unknown).
+
+    ``str(table)`` is a Markdown table; ``table.curves`` maps method -> curve name ->
+    ``(fractions, mean scores)`` for :func:`plot_curves`.
+    """
+
+    def __init__(self, records: Sequence[dict[str, Any]] = (), metrics: Sequence[str] = (),
+                 curves: dict[str, dict[str, tuple[torch.Tensor, torch.Tensor]]] | None = None,
+                 ) -> None:
+        super().__init__(records)
+        self.metrics = list(metrics)
+        self.curves = dict(curves or {})
+
+    @property
+    def columns(self) -> list[str]:
+        return ["method", *self.metrics, "seconds", "peak_mb"]
+
+    def to_markdown(self, digits: int = 3) -> str:
+        """The table in Markdown; metric headers carry an arrow: up, higher is better."""
+        def cell(value: Any) -> str:
+            if isinstance(value, float):
+                return "n/a" if math.isnan(value) else f"{value:.{digits}f}"
+            return str(value)
+
+        heads = [f"{c} {'↑' if METRICS[c][1] else '↓'}" if c in METRICS else c
+                 for c in self.columns]
+        lines = ["| " + " | ".join(heads) + " |",
+                 "|" + "|".join("---" if c == "method" else "---:" for c in self.columns) + "|"]
+        lines += ["| " + " | ".join(cell(r.get(c, math.nan)) for c in self.columns) + " |"
+                  for r in self]
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self.to_markdown()
+
+    def _repr_markdown_(self) -> str:
+        return self.to_markdown()
+
+    def to_dataframe(self) -> Any:
+        """A ``pandas.DataFrame`` indexed by method.
+
+        Raises:
+            ImportError: pandas is not installed (it is optional: ``pip install pandas``).
+        """
+        try:
+            import pandas as pd
+        except ImportError as e:
+            raise ImportError("MetricTable.to_dataframe needs pandas, which is not installed; "
+                              "pip install pandas (or use str(table) / the records)") from e
+        return pd.DataFrame(list(self), columns=self.columns).set_index("method")
+
+
+class _PeakMemory:
+    """Peak memory above the level at entry, in MiB: the CUDA allocator's statistics on a GPU,
+    the resident set size sampled every 2 ms on a CPU (Linux), nan elsewhere."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device, self.peak_mb = device, math.nan
+
+    @staticmethod
+    def _rss() -> int:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+    def __enter__(self) -> _PeakMemory:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            self._base = torch.cuda.memory_allocated(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+            return self
+        try:
+            self._base = self._peak = self._rss()
+        except (OSError, ValueError, AttributeError):
+            return self
+        self._stop = threading.Event()
+
+        def sample() -> None:
+            while not self._stop.wait(0.002):
+                self._peak = max(self._peak, self._rss())
+
+        self._thread = threading.Thread(target=sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            self.peak_mb = (torch.cuda.max_memory_allocated(self.device) - self._base) / 2**20
+        elif hasattr(self, "_thread"):
+            self._stop.set()
+            self._thread.join()
+            self.peak_mb = (max(self._peak, self._rss()) - self._base) / 2**20
+
+
+def compare(
+    model: nn.Module, images: torch.Tensor, targets: Target = None, *,
+    methods: Sequence[Method] | None = None, metrics: Sequence[str] | None = None,
+    masks: torch.Tensor | None = None, options: dict[str, dict[str, Any]] | None = None,
+    metric_options: dict[str, dict[str, Any]] | None = None, batch_size: int | None = None,
+    progress: bool | None = None, generator: torch.Generator | None = None,
+) -> MetricTable:
+    """Every method on every metric: one table, with runtime, peak memory and the curves.
+
+    Args:
+        model: any classifier ``nn.Module`` or :class:`~netlens.FlatModel` (never changed).
+        images: ``(B, C, H, W)``.
+        targets: class per image, resolved once on ``images`` (None: the predicted class).
+        methods: names of :data:`~netlens.attribution.METHODS`, the reference maps ``"random"``
+            and ``"centre"``, or functions ``f(model, x, target, **options)``; default
+            :data:`DEFAULT_METHODS`.
+        metrics: names of :data:`METRICS`; default :data:`DEFAULT_METRICS` (without the
+            localization metrics when ``masks`` is None).
+        masks: ground-truth object masks ``(B, 1, H, W)``, needed by the localization metrics.
+        options: method name -> keyword options of the method.
+        metric_options: metric name -> keyword options of its function (e.g.
+            ``{"deletion": {"steps": 8}}``; ``road_morf`` / ``road_lerf`` take :func:`road`'s).
+        batch_size: perturbed images per forward pass of the curve metrics (default from the
+            memory budget); the attribution methods chunk by their own budget unless
+            ``options`` says otherwise.
+        progress: show progress bars: None when the work takes over 2 s, True, False.
+        generator: the source of every random choice (random map, SmoothGrad noise, ROAD noise,
+            max-sensitivity noise).
+
+    Returns:
+        A :class:`MetricTable`, one record per method, in the order given.
+
+    Raises:
+        ValueError: an unknown method or metric, a localization metric without ``masks``, masks
+            of the wrong shape, an attribution whose shape does not match the images.
+
+    Example:
+        >>> lin = nn.Sequential(nn.Flatten(), nn.Linear(16, 2))
+        >>> t = compare(lin, torch.rand(2, 1, 4, 4), 0, methods=["saliency"],
+        ...             metrics=["deletion"], progress=False)
+        >>> t[0]["method"], sorted(t[0])
+        ('saliency', ['deletion', 'method', 'peak_mb', 'seconds'])
+    """
+    named = [resolve_method(m) for m in (DEFAULT_METHODS if methods is None else methods)]
+    if metrics is None:
+        metrics = [m for m in DEFAULT_METRICS if masks is not None or METRICS[m][0] != "mask"]
+    metrics = list(metrics)
+    unknown = [m for m in metrics if m not in METRICS]
+    if unknown:
+        raise ValueError(f"unknown metrics {unknown}; choose from {list(METRICS)}")
+    if masks is None and any(METRICS[m][0] == "mask" for m in metrics):
+        raise ValueError("the localization metrics (pointing_game, relevance_mass, "
+                         "relevance_rank) need the objects' masks: pass masks=")
+    options, metric_options = dict(options or {}), dict(metric_options or {})
+    fm, x = prepare(model, images)
+    with guarded(fm), torch.no_grad():
+        t = resolve_target(targets, first_tensor(fm(x)).reshape(x.shape[0], -1))
+    if masks is not None:
+        masks = check_masks(masks, x[:, :1])
+    gen = generator
+    if gen is None:
+        gen = torch.Generator()
+        gen.seed()
+    quiet = False if progress is False else None
+    records, curves = [], {}
+    with progress_bar(len(named) * (1 + len(metrics)), progress, "compare") as bar:
+        for name, fn in named:
+            opts = options.get(name, {})
+            _sync(x.device)
+            with _PeakMemory(x.device) as memory:
+                start = time.perf_counter()
+                attr = call_method(fn, model_for(fn, fm, model), x, t, opts, gen, quiet).detach()
+                _sync(x.device)
+                seconds = time.perf_counter() - start
+            check_attr(attr, x, name=f"the result of {name}")
+            bar.update()
+            record: dict[str, Any] = {"method": name}
+            curves[name] = {}
+            reduce = method_reduce(name)
+            for metric in metrics:
+                mo = dict(metric_options.get(metric, {}))
+                value, curve = _metric(metric, fm, model_for(fn, fm, model), x, attr, t, masks,
+                                       reduce, fn, opts, mo, batch_size, quiet, gen)
+                record[metric] = float(value.double().mean())
+                if curve is not None:
+                    curves[name][metric] = (curve.fractions.cpu(), curve.mean.detach().cpu())
+                bar.update()
+            record["seconds"], record["peak_mb"] = seconds, memory.peak_mb
+            records.append(record)
+    return MetricTable(records, metrics, curves)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _metric(metric: str, fm: nn.Module, net: nn.Module, x: torch.Tensor, attr: torch.Tensor,
+            t: torch.Tensor, masks: torch.Tensor | None, reduce: str,
+            fn: Callable[..., torch.Tensor], opts: dict[str, Any], mo: dict[str, Any],
+            batch_size: int | None, progress: bool | None, gen: torch.Generator,
+            ) -> tuple[torch.Tensor, fa.Curve | None]:
+    kind = METRICS[metric][0]
+    if metric != "max_sensitivity":
+        mo.setdefault("reduce", reduce)
+    if kind == "mask":
+        return getattr(lo, metric)(attr, masks, **mo), None
+    if metric == "sparseness":
+        return ro.sparseness(attr, **mo), None
+    if metric == "max_sensitivity":
+        mo.setdefault("progress", progress)
+        mo.setdefault("generator", gen)
+        return ro.max_sensitivity(net, x, t, fn, options=opts, **mo), None
+    mo.setdefault("batch_size", batch_size)
+    if kind == "model":
+        return getattr(fa, metric)(fm, x, attr, t, **mo), None
+    mo.setdefault("progress", progress)
+    mo.setdefault("generator", gen)
+    if metric.startswith("road_"):
+        curve = fa.road(fm, x, attr, t, order=metric[5:], **mo)
+    else:
+        curve = getattr(fa, metric)(fm, x, attr, t, **mo)
+    return (curve.aopc if metric == "pixel_flipping" else curve.auc), curve
+
+
+def plot_curves(table: MetricTable, curves: Sequence[str] | None = None, *,
+                panel_size: float = 3.4) -> Any:
+    """The mean perturbation curves of :func:`compare`: one panel per curve metric, one line
+    per method, the metric's value in the legend.
+
+    Returns:
+        A matplotlib ``Figure``.
+
+    Raises:
+        ValueError: the table has no curves (compare it with a curve metric: deletion,
+            insertion, pixel_flipping, road_morf or road_lerf).
+    """
+    from matplotlib.figure import Figure
+
+    names = [m for m in table.metrics if METRICS[m][0] == "curve"] if curves is None else list(
+        curves)
+    names = [n for n in names if any(n in c for c in table.curves.values())]
+    if not names:
+        raise ValueError("the table has no curves; compare with a curve metric (deletion, "
+                         "insertion, pixel_flipping, road_morf, road_lerf)")
+    fig = Figure(figsize=(panel_size * len(names), panel_size), layout="constrained")
+    axes = fig.subplots(1, len(names), squeeze=False)[0]
+    for ax, metric in zip(axes, names):
+        for record in table:
+            curve = table.curves.get(record["method"], {}).get(metric)
+            if curve is None:
+                continue
+            label = f"{record['method']} ({record.get(metric, math.nan):.3f})"
+            ax.plot(curve[0].numpy(), curve[1].numpy(), label=label)
+        ax.set_title(f"{metric} ({'higher' if METRICS[metric][1] else 'lower'} is better)",
+                     fontsize=10)
+        ax.set_xlabel("fraction of pixels changed")
+        ax.legend(fontsize=7)
+    axes[0].set_ylabel("target score")
+    return fig
