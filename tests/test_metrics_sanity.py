@@ -87,7 +87,9 @@ def test_shapes_model_reproduces_adebayo(untouched):
     """Gradients and Grad-CAM forget the trained model once its top half is random; guided
     backprop stays markedly more similar.
 
-    Measured (signed Spearman, mean over 48 images, 21 layers top first): over the lower half of
+    Measured here (signed Spearman, mean over these 12 images, lower half of the cascade):
+    saliency at most -0.00, Grad-CAM at most 0.27 (mean 0.08); guided backprop 0.73 at the
+    half-way step. Over 48 images (21 layers, top first), over the lower half of
     the cascade saliency -0.01 and Grad-CAM 0.08 on average, at most 0.00 and 0.28 at any step
     (Grad-CAM rises briefly when ``layer2.0.downsample.0`` is redrawn; 0.22-0.35 on subsets of
     16 images); guided backprop 0.73 at the half-way step, 0.05 only when ``conv1`` goes too.
@@ -102,8 +104,8 @@ def test_shapes_model_reproduces_adebayo(untouched):
     mean = {m: torch.tensor(v) for m, v in r.mean("spearman").items()}
     print({m: [round(float(a), 2) for a in v] for m, v in mean.items()})
     for method in ("saliency", "gradcam"):
-        assert mean[method][half:].mean() < 0.3, method
-        assert (mean[method][half:] < 0.4).all(), method
+        assert (mean[method][half:] < 0.3).all(), method  # the issue's "below 0.3" per step
+        assert mean[method][half:].mean() < 0.15, method
         assert mean[method][-1].abs() < 0.15, method
     gbp = mean["guided_backprop"][half]
     assert gbp > 0.5
