@@ -20,6 +20,7 @@ setup(
     packages=find_packages(include=["netlens", "netlens.*"]),
     package_data={"netlens": ["resources/*.txt", "resources/*.json", "weights/*.pt"]},
     include_package_data=True,
+    entry_points={"console_scripts": ["netlens = netlens.cli:main"]},
     install_requires=[
         "torch>=2.1",
         "torchvision>=0.16",

@@ -1,76 +1,428 @@
-"""The demo: classify fresh shapes images with the shipped model and show what it looked at.
+"""The demo: every technique of netlens on the shipped shapes model, written to one folder.
 
-``python -m netlens.demo [-o DIR] [-n N] [--seed S]`` generates ``N`` images of the synthetic
-shapes dataset that the model never saw, classifies them with :func:`netlens.zoo.shapes_model`,
-records the last spatial layer with :class:`netlens.FlatModel`, and writes ``shapes_demo.png``:
-each image with its true and predicted label, and the recorded activation map (channel mean of the
-last layer, upsampled) over it, with the ground-truth object outlined.
+``python -m netlens.demo [-o DIR] [--small] [--seed S] [--device D] [--quiet]`` (also
+``python3 tasks.py demo`` and ``netlens demo``) runs, on fresh images of the synthetic shapes
+dataset that :func:`netlens.zoo.shapes_model` never saw and on Grace Hopper's photo:
+
+1. ``attribution/``: every method of :data:`netlens.attribution.METHODS`, as overlays with the
+   ground-truth object outlined, and the raw maps (``.npy``);
+2. ``visualization/``: class visualization of each shapes class, and channels of the last layers;
+3. ``dream/``: deep dream and feature inversion, on a shapes image and on the photo;
+4. ``style/``: style transfer at a small size (random-init VGG16 with a fixed seed, a drawn style);
+5. ``metrics/``: the evaluation table of :func:`netlens.metrics.compare` (when it is installed),
+
+then ``shapes_demo.png`` (a summary picture), ``index.html`` (a gallery that works offline) and
+``manifest.json`` (versions, seed, every parameter, every file), written by
+:func:`netlens.gallery.write`; :mod:`netlens.gallery` also renders the same stages as the
+README's figures.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
+from torch import Tensor
 
-__all__ = ["run"]
+__all__ = ["Context", "Item", "StageResult", "STAGES", "compute", "main", "make_context", "mosaic",
+           "run", "settings"]
+
+# Methods whose raw map is compared in the metrics stage (a cheap, representative subset).
+_METRIC_METHODS = ("saliency", "integrated_gradients", "guided_backprop", "gradcam", "occlusion",
+                   "random")
 
 
-def run(out_dir: str | Path = "netlens_demo", n: int = 8, seed: int = 2026) -> tuple[Path, float]:
-    """Runs the demo; returns the path of the picture it wrote and the accuracy.
+def settings(small: bool = False) -> dict[str, Any]:
+    """Every parameter of the demo: the full run, or the reduced one (``small``) for the tests."""
+    return {
+        "images": 2 if small else 4,
+        "image_size": 64,
+        "methods": {
+            "smooth_grad": {"n": 4 if small else 16, "sigma": 0.15},
+            "integrated_gradients": {"steps": 8 if small else 32},
+            "occlusion": {"window": 16 if small else 8, "stride": 8 if small else 4},
+        },
+        "visualization": {"size": 32 if small else 64, "steps": 8 if small else 64,
+                          "layer3_channels": 2 if small else 4,
+                          "layer2_channels": 1 if small else 2},
+        "deep_dream": {"layer": "layer2", "octaves": 2 if small else 3,
+                       "steps": 3 if small else 10},
+        "inversion": {"layers": ["layer1", "layer3"], "steps": 10 if small else 96},
+        "photo_size": 48 if small else 128,
+        "style": {"size": 32 if small else 80, "style_size": 48 if small else 120,
+                  "steps": 5 if small else 40, "style_weight": 1e5, "tv_weight": 0.1,
+                  "optimizer": "lbfgs", "arch": "torchvision vgg16().features, random init"},
+        "metrics": {"images": 4 if small else 16,
+                    "methods": ["saliency", "gradcam", "random"] if small else
+                    list(_METRIC_METHODS),
+                    "options": {"integrated_gradients": {"steps": 16},
+                                "occlusion": {"window": 16, "stride": 8}},
+                    "steps": 8 if small else 16},
+    }
 
-    Args:
-        out_dir: folder for ``shapes_demo.png`` (created if missing).
-        n: number of images.
-        seed: seed of the fresh images.
 
-    Returns:
-        The path of the PNG and the accuracy on the ``n`` images.
-    """
-    import numpy as np
+@dataclass
+class Item:
+    """One picture of a stage: an image, or an attribution ``attr`` over its image."""
 
-    from . import plot
-    from .data import SHAPES_CLASSES, make_shapes
+    name: str
+    caption: str
+    image: Tensor
+    attr: Tensor | None = None
+    mask: Tensor | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class StageResult:
+    """What one stage produced: pictures in rows (``groups``), raw arrays, maybe a table."""
+
+    name: str
+    title: str
+    text: str
+    groups: dict[str, list[Item]] = field(default_factory=dict)
+    arrays: dict[str, Tensor] = field(default_factory=dict)
+    table: Any = None
+    seconds: float = 0.0
+
+
+@dataclass
+class Context:
+    """The shared inputs of the stages: the model, the images, the settings, the seed."""
+
+    model: torch.nn.Module
+    batch: Any  # netlens.data.ShapesBatch on the device
+    photo: Tensor
+    photo_source: str
+    settings: dict[str, Any]
+    seed: int
+    device: torch.device
+    progress: bool | None
+
+    def generator(self, k: int, device: torch.device | None = None) -> torch.Generator:
+        """A fresh generator for the ``k``-th random draw of the run."""
+        return torch.Generator(device=device or "cpu").manual_seed(self.seed * 1000 + k)
+
+
+def make_context(*, small: bool = False, seed: int = 2026, device: str | torch.device = "cpu",
+                 progress: bool | None = True) -> Context:
+    """Loads the shapes model, draws fresh shapes images and loads the photo."""
+    from .data import make_shapes
     from .flat_model import FlatModel
     from .zoo import shapes_model
 
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    batch = make_shapes(n, seed=seed)
-    model = shapes_model()
-    fm = FlatModel(model)
-    layer = fm.last_spatial_layer()
-    with torch.no_grad(), fm.record(layer) as rec:
-        logits = fm(batch.images)
-    pred = logits.argmax(1)
-    activation = rec.activations[layer].mean(1, keepdim=True)
-    titles = [f"true: {SHAPES_CLASSES[int(t)]}\npred: {SHAPES_CLASSES[int(p)]}"
-              f"{'' if int(t) == int(p) else '  ✗'}" for t, p in zip(batch.labels, pred)]
-    fig = plot.show(batch.images, activation, titles=titles, mean=None, std=None,
-                    ncols=min(4, n))
-    fig.suptitle(f"netlens demo: ShapesNet on {n} fresh images, activation of {layer!r}")
-    for i, ax in enumerate(fig.axes[1::2]):  # outline the ground-truth object on each overlay
-        ax.contour(batch.masks[i, 0].numpy().astype(np.float32), levels=[0.5], colors="white",
-                   linewidths=0.8)
-    path = out / "shapes_demo.png"
-    fig.savefig(path, dpi=100)
-    return path, (pred == batch.labels).float().mean().item()
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"seed must be an int >= 0, got {seed!r}")
+    dev = torch.device(device)
+    conf = settings(small)
+    with torch.random.fork_rng(devices=[]):  # building the net draws a (discarded) random init
+        model = FlatModel(shapes_model(device=dev))
+    batch = make_shapes(max(conf["images"], conf["metrics"]["images"]), size=conf["image_size"],
+                        seed=seed, device=dev)
+    photo, source = _photo(conf["photo_size"])
+    return Context(model, batch, photo.to(dev), source, conf, seed, dev, progress)
+
+
+def attribution_stage(ctx: Context) -> StageResult:
+    """Every method of ``METHODS`` on the first images, the true class as target."""
+    from .attribution import CAM_METHODS, METHODS
+    from .data import SHAPES_CLASSES
+
+    n = ctx.settings["images"]
+    x, labels, masks = ctx.batch.images[:n], ctx.batch.labels[:n], ctx.batch.masks[:n]
+    with torch.no_grad():
+        probs = ctx.model(x).softmax(1)
+    res = StageResult("attribution", "Attribution maps",
+                      "Every attribution method on fresh shapes images (target: the true class), "
+                      "blended over the image; the white line outlines the object. CAMs and "
+                      "occlusion are (B, 1, H, W), the gradient methods (B, 3, H, W).")
+    res.groups["input"] = [
+        Item(f"input_{i}", f"true {SHAPES_CLASSES[int(t)]}\npred "
+             f"{SHAPES_CLASSES[int(p.argmax())]} ({float(p.max()):.2f})", x[i:i + 1],
+             mask=masks[i:i + 1], params={"label": int(t), "pred": int(p.argmax())})
+        for i, (t, p) in enumerate(zip(labels, probs))]
+    res.arrays["masks"] = masks
+    with _bar(len(METHODS), ctx, "attribution") as bar:
+        for k, (name, method) in enumerate(METHODS.items()):
+            options = dict(ctx.settings["methods"].get(name, {}))
+            extra: dict[str, Any] = {}
+            if name in ("smooth_grad", "integrated_gradients", "occlusion", "scorecam"):
+                extra["progress"] = False
+            if name == "smooth_grad":
+                extra["generator"] = ctx.generator(k, x.device)
+            start = time.perf_counter()
+            maps = method(ctx.model, x, labels, **options, **extra).detach()
+            seconds = time.perf_counter() - start
+            res.arrays[name] = maps
+            family = "cam" if name in CAM_METHODS else "occlusion" if name == "occlusion" else \
+                "gradient"
+            res.groups[name] = [
+                Item(f"{name}_{i}", f"{name}, image {i}\n{_describe(options)}", x[i:i + 1],
+                     maps[i:i + 1],
+                     mask=masks[i:i + 1], params={"method": name, "family": family, **options,
+                                                  "seconds": round(seconds, 3)})
+                for i in range(n)]
+            bar.update()
+    return res
+
+
+def visualization_stage(ctx: Context) -> StageResult:
+    """Class visualization of every class; channels of ``layer3`` (the classifier's strongest
+    channel per class) and of ``layer2`` (the most active on the images)."""
+    from .data import SHAPES_CLASSES
+    from .generate import NetDreamer
+
+    conf = ctx.settings["visualization"]
+    dreamer = NetDreamer(ctx.model)
+    fc = ctx.model.model.fc.weight
+    top3 = [int(c) for c in fc.argmax(1)][:conf["layer3_channels"]]
+    acts = dreamer.features(ctx.batch.images, "layer2").mean((0, 2, 3))
+    top2 = [int(c) for c in acts.argsort(descending=True)[:conf["layer2_channels"]]]
+    jobs: list[tuple[str, str, int, str]] = [("class", "fc", c, f"class {name}")
+                                             for c, name in enumerate(SHAPES_CLASSES)]
+    jobs += [("channel", "layer3", c, f"layer3 channel {c}\n({SHAPES_CLASSES[k]} witness)")
+             for k, c in enumerate(top3)]
+    jobs += [("channel", "layer2", c, f"layer2 channel {c}\n(most active)") for c in top2]
+    res = StageResult("visualization", "Feature visualization",
+                      "Images optimized from 1/f noise (Fourier parameterization, colour "
+                      "decorrelation, random jitter/scale/rotation) to raise a class logit or "
+                      "the mean activation of one channel.")
+    opts = {"size": conf["size"], "steps": conf["steps"], "progress": False}
+    with _bar(len(jobs), ctx, "visualization") as bar:
+        for k, (kind, layer, c, caption) in enumerate(jobs):
+            g = ctx.generator(100 + k)
+            if kind == "class":
+                image = dreamer.class_visualization(c, generator=g, **opts)
+                with torch.no_grad():
+                    p = ctx.model(image).softmax(1)[0, c]
+                caption += f"\np = {float(p):.2f}"
+            else:
+                image = dreamer.channel_visualization(layer, c, generator=g, **opts)
+            group = "classes" if kind == "class" else "channels"
+            name = f"class_{SHAPES_CLASSES[c]}" if kind == "class" else f"{layer}_ch{c}"
+            res.groups.setdefault(group, []).append(
+                Item(name, caption, image, params={"what": kind, "layer": layer, "index": c,
+                                                   "size": conf["size"], "steps": conf["steps"]}))
+            bar.update()
+    return res
+
+
+def dream_stage(ctx: Context) -> StageResult:
+    """Deep dream (a whole layer, one channel) and feature inversion, on a shapes image and on
+    the photo."""
+    from .data import SHAPES_CLASSES
+    from .generate import NetDreamer
+
+    dd, inv = ctx.settings["deep_dream"], ctx.settings["inversion"]
+    dreamer = NetDreamer(ctx.model)
+    plus = int(ctx.model.model.fc.weight[SHAPES_CLASSES.index("plus")].argmax())
+    shapes = ctx.batch.images[:1]
+    small_photo = _resize(ctx.photo, max(32, ctx.settings["photo_size"] * 3 // 4))
+    res = StageResult("dream", "Deep dream and feature inversion",
+                      f"Deep dream amplifies what a layer (or one channel) sees, coarse to fine "
+                      f"over octaves; feature inversion starts from noise and matches a layer's "
+                      f"features. Shapes model; the photo is {ctx.photo_source}.")
+    res.groups = {"dream: shapes": [Item("shapes_input", "shapes image", shapes)],
+                  "dream: photo": [Item("photo_input", "photo", ctx.photo)],
+                  "inversion: shapes": [Item("shapes_input_inv", "shapes image", shapes)],
+                  "inversion: photo": [Item("photo_input_small", "photo", small_photo)]}
+    # (what, source, image, layer, channel)
+    jobs = [("dream", "shapes", shapes, dd["layer"], None), ("dream", "shapes", shapes, "layer3",
+                                                               plus),
+            ("dream", "photo", ctx.photo, dd["layer"], None)]
+    jobs += [("inversion", "shapes", shapes, layer, None) for layer in inv["layers"]]
+    jobs += [("inversion", "photo", small_photo, "layer1", None)]
+    with _bar(len(jobs), ctx, "dream + inversion") as bar:
+        for k, (what, source, x, layer, channel) in enumerate(jobs):
+            g = ctx.generator(200 + k)
+            if what == "dream":
+                params = {"octaves": dd["octaves"], "steps": dd["steps"]}
+                image = dreamer.deep_dream(x, layer, channel, generator=g, progress=False,
+                                           **params)
+            else:
+                params = {"steps": inv["steps"]}
+                image = dreamer.inverted_image(x, layer, generator=g, progress=False, **params)
+            where = layer + ("" if channel is None else f" channel {channel}")
+            res.groups[f"{what}: {source}"].append(
+                Item(f"{what}_{source}_{where.replace(' ', '_')}",
+                     f"{'dream' if what == 'dream' else 'inverted'}, {where}", image,
+                     params={"what": what, "source": source, "layer": layer,
+                             "channel": channel, **params}))
+            bar.update()
+    return res
+
+
+def style_stage(ctx: Context) -> StageResult:
+    """Style transfer of the photo to a drawn mosaic, random-init VGG16 (fixed seed)."""
+    from .style_transfer import StyleTransferModule, generate_style_transfer
+
+    conf = ctx.settings["style"]
+    with _bar(conf["steps"] + 1, ctx, "style transfer") as bar:
+        vgg = _random_vgg16_features(ctx.seed).to(ctx.device)
+        content = _resize(ctx.photo, conf["size"])
+        style = mosaic(conf["style_size"], generator=ctx.generator(300)).to(ctx.device)
+        module = StyleTransferModule(vgg, content, style_target=style)
+        bar.update()
+        out = generate_style_transfer(module, num_steps=conf["steps"],
+                                      style_weight=conf["style_weight"],
+                                      tv_weight=conf["tv_weight"], optimizer=conf["optimizer"],
+                                      progress=False, callback=lambda *_: bar.update())
+        losses = {k: float(v) for k, v in module.losses(out).items()}
+    res = StageResult("style", "Style transfer",
+                      "Gatys et al.: the photo's content, the drawn mosaic's Gram matrices, "
+                      "L-BFGS on the pixels, on a random-init VGG16 with a fixed seed (no "
+                      "download): colours and strokes transfer, not painterly forms.")
+    params = {k: v for k, v in conf.items()}
+    res.groups["style transfer"] = [
+        Item("content", "content", content), Item("style", "style (drawn mosaic)", style),
+        Item("output", f"output, {conf['steps']} L-BFGS steps", out,
+             params={**params, "losses": losses})]
+    return res
+
+
+def metrics_stage(ctx: Context) -> StageResult | None:
+    """:func:`netlens.metrics.compare` on fresh images with their masks; None where
+    ``netlens.metrics`` is not installed."""
+    if importlib.util.find_spec("netlens.metrics") is None:
+        return None
+    from . import metrics
+
+    conf = ctx.settings["metrics"]
+    n = conf["images"]
+    table = metrics.compare(ctx.model, ctx.batch.images[:n], ctx.batch.labels[:n],
+                            methods=tuple(conf["methods"]), masks=ctx.batch.masks[:n],
+                            options=conf["options"],
+                            metric_options={m: {"steps": conf["steps"]}
+                                            for m in ("deletion", "insertion")},
+                            progress=ctx.progress, generator=ctx.generator(400))  # its own bar
+    return StageResult("metrics", "Which explanation to trust",
+                       f"netlens.metrics.compare on {n} fresh shapes images with their object "
+                       "masks.", table=table)
+
+
+STAGES: dict[str, Callable[[Context], StageResult | None]] = {
+    "attribution": attribution_stage, "visualization": visualization_stage,
+    "dream": dream_stage, "style": style_stage, "metrics": metrics_stage,
+}
+"""The demo's stages, in order; each maps a :class:`Context` to its result."""
+
+
+def compute(ctx: Context, stages: Sequence[str] | None = None) -> dict[str, StageResult]:
+    """Runs the stages (all by default); a stage that has nothing to run is left out."""
+    results = {}
+    for name in STAGES if stages is None else stages:
+        start = time.perf_counter()
+        result = STAGES[name](ctx)
+        if result is not None:
+            result.seconds = time.perf_counter() - start
+            results[name] = result
+    return results
+
+
+def run(out_dir: str | Path = "netlens_demo", *, small: bool = False, seed: int = 2026,
+        device: str | torch.device = "cpu", progress: bool | None = True) -> Path:
+    """Runs every stage and writes the demo folder.
+
+    Args:
+        out_dir: the output folder (created if missing).
+        small: the reduced run (fewer images and steps, smaller pictures), for tests.
+        seed: the seed of the images and of every random draw.
+        device: where the model runs, e.g. ``"cuda"``.
+        progress: a progress bar per stage (None: only for slow stages).
+
+    Returns:
+        The path of ``manifest.json``.
+    """
+    from .gallery import write
+
+    ctx = make_context(small=small, seed=seed, device=device, progress=progress)
+    return write(out_dir, compute(ctx), ctx,
+                 command=f"python -m netlens.demo -o {out_dir}" + (" --small" if small else ""))
+
+
+def mosaic(size: int, tiles: int = 40, *, generator: torch.Generator) -> Tensor:
+    """A drawn style image ``(1, 3, size, size)``: coloured tiles around random points (each pixel
+    takes the colour of its nearest point) with dark grout."""
+    points = torch.rand(tiles, 2, generator=generator)
+    palette = torch.tensor([[0.85, 0.2, 0.15], [0.95, 0.75, 0.2], [0.15, 0.35, 0.7],
+                            [0.1, 0.55, 0.45], [0.9, 0.9, 0.85]])
+    shade = 0.8 + 0.2 * torch.rand(tiles, 1, generator=generator)
+    colours = palette[torch.randint(len(palette), (tiles,), generator=generator)] * shade
+    axis = torch.linspace(0, 1, size)
+    grid = torch.stack(torch.meshgrid(axis, axis, indexing="ij"), -1).reshape(-1, 2)
+    nearest = torch.cdist(grid, points).topk(2, largest=False)
+    image = colours[nearest.indices[:, 0]]
+    image[nearest.values[:, 1] - nearest.values[:, 0] < 0.6 / size] = 0.12
+    return image.reshape(size, size, 3).permute(2, 0, 1)[None].contiguous()
+
+
+def _random_vgg16_features(seed: int) -> torch.nn.Sequential:
+    """torchvision's VGG16 ``features`` up to ``conv5_1``'s ReLU, initialized as torchvision
+    initializes VGG, from ``seed`` (the classifier, 120M parameters, is never built)."""
+    from torchvision.models.vgg import cfgs, make_layers
+
+    with torch.random.fork_rng(devices=[]):  # seeds the init, leaves the global RNG as it was
+        torch.manual_seed(seed)
+        features = make_layers(cfgs["D"])[:26]
+        for m in features.modules():
+            if isinstance(m, torch.nn.Conv2d):
+                torch.nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+                torch.nn.init.zeros_(m.bias)
+    return features.eval()
+
+
+def _photo(size: int) -> tuple[Tensor, str]:
+    """Grace Hopper (matplotlib's sample data, public domain) in [0, 1], or a drawn image."""
+    import matplotlib.cbook
+
+    from .image import load
+
+    try:
+        path = matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)
+        return load(path, size=size, mean=None, std=None), "Grace Hopper (public domain)"
+    except (FileNotFoundError, OSError):  # some matplotlib packages leave the sample data out
+        axis = torch.linspace(0, 1, size)
+        yy, xx = torch.meshgrid(axis, axis, indexing="ij")
+        rings = 0.5 + 0.5 * torch.cos(30 * torch.hypot(xx - 0.5, yy - 0.4))
+        drawn = torch.stack([rings, 0.5 + 0.5 * torch.sin(8 * xx), yy])[None]
+        return drawn, "a drawn image (matplotlib's grace_hopper.jpg is missing)"
+
+
+def _resize(x: Tensor, size: int) -> Tensor:
+    return torch.nn.functional.interpolate(x, size=(size, size), mode="bilinear",
+                                           antialias=True, align_corners=False).clamp(0, 1)
+
+
+def _describe(options: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in options.items())
+
+
+def _bar(total: int, ctx: Context, desc: str) -> Any:
+    from ._util import progress_bar
+
+    return progress_bar(total, ctx.progress, desc)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m netlens.demo", description=__doc__.split(
-        "\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m netlens.demo",
+                                     description=__doc__.split("\n")[0])
     parser.add_argument("-o", "--out", default="netlens_demo", help="output folder")
-    parser.add_argument("-n", type=int, default=8, help="number of images (default 8)")
-    parser.add_argument("--seed", type=int, default=2026, help="seed of the fresh images")
+    parser.add_argument("--small", action="store_true", help="the reduced run (seconds)")
+    parser.add_argument("--seed", type=int, default=2026, help="seed of every random draw")
+    parser.add_argument("--device", default="cpu", help="torch device, e.g. cuda")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
     start = time.perf_counter()
-    path, accuracy = run(args.out, args.n, args.seed)
-    print(f"ShapesNet accuracy on {args.n} fresh images: {accuracy:.2f}; wrote {path} "
-          f"in {time.perf_counter() - start:.1f} s")
+    manifest = run(args.out, small=args.small, seed=args.seed, device=args.device,
+                   progress=not args.quiet)
+    seconds = time.perf_counter() - start
+    print(f"wrote {manifest.parent / 'index.html'} and {manifest} in {seconds:.1f} s")
     return 0
 
 

@@ -1,25 +1,201 @@
+"""``netlens demo``: every stage runs end to end, and every file of the manifest is valid."""
+
 from __future__ import annotations
 
-import subprocess
-import sys
+import importlib.util
+import json
+import re
 from pathlib import Path
+from typing import Any
 
+import numpy as np
+import pytest
+import torch
 from PIL import Image
 
-from netlens.demo import run
+from netlens import demo, gallery
+from netlens.attribution import CAM_METHODS, METHODS
 
-ROOT = Path(__file__).resolve().parents[1]
+SEED = 7
+_RUN: dict[str, Any] = {}
 
 
-def test_demo_writes_the_picture(tmp_path):
-    path, accuracy = run(tmp_path / "out", n=4, seed=7)
-    assert path.exists() and accuracy >= 0.75
+def small_demo(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """The reduced demo, run once per session (``test_gallery*.py`` reuse it): what
+    :func:`netlens.demo.run` does, keeping the stage results for the gallery's figures."""
+    if not _RUN:
+        out = tmp_path_factory.mktemp("demo")
+        rng = torch.random.get_rng_state()
+        ctx = demo.make_context(small=True, seed=SEED, progress=False)
+        results = demo.compute(ctx)
+        manifest = gallery.write(out, results, ctx)
+        _RUN.update(out=out, manifest=manifest, results=results, ctx=ctx,
+                    rng_untouched=torch.equal(rng, torch.random.get_rng_state()))
+    return _RUN
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    return small_demo(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def manifest(run):
+    return json.loads(run["manifest"].read_text(encoding="utf-8"))
+
+
+@pytest.mark.slow  # the reduced demo runs once, about 8 s
+def test_manifest_records_versions_seed_and_every_parameter(manifest):
+    import torchvision
+
+    assert manifest["versions"]["torch"] == torch.__version__
+    assert manifest["versions"]["torchvision"] == torchvision.__version__
+    assert set(manifest["versions"]) >= {"netlens", "python", "numpy"}
+    assert manifest["seed"] == SEED and manifest["device"] == "cpu"
+    assert manifest["params"] == json.loads(json.dumps(demo.settings(small=True)))
+    assert "netlens.demo" in manifest["command"]
+    assert set(manifest["seconds"]) >= {"attribution", "visualization", "dream", "style"}
+
+
+@pytest.mark.slow  # the reduced demo runs once, about 8 s
+def test_every_file_of_the_manifest_is_a_valid_image_or_array(run, manifest):
+    out: Path = run["out"]
+    kinds = {}
+    for record in manifest["files"]:
+        path = out / record["path"]
+        assert path.is_file(), record
+        kinds[record["kind"]] = kinds.get(record["kind"], 0) + 1
+        if record["kind"] == "image":
+            with Image.open(path) as image:
+                assert image.format == "PNG", record
+                image.load()  # decodes every pixel: a truncated file raises
+                assert 16 <= min(image.size) and max(image.size) <= 4000, (record, image.size)
+                assert np.unique(np.asarray(image.convert("L"))).size > 1, f"{record}: flat"
+        elif record["kind"] == "array":
+            array = np.load(path, allow_pickle=False)
+            assert list(array.shape) == record["shape"], record
+            if array.dtype != np.bool_:
+                assert np.isfinite(array).all(), record
+        else:
+            assert path.stat().st_size > 100, record
+    assert kinds["image"] > 50 and kinds["array"] == len(METHODS) + 1 and kinds["html"] == 1
+    on_disk = {p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()}
+    assert on_disk - {"manifest.json"} == {r["path"] for r in manifest["files"]}
+
+
+@pytest.mark.slow  # the reduced demo runs once, about 8 s
+def test_every_attribution_method_has_its_raw_map_and_overlays(run, manifest):
+    n, size = demo.settings(small=True)["images"], demo.settings(small=True)["image_size"]
+    arrays = {r["method"]: r for r in manifest["files"]
+              if r["kind"] == "array" and r["stage"] == "attribution"}
+    for name in METHODS:
+        channels = 1 if name in CAM_METHODS or name == "occlusion" else 3
+        maps = np.load(run["out"] / arrays[name]["path"])
+        assert maps.shape == (n, channels, size, size), name
+        assert np.abs(maps).max() > 0, f"{name}: an all-zero map"
+        overlays = [r for r in manifest["files"] if r.get("method") == name and r["kind"] ==
+                    "image"]
+        assert len(overlays) == n, name
+    masks = np.load(run["out"] / arrays["masks"]["path"])
+    assert masks.dtype == np.bool_ and masks.shape == (n, 1, size, size) and masks.any()
+
+
+@pytest.mark.slow  # the reduced demo runs once, about 8 s
+def test_every_stage_ran(manifest):
+    stages = {r["stage"] for r in manifest["files"]}
+    expected = {"attribution", "visualization", "dream", "style", "summary", "gallery"}
+    if importlib.util.find_spec("netlens.metrics") is not None:
+        expected.add("metrics")
+    assert stages == expected
+    vis = [r for r in manifest["files"] if r["stage"] == "visualization"]
+    assert {r["what"] for r in vis} == {"class", "channel"}
+    dream = [r for r in manifest["files"] if r["stage"] == "dream" and "what" in r]
+    assert {(r["what"], r["source"]) for r in dream} == {
+        (k, s) for k in ("dream", "inversion") for s in ("shapes", "photo")}
+
+
+@pytest.mark.slow  # the reduced demo runs once, about 8 s
+def test_pictures_are_what_their_stage_made(run):
+    out = run["out"]
+
+    def pixels(rel: str) -> np.ndarray:
+        with Image.open(out / rel) as image:
+            return np.asarray(image.convert("RGB"), dtype=np.float64)
+
+    # style transfer moved the content's pixels; deep dream changed its input
+    assert np.abs(pixels("style/output.png") - pixels("style/content.png")).mean() > 2
+    dreamed = next((out / "dream").glob("dream_shapes_layer2*.png")).relative_to(out)
+    assert np.abs(pixels(str(dreamed)) - pixels("dream/shapes_input.png")).mean() > 1
+
+
+@pytest.mark.slow  # the reduced demo runs once, about 8 s
+def test_index_html_is_offline_and_references_every_picture(run, manifest):
+    page = (run["out"] / "index.html").read_text(encoding="utf-8")
+    sources = re.findall(r'<img src="([^"]+)"', page)
+    assert sources and not re.search(r"(src|href)=\"(https?:)?//", page)
+    assert all((run["out"] / s).is_file() for s in sources)
+    images = {r["path"] for r in manifest["files"] if r["kind"] == "image"}
+    assert images == set(sources)
+    assert "data-loaded" in page and "<script>" in page
+
+
+@pytest.mark.slow  # the reduced demo runs once, about 8 s
+def test_the_run_leaves_the_global_rng_alone(run):
+    assert run["rng_untouched"]
+
+
+def test_bad_seed_is_refused():
+    with pytest.raises(ValueError, match="seed"):
+        demo.make_context(seed=-1)
+
+
+def test_command_line_forwards_its_arguments(monkeypatch, tmp_path, capsys):
+    calls = []
+
+    def fake_run(out_dir, **kwargs):
+        calls.append((out_dir, kwargs))
+        return tmp_path / "manifest.json"
+
+    monkeypatch.setattr(demo, "run", fake_run)
+    assert demo.main(["-o", str(tmp_path), "--small", "--seed", "3", "--quiet"]) == 0
+    assert calls == [(str(tmp_path), {"small": True, "seed": 3, "device": "cpu",
+                                      "progress": False})]
+    assert "index.html" in capsys.readouterr().out
+
+
+def test_manifest_refuses_records_it_cannot_vouch_for(tmp_path):
+    from netlens.export import save_image, write_manifest
+
+    save_image(tmp_path / "a.png", torch.rand(3, 8, 8))
+    ok = write_manifest(tmp_path, command="x", params={"size": (8, 8)}, seed=1,
+                        files=[{"path": "a.png", "kind": "image"}])
+    assert json.loads(ok.read_text())["params"] == {"size": [8, 8]}
+    for bad, error in [({"path": "a.png", "kind": "picture"}, ValueError),
+                       ({"path": str(tmp_path / "a.png"), "kind": "image"}, ValueError),
+                       ({"path": "../a.png", "kind": "image"}, ValueError),
+                       ({"path": "b.png", "kind": "image"}, FileNotFoundError)]:
+        with pytest.raises(error):
+            write_manifest(tmp_path, command="x", params={}, seed=1, files=[bad])
+
+
+def test_overlay_outlines_the_mask_and_keeps_the_size(tmp_path):
+    from netlens.export import save_overlay
+
+    mask = torch.zeros(1, 1, 12, 12, dtype=torch.bool)
+    mask[..., 3:9, 3:9] = True
+    path = save_overlay(tmp_path / "o.png", torch.rand(1, 3, 12, 12), torch.rand(1, 1, 3, 3),
+                        outline=mask, outline_color=(255, 0, 255))
     with Image.open(path) as image:
-        assert image.format == "PNG" and image.width > 400 and image.height > 100
+        pixels = np.asarray(image.convert("RGB"))
+    painted = (pixels == (255, 0, 255)).all(-1)
+    ring = mask[0, 0].numpy() & ~np.pad(mask[0, 0, 4:8, 4:8].numpy(), 4)
+    assert pixels.shape == (12, 12, 3) and (painted == ring).all()
 
 
-def test_demo_command_line(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "netlens.demo", "-o", str(tmp_path), "-n", "2"],
-                            capture_output=True, text=True, cwd=ROOT)
-    assert result.returncode == 0, result.stderr
-    assert "accuracy" in result.stdout and (tmp_path / "shapes_demo.png").exists()
+def test_html_refuses_absolute_or_remote_pictures(tmp_path):
+    from netlens.export import write_html
+
+    for src in ("https://example.org/a.png", "/etc/a.png"):
+        with pytest.raises(ValueError, match="relative"):
+            write_html(tmp_path / "i.html", title="t",
+                       sections=[{"title": "s", "rows": [{"items": [{"src": src}]}]}])
