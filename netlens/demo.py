@@ -121,8 +121,7 @@ def make_context(*, small: bool = False, seed: int = 2026, device: str | torch.d
         raise ValueError(f"seed must be an int >= 0, got {seed!r}")
     dev = torch.device(device)
     conf = settings(small)
-    with torch.random.fork_rng(devices=[]):  # building the net draws a (discarded) random init
-        model = FlatModel(shapes_model(device=dev))
+    model = FlatModel(shapes_model(device=dev))
     batch = make_shapes(max(conf["images"], conf["metrics"]["images"]), size=conf["image_size"],
                         seed=seed, device=dev)
     photo, source = _photo(conf["photo_size"])

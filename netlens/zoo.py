@@ -177,11 +177,13 @@ def shapes_model(pretrained: bool = True, device: torch.device | str | None = No
     Raises:
         FileNotFoundError: If the weights file is missing from the installation.
     """
-    model = ShapesNet()
-    if pretrained:
-        with resources.as_file(_weights_file()) as path:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        model.load_state_dict(state)
+    if not pretrained:
+        return ShapesNet().to(device).eval()
+    with torch.random.fork_rng(devices=[]):  # the initialization it overwrites: global RNG kept
+        model = ShapesNet()
+    with resources.as_file(_weights_file()) as path:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    model.load_state_dict(state)
     return model.to(device).eval()
 
 

@@ -30,3 +30,31 @@ def test_the_readme_examples_run_in_order():
     assert namespace["inverted"].shape == namespace["photo"].shape
     assert len(namespace["images"]) == 2
     assert namespace["out"].shape == namespace["content"].shape
+
+
+def _cli_lines() -> list[list[str]]:
+    """Every ``netlens ...`` command of the README's bash blocks, as argv (continuations
+    joined, comments dropped)."""
+    import shlex
+
+    lines = []
+    for block in re.findall(r"```bash\n(.*?)```", README.read_text(encoding="utf-8"), flags=re.S):
+        for line in block.replace("\\\n", " ").splitlines():
+            argv = shlex.split(line, comments=True)
+            if argv and argv[0] == "netlens":
+                lines.append(argv[1:])
+    return lines
+
+
+def test_the_readme_commands_are_valid_cli_calls():
+    """The README and the command line agree: every ``netlens`` command shown parses with the
+    CLI's own parser (nothing is run: the examples name files and weights of the reader's)."""
+    from netlens.cli import _parser
+
+    lines = _cli_lines()
+    assert {argv[0] for argv in lines} >= {"demo", "attribute", "visualize", "dream", "style",
+                                           "eval"}
+    parser = _parser()
+    for argv in lines:
+        args = parser.parse_args(argv)
+        assert callable(args.run), argv

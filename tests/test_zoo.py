@@ -129,3 +129,9 @@ def test_training_is_deterministic() -> None:
     b = zoo.train(steps=2, batch_size=4, size=32, seed=3)
     for (ka, va), (kb, vb) in zip(a.state_dict().items(), b.state_dict().items()):
         assert ka == kb and torch.equal(va, vb)
+
+
+def test_loading_the_shipped_model_leaves_the_global_rng_alone() -> None:
+    state = torch.get_rng_state()
+    shapes_model()
+    assert torch.equal(torch.get_rng_state(), state)
