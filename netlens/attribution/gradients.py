@@ -318,7 +318,11 @@ def smooth_grad(
             spread[rows] += delta * (grad - total[rows])
 
     with guarded(fm):
-        targets = resolve_target(target, _scores(fm, x, batch_size))
+        # The clean images' scores are needed only to find predicted classes; explicit targets
+        # are checked against the output of one image.
+        needs_scores = target is None or (callable(target) and not isinstance(target, torch.Tensor))
+        scores = _scores(fm, x if needs_scores else x[:1], batch_size)
+        targets = resolve_target(target, scores if needs_scores else scores.expand(len(x), -1))
         with guided_relus(fm) if guided else contextlib.nullcontext():
             _along_path(fm, x, targets, n, point, add, batch_size=batch_size,
                         progress=progress, desc="SmoothGrad")
