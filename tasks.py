@@ -62,7 +62,7 @@ def main(argv: list[str]) -> int:
     if task == "setup":
         return 0
     if task == "demo":
-        cmd = [str(PYTHON), "-m", "netlens.demo", *rest]
+        cmd = [str(PYTHON), "-m", "netlens", "demo", *rest]  # = `netlens demo`
     else:
         cmd = [str(PYTHON), "-m", "pytest", *rest]
     _say(" ".join(cmd[2:] if cmd[1] == "-m" else cmd))
