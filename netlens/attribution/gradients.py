@@ -43,7 +43,7 @@ from ._core import (
 
 __all__ = [
     "saliency", "input_x_gradient", "guided_backprop", "smooth_grad", "integrated_gradients",
-    "layer_channel_gradient", "NetlensWarning",
+    "layer_channel_gradient", "NetlensWarning", "baseline_image",
 ]
 
 IGMethod = Literal["gausslegendre", "riemann_trapezoid", "riemann_left", "riemann_right",
@@ -369,8 +369,24 @@ def _blur(x: torch.Tensor) -> torch.Tensor:
     return F.conv2d(out, kernel.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
 
 
-def _baseline(baseline: object, x: torch.Tensor,
-              generator: torch.Generator | None) -> torch.Tensor:
+def baseline_image(baseline: object, x: torch.Tensor,
+                   generator: torch.Generator | None = None) -> torch.Tensor:
+    """The reference images of an integrated-gradients path or of a perturbation metric.
+
+    Args:
+        baseline: None or ``"zeros"``, ``"blur"`` (a Gaussian blur of ``x``, sigma a tenth of
+            the larger side), ``"uniform"`` (noise within each image's value range), a number,
+            or a tensor that broadcasts to ``x``.
+        x: images ``(B, C, H, W)``.
+        generator: the noise of ``"uniform"``.
+
+    Returns:
+        A tensor of ``x``'s shape, dtype and device.
+
+    Raises:
+        ValueError, TypeError: an unknown name, a non-finite value, a shape that does not
+            broadcast.
+    """
     if baseline is None or (isinstance(baseline, str) and baseline == "zeros"):
         return torch.zeros_like(x)
     if isinstance(baseline, str):
@@ -467,7 +483,7 @@ def integrated_gradients(
     """
     fm, x = prepare(model, x)
     alphas, weights = _quadrature(method, steps)
-    base = _baseline(baseline, x, generator)
+    base = baseline_image(baseline, x, generator)
     fm.ensure_traced(x)
     batch_size = auto_batch_size(fm, x) if batch_size is None else batch_size
     diff = x - base

@@ -38,7 +38,7 @@ from ..attribution._core import (
     progress_bar,
     resolve_target,
 )
-from ..attribution.gradients import _baseline
+from ..attribution.gradients import baseline_image
 from ..flat_model import FlatModel
 from ._maps import Reduce, check_attr, saliency_map
 
@@ -200,7 +200,7 @@ def _perturbation_baseline(baseline: object, x: torch.Tensor,
     ``"uniform"`` (noise in each image's value range, from ``generator``)."""
     if isinstance(baseline, str) and baseline == "mean":
         return x.mean(dim=(2, 3), keepdim=True).expand_as(x)
-    return _baseline(baseline, x, generator).expand_as(x)
+    return baseline_image(baseline, x, generator).expand_as(x)
 
 
 def deletion(
