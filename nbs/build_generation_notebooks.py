@@ -23,7 +23,6 @@ from _nbtools import code, md, write  # nbs/ is the script's folder
 
 SETUP = code('''
     %matplotlib inline
-    import matplotlib.cbook
     import matplotlib.pyplot as plt
     import numpy as np
     import torch
@@ -57,14 +56,8 @@ SHAPES_MODEL = code('''
 PHOTO = code('''
     def example_photo(size):
         """Grace Hopper as a raw [0, 1] tensor (1, 3, H, W), or a drawn image without her."""
-        path = matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)
-        try:
-            return nl.image.load(path, size=size, mean=None, std=None)
-        except FileNotFoundError:  # some matplotlib packages leave the sample data out
-            yy, xx = np.mgrid[0:1:256j, 0:1:256j]
-            rings = 0.5 + 0.5 * np.cos(30 * np.hypot(xx - 0.5, yy - 0.4))
-            drawn = np.stack([rings, 0.5 + 0.5 * np.sin(8 * xx), yy], axis=-1)
-            return nl.image.load(drawn, size=size, mean=None, std=None)
+        image, _ = nl.data.example_photo(size)  # a drawn image where the photo is missing
+        return image
 ''')
 
 RESNET = code('''

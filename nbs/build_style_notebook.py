@@ -46,7 +46,6 @@ CELLS = [
         %matplotlib inline
         import math
 
-        import matplotlib.cbook
         import matplotlib.pyplot as plt
         import numpy as np
         import torch
@@ -93,14 +92,8 @@ CELLS = [
     code('''
         def load_content(size):
             """Grace Hopper as a raw [0, 1] tensor (1, 3, size, size), or a drawn image."""
-            path = matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)
-            try:
-                return nl.image.load(path, size=size, mean=None, std=None)
-            except FileNotFoundError:  # some matplotlib packages leave the sample data out
-                yy, xx = np.mgrid[0:1:256j, 0:1:256j]
-                rings = 0.5 + 0.5 * np.cos(30 * np.hypot(xx - 0.5, yy - 0.4))
-                drawn = np.stack([rings, 0.5 + 0.5 * np.sin(8 * xx), yy], axis=-1)
-                return nl.image.load(drawn, size=size, mean=None, std=None)
+            image, _ = nl.data.example_photo(size)  # a drawn image where the photo is missing
+            return image
 
 
         content = load_content(SIZE)

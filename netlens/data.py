@@ -28,7 +28,7 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
-__all__ = ["SHAPES_CLASSES", "ShapesBatch", "imagenet_classes", "make_shapes"]
+__all__ = ["SHAPES_CLASSES", "ShapesBatch", "example_photo", "imagenet_classes", "make_shapes"]
 
 SHAPES_CLASSES: tuple[str, ...] = ("circle", "square", "triangle", "plus")
 """Class names of the shapes dataset, indexed by label."""
@@ -371,3 +371,30 @@ def make_shapes(
         masks=masks.unsqueeze(1).to(out_device),
         distractor_masks=dis_masks.unsqueeze(1).to(out_device),
     )
+
+
+def example_photo(size: int | tuple[int, int] | None = None) -> tuple[torch.Tensor, str]:
+    """The example photo: Grace Hopper, from matplotlib's sample data (public domain; ImageNet
+    class 652, "military uniform"), or a drawn image where a matplotlib package leaves the
+    sample data out.
+
+    Args:
+        size: as :func:`netlens.image.load` takes it; None keeps the photo's size.
+
+    Returns:
+        The image ``(1, 3, H, W)`` in ``[0, 1]`` (not normalized) and a description of it.
+    """
+    import matplotlib.cbook
+
+    from .image import load
+
+    try:
+        path = matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)
+        return load(path, size=size, mean=None, std=None), "Grace Hopper (public domain)"
+    except (FileNotFoundError, OSError):
+        axis = torch.linspace(0, 1, 256)
+        yy, xx = torch.meshgrid(axis, axis, indexing="ij")
+        rings = 0.5 + 0.5 * torch.cos(30 * torch.hypot(xx - 0.5, yy - 0.4))
+        drawn = torch.stack([rings, 0.5 + 0.5 * torch.sin(8 * xx), yy])[None]
+        return (load(drawn, size=size, mean=None, std=None),
+                "a drawn image (matplotlib's grace_hopper.jpg is missing)")

@@ -113,7 +113,7 @@ class Context:
 def make_context(*, small: bool = False, seed: int = 2026, device: str | torch.device = "cpu",
                  progress: bool | None = True) -> Context:
     """Loads the shapes model, draws fresh shapes images and loads the photo."""
-    from .data import make_shapes
+    from .data import example_photo, make_shapes
     from .flat_model import FlatModel
     from .zoo import shapes_model
 
@@ -124,7 +124,7 @@ def make_context(*, small: bool = False, seed: int = 2026, device: str | torch.d
     model = FlatModel(shapes_model(device=dev))
     batch = make_shapes(max(conf["images"], conf["metrics"]["images"]), size=conf["image_size"],
                         seed=seed, device=dev)
-    photo, source = _photo(conf["photo_size"])
+    photo, source = example_photo(conf["photo_size"])
     return Context(model, batch, photo.to(dev), source, conf, seed, dev, progress)
 
 
@@ -374,23 +374,6 @@ def _random_vgg16_features(seed: int) -> torch.nn.Sequential:
                 torch.nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
                 torch.nn.init.zeros_(m.bias)
     return features.eval()
-
-
-def _photo(size: int) -> tuple[Tensor, str]:
-    """Grace Hopper (matplotlib's sample data, public domain) in [0, 1], or a drawn image."""
-    import matplotlib.cbook
-
-    from .image import load
-
-    try:
-        path = matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)
-        return load(path, size=size, mean=None, std=None), "Grace Hopper (public domain)"
-    except (FileNotFoundError, OSError):  # some matplotlib packages leave the sample data out
-        axis = torch.linspace(0, 1, size)
-        yy, xx = torch.meshgrid(axis, axis, indexing="ij")
-        rings = 0.5 + 0.5 * torch.cos(30 * torch.hypot(xx - 0.5, yy - 0.4))
-        drawn = torch.stack([rings, 0.5 + 0.5 * torch.sin(8 * xx), yy])[None]
-        return drawn, "a drawn image (matplotlib's grace_hopper.jpg is missing)"
 
 
 def _resize(x: Tensor, size: int) -> Tensor:

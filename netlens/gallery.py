@@ -263,10 +263,8 @@ def _write_table(out: Path, table: Any, files: list[dict[str, Any]],
         curves = "metrics/curves.png"
         metrics.plot_curves(table).savefig(out / curves, dpi=72)  # lines: no quantizing
         files.append({"path": curves, "kind": "image", "stage": "metrics"})
-    columns = list(getattr(table, "columns", None) or (list(records[0]) if records else []))
-    heads = [f"{c} {'↑' if metrics.METRICS[c][1] else '↓'}" if c in metrics.METRICS else c
-             for c in columns]  # as table.to_markdown(): the arrow says which way is better
-    return {"columns": heads, "rows": [[r.get(c, "") for c in columns] for r in records]}, curves
+    rows = [[r.get(c, "") for c in table.columns] for r in records]
+    return {"columns": table.headers, "rows": rows}, curves
 
 
 

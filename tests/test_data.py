@@ -128,3 +128,20 @@ def test_imagenet_classes() -> None:
     assert all(isinstance(s, str) and s == s.strip() and s for s in labels)
     labels.append("mutated")
     assert len(imagenet_classes()) == 1000
+
+
+def test_example_photo_and_its_drawn_stand_in(monkeypatch):
+    import matplotlib.cbook
+
+    from netlens.data import example_photo
+
+    photo, source = example_photo(48)
+    assert photo.shape == (1, 3, 48, 48) and "Grace Hopper" in source
+    assert 0 <= float(photo.min()) and float(photo.max()) <= 1
+
+    def missing(*args, **kwargs):
+        raise FileNotFoundError("no sample data")
+    monkeypatch.setattr(matplotlib.cbook, "get_sample_data", missing)
+    drawn, source = example_photo(48)
+    assert drawn.shape == (1, 3, 48, 48) and "drawn" in source
+    assert not torch.allclose(drawn, photo)

@@ -73,6 +73,12 @@ class MetricTable(list):
     def columns(self) -> list[str]:
         return ["method", *self.metrics, "seconds", "peak_mb"]
 
+    @property
+    def headers(self) -> list[str]:
+        """The column names, metrics with an arrow: up, higher is better; down, lower."""
+        return [f"{c} {'↑' if METRICS[c][1] else '↓'}" if c in METRICS else c
+                for c in self.columns]
+
     def to_markdown(self, digits: int = 3) -> str:
         """The table in Markdown; metric headers carry an arrow: up, higher is better."""
         def cell(value: Any) -> str:
@@ -80,9 +86,7 @@ class MetricTable(list):
                 return "n/a" if math.isnan(value) else f"{value:.{digits}f}"
             return str(value)
 
-        heads = [f"{c} {'↑' if METRICS[c][1] else '↓'}" if c in METRICS else c
-                 for c in self.columns]
-        lines = ["| " + " | ".join(heads) + " |",
+        lines = ["| " + " | ".join(self.headers) + " |",
                  "|" + "|".join("---" if c == "method" else "---:" for c in self.columns) + "|"]
         lines += ["| " + " | ".join(cell(r.get(c, math.nan)) for c in self.columns) + " |"
                   for r in self]
