@@ -18,7 +18,8 @@ setup(
     license="MIT",
     python_requires=">=3.9",
     packages=find_packages(include=["netlens", "netlens.*"]),
-    package_data={"netlens": ["resources/*.txt", "resources/*.json", "weights/*.pt"]},
+    package_data={"netlens": ["resources/*.txt", "resources/*.json", "weights/*.pt", "*.pyi",
+                           "py.typed"]},
     include_package_data=True,
     entry_points={"console_scripts": ["netlens = netlens.cli:main"]},
     install_requires=[

@@ -38,8 +38,8 @@ from torch.overrides import TorchFunctionMode
 from .hooks import HookDict, ModuleHook
 
 __all__ = [
-    "ActivationKind", "CallRecord", "CallTracer", "Layout", "preserved_state", "trace",
-    "relu_calls", "split_call_name", "first_tensor",
+    "ActivationKind", "Call", "CallRecord", "CallTracer", "Layout", "preserved_state", "trace",
+    "relu_calls", "split_call_name", "first_tensor", "copy_inputs",
 ]
 
 ActivationKind = Literal["relu", "relu6"]
@@ -67,6 +67,11 @@ def first_tensor(output: Any) -> torch.Tensor | None:
             if isinstance(item, torch.Tensor):
                 return item
     return None
+
+
+def copy_inputs(args: tuple) -> tuple:
+    """``args`` with every tensor replaced by a copy (what an in-place call will overwrite)."""
+    return tuple(a.clone() if isinstance(a, torch.Tensor) else a for a in args)
 
 
 def split_call_name(name: str) -> tuple[str, int]:
@@ -143,6 +148,36 @@ class Layout:
             f"a layer with output shape {tuple(t.shape)} (layout {self.kind!r}) cannot be viewed "
             "as a [B, C, h, w] map; choose a layer with a spatial output")
 
+    def from_map(self, fmap: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        """The inverse of :meth:`to_map`: a ``[B, C, h, w]`` map written back in this layout.
+
+        Args:
+            fmap: the map, ``[B, C, h, w]`` (the batch may differ from ``like``'s).
+            like: an output of the layer, whose non-patch tokens (the class token) are kept.
+
+        Returns:
+            A tensor of the layer's output layout: ``to_map(from_map(m, like)) == m``.
+
+        Raises:
+            ValueError: for a layout that cannot be viewed as a map.
+        """
+        if self.kind == "nchw":
+            return fmap
+        if self.kind == "nhwc":
+            return fmap.permute(0, 2, 3, 1)
+        if self.kind == "vector":
+            return fmap.reshape(fmap.shape[0], -1)
+        if self.kind == "tokens":
+            patches = fmap.flatten(2).transpose(1, 2)  # [B, h*w, C]
+            if self.extra == 0:
+                return patches
+            extra = like[:, :self.extra]
+            if extra.shape[0] != fmap.shape[0]:
+                extra = extra[:1].expand(fmap.shape[0], -1, -1)
+            return torch.cat([extra.to(patches.dtype), patches], dim=1)
+        raise ValueError(f"a layer of layout {self.kind!r} cannot be written from a map; "
+                         "choose a layer with a spatial output")
+
     def _grid(self, n: int, input_hw: tuple[int, int] | None) -> tuple[int, int]:
         if input_hw is not None:
             h, w = input_hw[0] // self.stride[0], input_hw[1] // self.stride[1]
@@ -187,6 +222,25 @@ class CallRecord:
     layout: Layout = Layout("other")
 
 
+@dataclasses.dataclass
+class Call:
+    """One layer call as an interception sees it (:meth:`FlatModel.intercept` with ``inputs``).
+
+    Attributes:
+        name: the call's name.
+        record: its :class:`CallRecord` from the traced forward pass.
+        module: the module called, or None for a functional call.
+        inputs: the call's positional inputs.
+        output: what the call returned.
+    """
+
+    name: str
+    record: CallRecord
+    module: nn.Module | None
+    inputs: tuple
+    output: Any
+
+
 class _StopForward(Exception):
     """Raised from a hook to end a forward pass early; caught by whoever asked for it."""
 
@@ -203,14 +257,21 @@ class CallTracer(TorchFunctionMode):
             ``with`` block and removed at its end).
         on_call: the callback, or None to only collect :attr:`calls`.
         layouts: whether to work out each output's :class:`Layout` (costs a little time).
+        inputs: False, or ``"live"`` / ``"copy"``: ``on_call(record, output, inputs)`` also
+            receives the call's positional inputs, as the call left them (``"live"``) or as
+            copies taken before the call ran (``"copy"``: an in-place call overwrites its
+            input).
     """
 
     def __init__(
         self, model: nn.Module,
-        on_call: Callable[[CallRecord, Any], Any] | None = None, *, layouts: bool = True,
+        on_call: Callable[..., Any] | None = None, *, layouts: bool = True,
+        inputs: Literal[False, "live", "copy"] = False,
     ) -> None:
         super().__init__()
         self.model, self.on_call, self.layouts = model, on_call, layouts
+        self.inputs = inputs
+        self._copies: dict[int, tuple] = {}
         self.calls: list[CallRecord] = []
         self._hooks = HookDict()
         self._names: dict[int, str] = {}
@@ -269,6 +330,8 @@ class CallTracer(TorchFunctionMode):
         record = CallRecord(call_name, name, k, False, None, False, type(module).__name__,
                             self._order)
         self._order += 1
+        if self.inputs == "copy":
+            self._copies[id(record)] = copy_inputs(args)
         self._stack.append((module, record))
 
     def _post(self, module: nn.Module, args: tuple, output: Any) -> Any:
@@ -284,9 +347,11 @@ class CallTracer(TorchFunctionMode):
             self._windowed += 1
         elif type_name == "WindowDepartition":
             self._windowed = max(0, self._windowed - 1)
-        return self._complete(record, output)
+        if self.inputs == "copy":
+            args = self._copies.pop(id(record), args)
+        return self._complete(record, output, args)
 
-    def _complete(self, record: CallRecord, output: Any) -> Any:
+    def _complete(self, record: CallRecord, output: Any, args: tuple = ()) -> Any:
         record.end_order = len(self.calls)
         t = first_tensor(output)
         if t is not None:
@@ -295,6 +360,8 @@ class CallTracer(TorchFunctionMode):
                 record.layout = self._layout_of(t)
         self.calls.append(record)
         if self.on_call is not None:
+            if self.inputs:
+                return self.on_call(record, output, args)
             return self.on_call(record, output)
         return None
 
@@ -347,8 +414,9 @@ class CallTracer(TorchFunctionMode):
         record = CallRecord(call_name, owner, k, True, activation[0], activation[1],
                             getattr(func, "__name__", str(func)), self._order)
         self._order += 1
+        inputs = copy_inputs(args) if self.inputs == "copy" else args
         output = func(*args, **kwargs)
-        replaced = self._complete(record, output)
+        replaced = self._complete(record, output, inputs)
         return output if replaced is None else replaced
 
 

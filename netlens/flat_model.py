@@ -26,12 +26,21 @@ import contextlib
 import difflib
 import weakref
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import nn
 
-from .adapter import CallRecord, CallTracer, Layout, _StopForward, first_tensor, split_call_name
+from .adapter import (
+    Call,
+    CallRecord,
+    CallTracer,
+    Layout,
+    _StopForward,
+    copy_inputs,
+    first_tensor,
+    split_call_name,
+)
 from .hooks import HookDict, ModuleHook, TensorHook
 
 __all__ = ["FlatModel", "Recording", "UnknownLayerError", "check_input", "input_channels"]
@@ -282,27 +291,33 @@ class FlatModel(nn.Module):
 
     # -- hooks -----------------------------------------------------------------------------
     def _install(
-        self, names: Iterable[str], callback: Callable[[str, Any], Any], hooks: HookDict,
+        self, names: Iterable[str], callback: Callable[..., Any], hooks: HookDict,
+        inputs: Literal[False, "live", "copy"] = False,
     ) -> Callable[[], None]:
-        """Calls ``callback(name, output)`` for each named call in every forward pass while the
+        """Calls ``callback(name, output)`` (with ``inputs``: ``callback(call)``, a
+        :class:`~netlens.adapter.Call`) for each named call in every forward pass while the
         hooks live; returns a function that tears down anything that is not a hook."""
         wanted = [self.resolve_layer(n) for n in names]
         records = [self._trace()[n] for n in wanted]
+        modules = dict(self.model.named_modules())
         if any(r.functional for r in records):  # functional calls need the full tracer
-            targets = set(wanted)
+            by_name = {r.name: r for r in records}
 
-            def on_call(record: CallRecord, output: Any) -> Any:
-                if record.name in targets:
+            def on_call(record: CallRecord, output: Any, *args: Any) -> Any:
+                if record.name not in by_name:
+                    return None
+                if not inputs:
                     return callback(record.name, output)
-                return None
+                module = modules.get(record.module_name) if not record.functional else None
+                return callback(Call(record.name, by_name[record.name], module, args[0],
+                                     output))
 
-            tracer = CallTracer(self.model, on_call, layouts=False).__enter__()
+            tracer = CallTracer(self.model, on_call, layouts=False, inputs=inputs).__enter__()
             return lambda: tracer.__exit__(None, None, None)
 
-        modules = dict(self.model.named_modules())
-        by_module: dict[str, dict[int, str]] = {}
+        by_module: dict[str, dict[int, CallRecord]] = {}
         for r in records:
-            by_module.setdefault(r.module_name, {})[r.index] = r.name
+            by_module.setdefault(r.module_name, {})[r.index] = r
         counters: dict[str, int] = {}
 
         def reset(*_: Any) -> None:
@@ -310,19 +325,40 @@ class FlatModel(nn.Module):
 
         hooks.add(ModuleHook(self.model, reset, "forward_pre", prepend=True))
         for module_name, indices in by_module.items():
-            hooks.add(ModuleHook(modules[module_name], self._counter(
-                module_name, indices, counters, callback)))
+            module = modules[module_name]
+            if inputs == "copy":
+                stash: list[tuple] = []
+                hooks.add(ModuleHook(module, self._stasher(module_name, indices, counters,
+                                                           stash), "forward_pre"))
+            else:
+                stash = []
+            hooks.add(ModuleHook(module, self._counter(
+                module_name, indices, counters, callback, inputs, stash)))
         return lambda: None
 
     @staticmethod
-    def _counter(module_name: str, indices: dict[int, str], counters: dict[str, int],
-                 callback: Callable[[str, Any], Any]) -> Callable[..., Any]:
+    def _stasher(module_name: str, indices: dict[int, CallRecord], counters: dict[str, int],
+                 stash: list[tuple]) -> Callable[..., Any]:
+        def hook(module: nn.Module, args: tuple) -> None:
+            if counters.get(module_name, 0) in indices:
+                stash.append(copy_inputs(args))
+        return hook
+
+    @staticmethod
+    def _counter(module_name: str, indices: dict[int, CallRecord], counters: dict[str, int],
+                 callback: Callable[..., Any], inputs: Literal[False, "live", "copy"] = False,
+                 stash: list[tuple] | None = None) -> Callable[..., Any]:
         def hook(module: nn.Module, args: Any, output: Any) -> Any:
             k = counters.get(module_name, 0)
             counters[module_name] = k + 1
-            if k in indices:
-                return callback(indices[k], output)
-            return None
+            if k not in indices:
+                return None
+            record = indices[k]
+            if not inputs:
+                return callback(record.name, output)
+            if inputs == "copy" and stash:
+                args = stash.pop()
+            return callback(Call(record.name, record, module, tuple(args), output))
         return hook
 
     def record(
@@ -346,20 +382,29 @@ class FlatModel(nn.Module):
 
     @contextlib.contextmanager
     def intercept(
-        self, names: str | Iterable[str], fn: Callable[[str, Any], Any],
+        self, names: str | Iterable[str], fn: Callable[..., Any], *,
+        inputs: Literal[False, "live", "copy"] = False,
     ) -> Iterator[None]:
         """Calls ``fn(name, output)`` on each named layer call of every forward pass in the block.
 
-        ``fn`` may return a replacement output (as a forward hook would) or None. This is how
-        techniques change the backward rule of every ReLU call, functional ones included: e.g.
-        ``fm.intercept(fm.relu_names, lambda n, out: hooks.add(TensorHook(out, rule)))``.
+        ``fn`` may return a replacement output (as a forward hook would) or None. This is the
+        one interception of module and functional calls alike; :mod:`netlens.rules` applies
+        backward rules through it.
+
+        Args:
+            names: the layer calls (see :attr:`layer_names`).
+            fn: ``fn(name, output)``; with ``inputs``, ``fn(call)`` with a
+                :class:`~netlens.adapter.Call` (name, record, module, inputs, output).
+            inputs: False; ``"live"``: the call's positional inputs as the call left them;
+                ``"copy"``: copies taken before the call (an in-place call overwrites its
+                input).
 
         Raises:
             UnknownLayerError: for a name that is not a layer call of the model.
         """
         names = [names] if isinstance(names, str) else list(names)
         with HookDict() as hooks:
-            teardown = self._install(names, fn, hooks)
+            teardown = self._install(names, fn, hooks, inputs)
             try:
                 yield
             finally:

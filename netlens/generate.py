@@ -29,6 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ._runtime import check_count as _check_int
+from ._runtime import check_unit_image
 from .flat_model import FlatModel
 from .optvis import objectives as obj
 from .optvis.param import ImageParam, RawParam
@@ -126,7 +128,7 @@ class NetDreamer:
         Returns:
             ``(B, 3, H, W)`` in ``[0, 1]``, with ``image``'s dtype and device.
         """
-        x = _check_image(image)
+        x = check_unit_image(image, batch=False)
         _check_int(octaves, "octaves", 1)
         _check_int(steps, "steps", 0)
         if not isinstance(octave_scale, numbers.Real) or not octave_scale > 1:
@@ -163,7 +165,7 @@ class NetDreamer:
         Returns:
             ``(B, 3, H, W)`` in ``[0, 1]``, the size of ``image``.
         """
-        x = _check_image(image)
+        x = check_unit_image(image, batch=False)
         g = _generator(generator, self.fm)
         target = self.features(x, layer)
         param = ImageParam(tuple(x.shape[-2:]), batch=x.shape[0], generator=g,
@@ -175,7 +177,7 @@ class NetDreamer:
 
     def features(self, image: torch.Tensor, layer: str) -> torch.Tensor:
         """The layer's output for ``image`` (in [0, 1]) as a detached ``[B, C, h, w]`` map."""
-        x = _check_image(image)
+        x = check_unit_image(image, batch=False)
         name = self.fm.resolve_layer(layer)
         mean, std = model_normalization(self.fm)
         mean = mean if self._stats["mean"] is None else self._stats["mean"]
@@ -183,31 +185,6 @@ class NetDreamer:
         with torch.no_grad(), self.fm.record(name) as rec:
             self.fm(normalize_input(x, mean, std), until=name)
         return self.fm.layout(name).to_map(rec.activations[name], tuple(x.shape[-2:]))
-
-
-def _check_image(image: object) -> torch.Tensor:
-    if not isinstance(image, torch.Tensor):
-        raise TypeError(f"expected an image tensor (B, 3, H, W) in [0, 1], got "
-                        f"{type(image).__name__}")
-    if image.dim() == 3:
-        image = image.unsqueeze(0)
-    if image.dim() != 4 or not image.is_floating_point():
-        raise ValueError(f"expected a float image batch (B, C, H, W), got shape "
-                         f"{tuple(image.shape)} and dtype {image.dtype}")
-    if not bool(torch.isfinite(image).all()):
-        raise ValueError("the image contains NaN or infinite values")
-    lo, hi = float(image.min()), float(image.max())
-    if lo < -1e-4 or hi > 1 + 1e-4:
-        raise ValueError(f"expected pixel values in [0, 1], got [{lo:.3g}, {hi:.3g}]; pass the "
-                         "image before normalization (nl.image.load(..., mean=None, std=None) or "
-                         "nl.image.denormalize(x))")
-    return image.detach().clamp(0, 1)
-
-
-def _check_int(value: object, name: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
-    return int(value)
 
 
 def _resize(x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:

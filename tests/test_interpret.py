@@ -34,3 +34,27 @@ def test_unknown_method_suggests_names():
     lens = nl.NetLens(EveryReluNet())
     with pytest.raises(ValueError, match="did you mean 'gradcam'"):
         lens.attribute("gradcan", torch.rand(1, 3, 8, 8))
+
+
+def test_netlens_methods_show_the_real_options():
+    """help(), Jupyter and IDEs see each method's own signature and docstring, from the spec."""
+    import inspect
+
+    for name, spec in METHODS.items():
+        method = getattr(nl.NetLens, name)
+        params = list(inspect.signature(method).parameters)
+        assert params[0] == "self" and params[1:] == ["x", "target", *spec.parameters], name
+        assert method.__doc__ == spec.fn.__doc__, name
+    assert "sigma" in inspect.signature(nl.NetLens.smooth_grad).parameters
+    assert "window" in inspect.signature(nl.NetLens.occlusion).parameters
+
+
+def test_type_stub_is_current():
+    """interpret.pyi (for static type checkers) is regenerated from the registry."""
+    from netlens import interpret
+
+    assert interpret.STUB_PATH.read_text(encoding="utf-8") == interpret.stub(), (
+        "netlens/interpret.pyi is stale: run python -c \"import netlens.interpret as i; "
+        "i.write_stub()\"")
+    for name in METHODS:
+        assert f"    def {name}(\n" in interpret.stub()

@@ -1,10 +1,15 @@
 """Attribution methods: pure functions ``f(model, x, target, *, options) -> Tensor``.
 
 Each takes an ``nn.Module`` or a :class:`~netlens.FlatModel`, a batch ``(B, C, H, W)`` and a
-target (int, one per image, None for the predicted class, or a callable), and returns a raw
-tensor on ``x``'s device: ``(B, C, H, W)`` for input attributions, ``(B, 1, H, W)`` for CAMs and
-occlusion. :data:`METHODS` is the read-only registry that feeds ``NetLens``, the command line
-and the generated contract tests.
+target (:mod:`netlens.targets`: a class index, one per image, None for the predicted class, a
+segmentation, detection, similarity, regression or channel target, or several per image), and
+returns a raw tensor on ``x``'s device: ``(B, C, H, W)`` for input attributions, ``(B, 1, H, W)``
+for CAMs and occlusion (with K targets per image, a K axis after the batch).
+
+:data:`METHODS` is the read-only registry of :class:`~netlens.attribution.registry.MethodSpec`
+entries (the function and what it is) that feeds ``NetLens``, the metrics, the command line,
+the demo, the gallery and the generated contract tests. A new method is one module plus one
+entry here.
 """
 
 from __future__ import annotations
@@ -12,8 +17,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from types import MappingProxyType
 
-from ._core import AttributionMethod, Target, resolve_target
+import torch
+
+from .._util import NetlensWarning
+from ..targets import Class, TargetLike, as_target
 from .cam import (
+    CamContext,
+    cam_driver,
     eigencam,
     gradcam,
     gradcam_pp,
@@ -24,7 +34,7 @@ from .cam import (
     xgradcam,
 )
 from .gradients import (
-    NetlensWarning,
+    baseline_image,
     guided_backprop,
     input_x_gradient,
     integrated_gradients,
@@ -33,32 +43,97 @@ from .gradients import (
     smooth_grad,
 )
 from .occlusion import occlusion
+from .registry import AttributionMethod, MethodSpec
 
-METHODS: Mapping[str, AttributionMethod] = MappingProxyType({
-    "saliency": saliency,
-    "input_x_gradient": input_x_gradient,
-    "guided_backprop": guided_backprop,
-    "smooth_grad": smooth_grad,
-    "integrated_gradients": integrated_gradients,
-    "gradcam": gradcam,
-    "guided_gradcam": guided_gradcam,
-    "gradcam_pp": gradcam_pp,
-    "xgradcam": xgradcam,
-    "layercam": layercam,
-    "hirescam": hirescam,
-    "scorecam": scorecam,
-    "eigencam": eigencam,
-    "occlusion": occlusion,
-})
-"""Every attribution method with the common signature, by name."""
+Target = TargetLike
+"""What ``target=`` accepts (see :mod:`netlens.targets`)."""
+
+_SELVARAJU = ("Selvaraju et al., \"Grad-CAM: Visual Explanations from Deep Networks via "
+              "Gradient-based Localization\", ICCV 2017")
+_CAM = {"output": "map", "family": "cam", "layer": True}
+
+_SPECS = [
+    MethodSpec("saliency", saliency, "input", "gradient",
+               "Simonyan et al., \"Deep Inside Convolutional Networks\", ICLR workshop 2014",
+               "the gradient of the target score w.r.t. the input"),
+    MethodSpec("input_x_gradient", input_x_gradient, "input", "gradient",
+               "Shrikumar et al., \"Not Just a Black Box\", arXiv 2016",
+               "input times its gradient"),
+    MethodSpec("guided_backprop", guided_backprop, "input", "gradient",
+               "Springenberg et al., \"Striving for Simplicity: The All Convolutional Net\", "
+               "ICLR workshop 2015",
+               "the gradient with only positive gradients through every ReLU", rules=True),
+    MethodSpec("smooth_grad", smooth_grad, "input", "gradient",
+               "Smilkov et al., \"SmoothGrad: removing noise by adding noise\", arXiv 2017",
+               "the gradient averaged over noisy copies of the input", stochastic=True,
+               progress=True, cheap={"n": 4}),
+    MethodSpec("integrated_gradients", integrated_gradients, "input", "gradient",
+               "Sundararajan et al., \"Axiomatic Attribution for Deep Networks\", ICML 2017",
+               "the gradient integrated along the path from a baseline", stochastic=True,
+               progress=True, cheap={"steps": 8}),
+    MethodSpec("gradcam", gradcam, paper=_SELVARAJU,
+               summary="channels weighted by the mean gradient", **_CAM),
+    MethodSpec("guided_gradcam", guided_gradcam, "input", "cam", _SELVARAJU,
+               "guided backprop times the Grad-CAM map", layer=True, rules=True),
+    MethodSpec("gradcam_pp", gradcam_pp,
+               paper="Chattopadhyay et al., \"Grad-CAM++: Improved Visual Explanations for Deep "
+                     "Convolutional Networks\", WACV 2018",
+               summary="positive gradients weighted by closed-form alphas", **_CAM),
+    MethodSpec("xgradcam", xgradcam,
+               paper="Fu et al., \"Axiom-based Grad-CAM\", BMVC 2020",
+               summary="gradients weighted by normalized activations", **_CAM),
+    MethodSpec("layercam", layercam,
+               paper="Jiang et al., \"LayerCAM: Exploring Hierarchical Class Activation Maps "
+                     "for Localization\", IEEE TIP 2021",
+               summary="positive gradients times activations per position", **_CAM),
+    MethodSpec("hirescam", hirescam,
+               paper="Draelos & Carin, \"Use HiResCAM instead of Grad-CAM for faithful "
+                     "explanations\", arXiv 2020",
+               summary="gradients times activations per position", **_CAM),
+    MethodSpec("scorecam", scorecam,
+               paper="Wang et al., \"Score-CAM: Score-Weighted Visual Explanations for "
+                     "Convolutional Neural Networks\", CVPR workshops 2020",
+               summary="channels weighted by the score of the image they mask",
+               gradients=False, progress=True, **_CAM),
+    MethodSpec("eigencam", eigencam,
+               paper="Muhammad & Yeasin, \"Eigen-CAM: Class Activation Map using Principal "
+                     "Components\", IJCNN 2020",
+               summary="the first principal component of the activations (class-agnostic)",
+               gradients=False, **_CAM),
+    MethodSpec("occlusion", occlusion, "map", "perturbation",
+               "Zeiler & Fergus, \"Visualizing and Understanding Convolutional Networks\", "
+               "ECCV 2014", "the drop of the target score when a window is greyed out",
+               gradients=False, progress=True, cheap={"window": 16, "stride": 8}),
+]
+
+METHODS: Mapping[str, MethodSpec] = MappingProxyType({s.name: s for s in _SPECS})
+"""Every attribution method, by name: a :class:`MethodSpec`, callable as the method."""
 
 CAM_METHODS: frozenset[str] = frozenset(
-    {"gradcam", "gradcam_pp", "xgradcam", "layercam", "hirescam", "scorecam", "eigencam"})
-"""Methods whose result is a class activation map ``(B, 1, H, W)``."""
+    s.name for s in _SPECS if s.family == "cam" and s.output == "map")
+"""The names of the methods whose result is a class activation map (derived from the specs)."""
+
+
+def resolve_target(target: TargetLike, output: torch.Tensor) -> torch.Tensor:
+    """A class target (int, B ints, None, a function returning class indices) as the ``(B,)``
+    int64 class indices for ``output`` (the netlens 1.x helper; see :mod:`netlens.targets`).
+
+    Raises:
+        TypeError: a target that is not a class target.
+        ValueError: a class out of range, or a number of targets that is not B.
+    """
+    bound = as_target(target).bind(output)
+    if not isinstance(bound, Class):
+        raise TypeError(f"{type(bound).__name__} is not a class target; resolve_target only "
+                        "turns class targets into indices")
+    assert bound.classes is not None
+    return bound.classes
+
 
 __all__ = [
-    "AttributionMethod", "Target", "resolve_target", "NetlensWarning", "METHODS", "CAM_METHODS",
-    "saliency", "input_x_gradient", "guided_backprop", "smooth_grad", "integrated_gradients",
-    "layer_channel_gradient", "gradcam", "guided_gradcam", "gradcam_pp", "xgradcam", "layercam",
-    "hirescam", "scorecam", "eigencam", "occlusion",
+    "AttributionMethod", "MethodSpec", "Target", "resolve_target", "NetlensWarning", "METHODS",
+    "CAM_METHODS", "saliency", "input_x_gradient", "guided_backprop", "smooth_grad",
+    "integrated_gradients", "layer_channel_gradient", "gradcam", "guided_gradcam", "gradcam_pp",
+    "xgradcam", "layercam", "hirescam", "scorecam", "eigencam", "occlusion", "cam_driver",
+    "CamContext", "baseline_image",
 ]

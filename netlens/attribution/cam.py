@@ -7,10 +7,14 @@ Swin's channels-last maps become channels-first), and combines them as
 
     cam = relu(sum_c w_c * A_c)          then bilinear upsampling to the input size.
 
-A variant only says how to get ``w`` from ``(A, G)``: a ``(B, C)`` tensor of channel weights, or
-a ``(B, C, h, w)`` tensor of per-position contributions that the pipeline sums over channels
-(HiResCAM, LayerCAM, EigenCAM). Gradients are taken with respect to the layer's output only;
-no parameter gradient is ever computed, and the caller's model is left as it was.
+A variant only says how to get ``w``: :func:`cam_driver` gives it a :class:`CamContext` (the
+model, the input, the layer and its layout, ``A``, ``G`` when it needs gradients, the bound
+target, and ways to score masked inputs or a replaced layer output) and it returns a ``(B, C)``
+tensor of channel weights, or a ``(B, C, h, w)`` tensor of per-position contributions that the
+pipeline sums over channels (HiResCAM, LayerCAM, EigenCAM). With K targets per image (``TopK``,
+a list of targets) ``G`` and the weights gain a K axis after the batch, and the maps are
+``(B, K, 1, H, W)``, from one forward pass. Gradients are taken with respect to the layer's
+output only; no parameter gradient is ever computed, and the caller's model is left as it was.
 
 Results are raw: never min-max normalized (normalization is a view, in :mod:`netlens.plot`).
 
@@ -23,35 +27,109 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
+from typing import Any, Protocol
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..adapter import first_tensor
-from ..flat_model import FlatModel
-from ._core import (
-    Target,
+from .._runtime import (
     as_flat,
     auto_batch_size,
+    bind_part,
     chunks,
+    first_tensor,
+    grad,
     guarded,
+    model_output,
     prepare,
     progress_bar,
-    resolve_target,
-    select,
-    split_target,
+    scores_of,
 )
+from ..adapter import Layout
+from ..flat_model import FlatModel
+from ..targets import Target, TargetLike, as_target
 from .gradients import guided_backprop
 
 __all__ = [
     "gradcam", "hirescam", "gradcam_pp", "xgradcam", "layercam", "eigencam", "scorecam",
-    "guided_gradcam",
+    "guided_gradcam", "cam_driver", "CamContext", "CamVariant",
 ]
 
-# (activations, gradients or None) -> (B, C) channel weights or (B, C, h, w) contributions.
-WeightsFn = Callable[[torch.Tensor, "torch.Tensor | None"], torch.Tensor]
+
+@dataclasses.dataclass
+class CamContext:
+    """What a CAM variant sees.
+
+    Attributes:
+        fm: the model.
+        x: the input ``(B, C, H, W)``.
+        layer: the CAM layer's name; ``layout`` how its output is viewed as a map.
+        activations: ``A``, the layer's output as ``(B, C, h, w)`` maps.
+        gradients: ``G``, the gradient of each target's score w.r.t. ``A``: ``(B, C, h, w)``, or
+            ``(B, K, C, h, w)`` for K targets; None for gradient-free variants.
+        target: the target, bound to the clean output (``target.k`` is K or None).
+        batch_size: images per pass; progress: the progress-bar setting.
+    """
+
+    fm: FlatModel
+    x: torch.Tensor
+    layer: str
+    layout: Layout
+    activations: torch.Tensor
+    gradients: torch.Tensor | None
+    target: Target
+    batch_size: int
+    progress: bool | None = None
+
+    @property
+    def k(self) -> int | None:
+        return self.target.k
+
+    @property
+    def A(self) -> torch.Tensor:  # noqa: N802 (the papers' name)
+        """The activations broadcast to the gradients' shape (a K axis when there is one)."""
+        return self.activations if self.k is None else self.activations.unsqueeze(1)
+
+    def scores(self, images: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
+        """The bound target's scores of ``inputs`` (``(n, C, H, W)``), each scored for the image
+        ``images[i]`` of the batch: ``(n,)`` or ``(n, K)``; no gradients."""
+        t = self.target.take(images)
+        with torch.no_grad():
+            return scores_of(t, model_output(self.fm, inputs, t))
+
+    def scores_with_layer(self, images: torch.Tensor, maps: torch.Tensor) -> torch.Tensor:
+        """The target's scores when the CAM layer's output of the images ``images`` is replaced
+        by ``maps`` (``(n, C, h, w)``, written back in the layer's own layout: token and
+        channels-last layers included): ``(n,)`` or ``(n, K)``; no gradients."""
+        def replace(_: str, output: Any) -> Any:
+            t = first_tensor(output)
+            return _with_first(output, self.layout.from_map(maps.to(t.dtype), t))
+
+        with self.fm.intercept(self.layer, replace):
+            return self.scores(images, self.x[images])
+
+
+class CamVariant(Protocol):
+    """The override point of a CAM: ``weights(context) -> (B, [K,] C)`` channel weights or
+    ``(B, [K,] C, h, w)`` contributions; ``gradients`` says whether it needs ``G``."""
+
+    gradients: bool
+
+    def __call__(self, ctx: CamContext) -> torch.Tensor: ...
+
+
+@dataclasses.dataclass(frozen=True)
+class _FromAG:
+    """A variant whose weights are a function of ``(A, G)`` only."""
+
+    fn: Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor]
+    gradients: bool = True
+
+    def __call__(self, ctx: CamContext) -> torch.Tensor:
+        return self.fn(ctx.A if self.gradients else ctx.activations, ctx.gradients)
 
 
 # -- the shared pipeline -------------------------------------------------------------------------
@@ -106,82 +184,108 @@ def _with_first(output: object, t: torch.Tensor) -> object:
 
 
 def _layer_maps(
-    fm: FlatModel, x: torch.Tensor, target: Target, name: str, *, gradients: bool,
+    fm: FlatModel, x: torch.Tensor, target: TargetLike, name: str, *, gradients: bool,
     batch_size: int,
-) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+) -> tuple[torch.Tensor, torch.Tensor | None, Target]:
     """The layer's output maps ``A`` (B, C, h, w), the gradient maps ``G`` of the target scores
-    w.r.t. that output (or None), and the resolved targets (B,), over chunks of the batch."""
+    w.r.t. that output (``(B, [K,] C, h, w)``, or None), and the bound target, over chunks."""
     layout, hw = fm.layout(name), (int(x.shape[2]), int(x.shape[3]))
-    target_of = split_target(target, x.shape[0])
-    acts, grads, targets = [], [], []
+    t = as_target(target, x.shape[0])
+    acts, grads, bound = [], [], []
     with guarded(fm):
         for part in chunks(x.shape[0], batch_size):
             box: list[torch.Tensor] = []
 
             def grab(_: str, output: object) -> object:
-                t = first_tensor(output)
-                if t is None:
+                a = first_tensor(output)
+                if a is None:
                     raise ValueError(f"layer {name!r} returned no tensor")
                 if not gradients:
-                    box.append(t.detach().clone())  # later in-place ops must not change it
+                    box.append(a.detach().clone())  # later in-place ops must not change it
                     return None
                 # The forward runs without autograd up to here: nothing before the layer is
                 # differentiated, so no graph is recorded for it. From here on it is recorded,
                 # starting from a leaf; the model continues on a copy, so that later in-place
                 # ops (ResNet's `out += x`, in-place ReLUs) cannot change the leaf.
                 torch.set_grad_enabled(True)
-                leaf = t.detach().requires_grad_(True)
+                leaf = a.detach().requires_grad_(True)
                 box.append(leaf)
                 return _with_first(output, leaf.clone())
 
             with fm.intercept(name, grab), torch.no_grad():  # grab turns autograd back on
-                out = fm(x[part])
+                out = model_output(fm, x[part], t)
             if not box:
-                raise ValueError(f"the forward pass did not reach layer {name!r}")
-            scores_of = first_tensor(out)
-            if scores_of is None:
-                raise TypeError(f"the model returned {type(out).__name__}, not scores")
-            ti = resolve_target(target_of(part), scores_of)
+                hint = (f" (the target reads layer {t.layer!r}, which runs before it; choose an "
+                        "earlier CAM layer)" if t.layer is not None else "")
+                raise ValueError(f"the forward pass did not reach layer {name!r}{hint}")
+            ti = bind_part(t, part, out)
             a = box[0]
             if gradients:
-                g, = torch.autograd.grad(select(out, ti).sum(), a, allow_unused=True)
-                g = torch.zeros_like(a) if g is None else g
-                grads.append(layout.to_map(g.detach(), hw))
+                g = grad(scores_of(ti, out), a, k=t.k, allow_unused=True)
+                lead = g.shape[:2] if t.k is not None else g.shape[:1]
+                g = layout.to_map(g.detach().flatten(0, len(lead) - 1), hw)
+                grads.append(g.reshape(*lead, *g.shape[1:]))
             acts.append(layout.to_map(a.detach(), hw))
-            targets.append(ti)
-    return torch.cat(acts), (torch.cat(grads) if gradients else None), torch.cat(targets)
+            bound.append(ti)
+    return (torch.cat(acts), (torch.cat(grads) if gradients else None),
+            type(bound[0]).cat(bound))
 
 
 def _combine(
     acts: torch.Tensor, weights: torch.Tensor, size: tuple[int, int], *, relu: bool,
-    interpolate: bool,
+    interpolate: bool, k: int | None,
 ) -> torch.Tensor:
     """cam = sum_c w_c A_c (or of the given contributions), ReLU, bilinear upsampling."""
-    contributions = weights[:, :, None, None] * acts if weights.dim() == 2 else weights
-    cam = contributions.sum(1, keepdim=True)
+    a = acts if k is None else acts.unsqueeze(1)
+    contributions = weights[..., None, None] * a if weights.dim() == a.dim() - 2 else weights
+    if k is not None and contributions.dim() == acts.dim():  # class-agnostic (Eigen-CAM)
+        contributions = contributions.unsqueeze(1).expand(-1, k, *contributions.shape[1:])
+    cam = contributions.sum(-3, keepdim=True)
     if relu:
         cam = cam.clamp(min=0)
     if interpolate:
-        cam = F.interpolate(cam, size=size, mode="bilinear", align_corners=False)
+        lead = cam.shape[:-3]
+        cam = F.interpolate(cam.reshape(-1, *cam.shape[-3:]), size=size, mode="bilinear",
+                            align_corners=False)
+        cam = cam.reshape(*lead, *cam.shape[1:])
     return cam
 
 
-def _cam(
-    model: nn.Module, x: torch.Tensor, target: Target, weights_fn: WeightsFn, *,
+def cam_driver(
+    model: nn.Module, x: torch.Tensor, target: TargetLike, variant: CamVariant, *,
     layer: str | None = None, interpolate: bool = True, relu: bool = True,
-    batch_size: int | None = None, gradients: bool = True,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """The pipeline every CAM shares; returns the maps and the resolved targets."""
+    batch_size: int | None = None, progress: bool | None = None,
+) -> tuple[torch.Tensor, Target]:
+    """The one pipeline every CAM runs: layer, ``A`` (and ``G``), ``variant``'s weights, sum
+    over channels, ReLU, upsampling. Returns the maps (``(B, 1, H, W)``, or ``(B, K, 1, H, W)``)
+    and the bound target.
+
+    A new CAM is one ``variant``: a callable ``CamContext -> weights`` with a ``gradients``
+    attribute (see :class:`CamVariant`).
+    """
     fm, x = prepare(model, x)
     fm.ensure_traced(x)
     name = _spatial_layer(fm, layer)
+    needs = bool(getattr(variant, "gradients", True))
     if batch_size is None:
-        batch_size = auto_batch_size(fm, x, backward=gradients)
-    acts, grads, targets = _layer_maps(fm, x, target, name, gradients=gradients,
-                                       batch_size=batch_size)
-    cam = _combine(acts, weights_fn(acts, grads), (x.shape[2], x.shape[3]), relu=relu,
-                   interpolate=interpolate)
-    return cam, targets
+        batch_size = auto_batch_size(fm, x, backward=needs)
+    acts, grads, t = _layer_maps(fm, x, target, name, gradients=needs, batch_size=batch_size)
+    ctx = CamContext(fm, x, name, fm.layout(name), acts, grads, t, batch_size, progress)
+    with guarded(fm):
+        weights = variant(ctx)
+    cam = _combine(acts, weights, (x.shape[2], x.shape[3]), relu=relu, interpolate=interpolate,
+                   k=t.k)
+    return cam, t
+
+
+def _cam(
+    model: nn.Module, x: torch.Tensor, target: TargetLike,
+    weights_fn: Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor], *,
+    layer: str | None = None, interpolate: bool = True, relu: bool = True,
+    batch_size: int | None = None, gradients: bool = True,
+) -> tuple[torch.Tensor, Target]:
+    return cam_driver(model, x, target, _FromAG(weights_fn, gradients), layer=layer,
+                      interpolate=interpolate, relu=relu, batch_size=batch_size)
 
 
 # -- weights of each variant -----------------------------------------------------------------
@@ -193,7 +297,7 @@ def _safe_divide(num: torch.Tensor, den: torch.Tensor) -> torch.Tensor:
 
 def _gradcam_weights(acts: torch.Tensor, grads: torch.Tensor | None) -> torch.Tensor:
     assert grads is not None
-    return grads.mean(dim=(2, 3))
+    return grads.mean(dim=(-2, -1))
 
 
 def _hirescam_weights(acts: torch.Tensor, grads: torch.Tensor | None) -> torch.Tensor:
@@ -207,16 +311,16 @@ def _gradcam_pp_weights(acts: torch.Tensor, grads: torch.Tensor | None) -> torch
     # (pytorch-grad-cam adds 1e-6 to the denominator, which matters when |g| ~ 1e-3.)
     assert grads is not None
     g2 = grads.pow(2)
-    total = acts.sum(dim=(2, 3), keepdim=True)
+    total = acts.sum(dim=(-2, -1), keepdim=True)
     alpha = _safe_divide(g2, 2 * g2 + total * g2 * grads)
-    return (grads.clamp(min=0) * alpha).sum(dim=(2, 3))
+    return (grads.clamp(min=0) * alpha).sum(dim=(-2, -1))
 
 
 def _xgradcam_weights(acts: torch.Tensor, grads: torch.Tensor | None) -> torch.Tensor:
     # Fu et al.: w_c = sum_ab (A_ab / sum A) dy/dA_ab; a channel with sum A = 0 gets weight 0.
     assert grads is not None
-    total = acts.sum(dim=(2, 3))
-    return _safe_divide((grads * acts).sum(dim=(2, 3)), total)
+    total = acts.sum(dim=(-2, -1))
+    return _safe_divide((grads * acts).sum(dim=(-2, -1)), total)
 
 
 def _layercam_weights(acts: torch.Tensor, grads: torch.Tensor | None) -> torch.Tensor:
@@ -238,7 +342,7 @@ def _eigencam_weights(acts: torch.Tensor, grads: torch.Tensor | None) -> torch.T
 
 # -- public variants -------------------------------------------------------------------------
 def gradcam(
-    model: nn.Module, x: torch.Tensor, target: Target = None, *, layer: str | None = None,
+    model: nn.Module, x: torch.Tensor, target: TargetLike = None, *, layer: str | None = None,
     interpolate: bool = True, relu: bool = True, batch_size: int | None = None,
 ) -> torch.Tensor:
     """Grad-CAM: channels weighted by the spatial mean of the target score's gradient.
@@ -276,7 +380,7 @@ def gradcam(
 
 
 def hirescam(
-    model: nn.Module, x: torch.Tensor, target: Target = None, *, layer: str | None = None,
+    model: nn.Module, x: torch.Tensor, target: TargetLike = None, *, layer: str | None = None,
     interpolate: bool = True, relu: bool = True, batch_size: int | None = None,
 ) -> torch.Tensor:
     """HiResCAM: ``relu(sum_c dy/dA_c * A_c)``, the gradient times the activation per position.
@@ -289,7 +393,7 @@ def hirescam(
 
 
 def gradcam_pp(
-    model: nn.Module, x: torch.Tensor, target: Target = None, *, layer: str | None = None,
+    model: nn.Module, x: torch.Tensor, target: TargetLike = None, *, layer: str | None = None,
     interpolate: bool = True, relu: bool = True, batch_size: int | None = None,
 ) -> torch.Tensor:
     """Grad-CAM++: positive gradients weighted by the closed-form ``alpha`` of eq. 19.
@@ -304,7 +408,7 @@ def gradcam_pp(
 
 
 def xgradcam(
-    model: nn.Module, x: torch.Tensor, target: Target = None, *, layer: str | None = None,
+    model: nn.Module, x: torch.Tensor, target: TargetLike = None, *, layer: str | None = None,
     interpolate: bool = True, relu: bool = True, batch_size: int | None = None,
 ) -> torch.Tensor:
     """XGrad-CAM: ``w_c = sum_ab (A_c,ab / sum A_c) dy/dA_c,ab``.
@@ -317,7 +421,7 @@ def xgradcam(
 
 
 def layercam(
-    model: nn.Module, x: torch.Tensor, target: Target = None, *, layer: str | None = None,
+    model: nn.Module, x: torch.Tensor, target: TargetLike = None, *, layer: str | None = None,
     interpolate: bool = True, relu: bool = True, batch_size: int | None = None,
 ) -> torch.Tensor:
     """LayerCAM: ``relu(sum_c relu(dy/dA_c) * A_c)``, positive gradients per position.
@@ -330,7 +434,7 @@ def layercam(
 
 
 def eigencam(
-    model: nn.Module, x: torch.Tensor, target: Target = None, *, layer: str | None = None,
+    model: nn.Module, x: torch.Tensor, target: TargetLike = None, *, layer: str | None = None,
     interpolate: bool = True, relu: bool = True, batch_size: int | None = None,
 ) -> torch.Tensor:
     """Eigen-CAM: the layer's activations projected on their first principal component.
@@ -345,30 +449,35 @@ def eigencam(
                 relu=relu, batch_size=batch_size, gradients=False)[0]
 
 
-def _scorecam_weights(
-    fm: FlatModel, x: torch.Tensor, acts: torch.Tensor, targets: torch.Tensor, *,
-    batch_size: int, progress: bool | None,
-) -> torch.Tensor:
+def _scorecam_weights(ctx: CamContext) -> torch.Tensor:
     """Softmax over channels of the target score of ``x`` masked by each channel's upsampled,
-    min-max normalized activation; the ``B * C`` masked passes run ``batch_size`` at a time."""
+    min-max normalized activation; the ``B * C`` masked passes run ``batch_size`` at a time
+    (with K targets, each pass scores all K)."""
+    x, acts = ctx.x, ctx.activations
     batch, channels = acts.shape[:2]
     size = (int(x.shape[2]), int(x.shape[3]))
-    scores = x.new_empty(batch * channels)
-    with guarded(fm), torch.no_grad(), progress_bar(batch * channels, progress, "ScoreCAM") as bar:
-        for part in chunks(batch * channels, batch_size):
+    shape = (batch * channels,) if ctx.k is None else (batch * channels, ctx.k)
+    scores = x.new_empty(shape)
+    with torch.no_grad(), progress_bar(batch * channels, ctx.progress, "ScoreCAM") as bar:
+        for part in chunks(batch * channels, ctx.batch_size):
             index = torch.arange(part.start, part.stop, device=x.device)
             image, channel = index // channels, index % channels
             up = F.interpolate(acts[image, channel][:, None], size=size, mode="bilinear",
                                align_corners=False)
             low = up.amin(dim=(2, 3), keepdim=True)
             mask = _safe_divide(up - low, up.amax(dim=(2, 3), keepdim=True) - low)
-            scores[part] = select(fm(x[image] * mask), targets[image])
+            scores[part] = ctx.scores(image, x[image] * mask)
             bar.update(part.stop - part.start)
-    return torch.softmax(scores.view(batch, channels), dim=1)
+    if ctx.k is None:
+        return torch.softmax(scores.view(batch, channels), dim=1)
+    return torch.softmax(scores.view(batch, channels, ctx.k).transpose(1, 2), dim=2)
+
+
+_scorecam_weights.gradients = False  # type: ignore[attr-defined]
 
 
 def scorecam(
-    model: nn.Module, x: torch.Tensor, target: Target = None, *, layer: str | None = None,
+    model: nn.Module, x: torch.Tensor, target: TargetLike = None, *, layer: str | None = None,
     interpolate: bool = True, relu: bool = True, batch_size: int | None = None,
     progress: bool | None = None,
 ) -> torch.Tensor:
@@ -386,18 +495,13 @@ def scorecam(
         progress: show a progress bar: None when it takes over 2 s, True always, False never.
         Other arguments, returns and raises as :func:`gradcam`.
     """
-    fm, x = prepare(model, x)
-    fm.ensure_traced(x)
-    name = _spatial_layer(fm, layer)
-    if batch_size is None:
-        batch_size = auto_batch_size(fm, x, backward=False)
-    acts, _, targets = _layer_maps(fm, x, target, name, gradients=False, batch_size=batch_size)
-    weights = _scorecam_weights(fm, x, acts, targets, batch_size=batch_size, progress=progress)
-    return _combine(acts, weights, (x.shape[2], x.shape[3]), relu=relu, interpolate=interpolate)
+    return cam_driver(model, x, target, _scorecam_weights, layer=layer,
+                      interpolate=interpolate, relu=relu, batch_size=batch_size,
+                      progress=progress)[0]
 
 
 def guided_gradcam(
-    model: nn.Module, x: torch.Tensor, target: Target = None, *, layer: str | None = None,
+    model: nn.Module, x: torch.Tensor, target: TargetLike = None, *, layer: str | None = None,
     batch_size: int | None = None,
 ) -> torch.Tensor:
     """Guided Grad-CAM: guided backpropagation times the Grad-CAM map upsampled to the input.
@@ -411,5 +515,5 @@ def guided_gradcam(
     Other arguments and raises as :func:`gradcam`.
     """
     fm = as_flat(model)
-    cam, targets = _cam(fm, x, target, _gradcam_weights, layer=layer, batch_size=batch_size)
-    return guided_backprop(fm, x, targets, batch_size=batch_size) * cam
+    cam, t = _cam(fm, x, target, _gradcam_weights, layer=layer, batch_size=batch_size)
+    return guided_backprop(fm, x, t, batch_size=batch_size) * cam

@@ -24,22 +24,27 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .._util import NetlensWarning
-from ..adapter import first_tensor
-from ..flat_model import FlatModel
-from ..hooks import HookDict, TensorHook
-from ._core import (
-    Target,
+from .. import rules
+from .._runtime import (
     auto_batch_size,
+    bind,
+    bind_part,
+    check_count,
+    check_generator,
+    check_real,
     chunks,
+    grad,
     guarded,
+    model_output,
     prepare,
     progress_bar,
-    resolve_target,
-    select,
-    split_target,
+    scores_of,
     user_stacklevel,
+    with_k,
 )
+from .._util import NetlensWarning
+from ..flat_model import FlatModel
+from ..targets import Channel, Target, TargetLike, as_target
 
 __all__ = [
     "saliency", "input_x_gradient", "guided_backprop", "smooth_grad", "integrated_gradients",
@@ -54,77 +59,53 @@ SmoothVariant = Literal["mean", "squared", "vargrad"]
 BLUR_SIGMA = 0.1
 
 
-def _clamp_negative(grad: torch.Tensor) -> torch.Tensor:
-    return grad.clamp(min=0)
-
-
 @contextlib.contextmanager
 def guided_relus(fm: FlatModel) -> Iterator[int]:
     """Inside the block, the backward pass through every ReLU-family call passes only positive
-    gradients: ``grad_in = relu(grad_out) * 1[x > 0]`` (Springenberg et al., 2015).
-
-    Yields the number of ReLU calls changed; warns once if the model has none.
-    """
-    names = fm.relu_names
-    if not names:
+    gradients (:class:`netlens.rules.Guided`). Yields the number of ReLU calls changed; warns
+    once if the model has none."""
+    if not fm.relu_names:
         warnings.warn(
             f"{type(fm.model).__name__} has no ReLU-family call (ReLU or ReLU6, module or "
             "functional), so no guided rule applies: guided backprop equals the plain gradient",
             NetlensWarning, stacklevel=user_stacklevel())
         yield 0
         return
-    with HookDict() as hooks:
-        def on_relu(name: str, output: object) -> None:
-            t = first_tensor(output)
-            if t is not None and t.requires_grad:
-                hooks.add(TensorHook(t, _clamp_negative))
-
-        with fm.intercept(names, on_relu):
-            yield len(names)
-
-
-def _grad_at(fm: FlatModel, points: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """d output[i, targets[i]] / d points[i] for every point (one forward and backward pass)."""
-    points = points.detach().requires_grad_(True)
-    grad, = torch.autograd.grad(select(fm(points), targets).sum(), points)
-    return grad
+    with rules.applied(fm, {rules.RELUS: rules.Guided()}) as n:
+        yield n
 
 
 def _input_gradients(
-    fm: FlatModel, x: torch.Tensor, target: Target, *, guided: bool = False,
+    fm: FlatModel, x: torch.Tensor, target: TargetLike, *, guided: bool = False,
     batch_size: int | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """d score / d x for every image, and the resolved targets (chunked over the batch)."""
+) -> tuple[torch.Tensor, Target]:
+    """d score / d x for every image (``(B, K, ...)`` for K targets), and the bound target,
+    over chunks of the batch."""
     fm.ensure_traced(x)
     if batch_size is None:
         batch_size = auto_batch_size(fm, x)
-    grads, targets = [], []
-    target_of = split_target(target, x.shape[0])
+    t = as_target(target, x.shape[0])
+    grads, bound = [], []
     with guarded(fm), (guided_relus(fm) if guided else contextlib.nullcontext()):
         for part in chunks(x.shape[0], batch_size):
             xi = x[part].detach().requires_grad_(True)
-            out = fm(xi)
-            ti = resolve_target(target_of(part), first_tensor(out))
-            grad, = torch.autograd.grad(select(out, ti).sum(), xi)
-            grads.append(grad)
-            targets.append(ti)
-    return torch.cat(grads), torch.cat(targets)
+            out = model_output(fm, xi, t)
+            ti = bind_part(t, part, out)
+            grads.append(grad(scores_of(ti, out), xi, k=t.k, allow_unused=True))
+            bound.append(ti)
+    return torch.cat(grads), type(bound[0]).cat(bound)
 
 
-def _scores(fm: FlatModel, x: torch.Tensor, batch_size: int) -> torch.Tensor:
-    """The model's ``(B, outputs)`` output on ``x``, without gradients, in chunks."""
-    outs = []
+def _forward_scores(fm: FlatModel, x: torch.Tensor, target: Target,
+                    batch_size: int) -> torch.Tensor:
+    """The bound target's scores of ``x`` without gradients, in chunks: ``(B,)`` or ``(B, K)``."""
     with torch.no_grad():
-        for part in chunks(x.shape[0], batch_size):
-            out = first_tensor(fm(x[part]))
-            if out is None:
-                raise TypeError("the model returned no tensor of scores")
-            outs.append(out.reshape(out.shape[0], -1))
-    return torch.cat(outs)
+        return torch.cat([scores_of(target.take(p), model_output(fm, x[p], target))
+                          for p in chunks(x.shape[0], batch_size)])
 
 
 def _along_path(
-    fm: FlatModel, x: torch.Tensor, targets: torch.Tensor, count: int,
+    fm: FlatModel, x: torch.Tensor, target: Target, count: int,
     point: Callable[[int, slice], torch.Tensor],
     add: Callable[[int, slice, torch.Tensor], None], *, batch_size: int,
     progress: bool | None, desc: str,
@@ -133,15 +114,19 @@ def _along_path(
 
     Point ``(k, b)`` is ``point(k, rows)[b - rows.start]``; points are visited in sample-major
     order (k, then b), and ``add(k, rows, grads)`` receives each sample's gradients in that
-    order, whatever the chunking.
+    order, whatever the chunking. ``target`` is bound to the clean images.
     """
     batch = x.shape[0]
     with progress_bar(count * batch, progress, desc) as bar:
         for part in chunks(count * batch, batch_size):
             groups = [(k, slice(max(part.start - k * batch, 0), min(part.stop - k * batch, batch)))
                       for k in range(part.start // batch, (part.stop - 1) // batch + 1)]
-            points = torch.cat([point(k, rows) for k, rows in groups])
-            grads = _grad_at(fm, points, torch.cat([targets[rows] for _, rows in groups]))
+            points = torch.cat([point(k, rows) for k, rows in groups]).detach()
+            points.requires_grad_(True)
+            images = torch.cat([torch.arange(rows.start, rows.stop) for _, rows in groups])
+            out = model_output(fm, points, target)
+            grads = grad(scores_of(target.take(images), out), points, k=target.k,
+                         allow_unused=True)
             start = 0
             for k, rows in groups:
                 stop = start + rows.stop - rows.start
@@ -150,32 +135,12 @@ def _along_path(
             bar.update(part.stop - part.start)
 
 
-def _check_count(value: object, name: str, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
-    return int(value)
-
-
-def _check_generator(generator: torch.Generator | None, x: torch.Tensor) -> torch.Generator:
-    """The caller's generator, or a fresh one seeded nondeterministically (never the global)."""
-    if generator is None:
-        generator = torch.Generator(device=x.device)
-        generator.seed()
-        return generator
-    if not isinstance(generator, torch.Generator):
-        raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
-    if generator.device.type != x.device.type:
-        raise ValueError(f"the generator is on {generator.device} but the input is on "
-                         f"{x.device}; create it with torch.Generator(device=x.device)")
-    return generator
-
-
 def _per_image(values: torch.Tensor) -> torch.Tensor:
     return values.view(-1, 1, 1, 1)
 
 
 def saliency(
-    model: nn.Module, x: torch.Tensor, target: Target = None, *, abs: bool = False,
+    model: nn.Module, x: torch.Tensor, target: TargetLike = None, *, abs: bool = False,
     batch_size: int | None = None,
 ) -> torch.Tensor:
     """The vanilla gradient of the target score with respect to the input.
@@ -185,13 +150,16 @@ def saliency(
     Args:
         model: any classifier ``nn.Module`` or a :class:`~netlens.FlatModel`.
         x: images ``(B, C, H, W)``, float32 or float64, on the model's device.
-        target: class per image: int, sequence/tensor of B ints, None (the predicted class) or a
-            callable ``output -> (B,)``.
+        target: what to explain (:mod:`netlens.targets`): a class per image (int, sequence or
+            tensor of B ints, None for the predicted class), any target such as
+            ``Segmentation(c)``, ``Detection(boxes)``, ``Similarity(ref)``, ``Channel(layer,
+            c)``, or several per image (``TopK(k)``, a list of targets).
         abs: return the absolute value of the gradient.
         batch_size: images per pass; default from the memory budget.
 
     Returns:
-        ``(B, C, H, W)`` tensor, ``x``'s dtype and device: ``d output[i, target[i]] / d x[i]``.
+        ``(B, C, H, W)`` tensor, ``x``'s dtype and device: ``d score_i / d x[i]``; with K
+        targets per image ``(B, K, C, H, W)`` (one forward pass, one batched backward call).
 
     Raises:
         ValueError, TypeError: bad input or target (see :func:`~netlens.attribution.prepare`).
@@ -204,24 +172,24 @@ def saliency(
         torch.Size([2, 3, 64, 64])
     """
     fm, x = prepare(model, x)
-    grad, _ = _input_gradients(fm, x, target, batch_size=batch_size)
-    return grad.abs() if abs else grad
+    g, _ = _input_gradients(fm, x, target, batch_size=batch_size)
+    return g.abs() if abs else g
 
 
 def input_x_gradient(
-    model: nn.Module, x: torch.Tensor, target: Target = None, *, batch_size: int | None = None,
+    model: nn.Module, x: torch.Tensor, target: TargetLike = None, *, batch_size: int | None = None,
 ) -> torch.Tensor:
     """Input × gradient (Shrikumar et al., 2016): ``x * d score / d x``.
 
     Args and returns as :func:`saliency`.
     """
     fm, x = prepare(model, x)
-    grad, _ = _input_gradients(fm, x, target, batch_size=batch_size)
-    return x * grad
+    g, t = _input_gradients(fm, x, target, batch_size=batch_size)
+    return with_k(x, t.k) * g
 
 
 def guided_backprop(
-    model: nn.Module, x: torch.Tensor, target: Target = None, *, batch_size: int | None = None,
+    model: nn.Module, x: torch.Tensor, target: TargetLike = None, *, batch_size: int | None = None,
 ) -> torch.Tensor:
     """Guided backpropagation: the gradient with only positive gradients passed back through
     every ReLU-family call (Springenberg et al., "Striving for Simplicity", 2015).
@@ -234,12 +202,12 @@ def guided_backprop(
     """
     fm, x = prepare(model, x)
     fm.ensure_traced(x)
-    grad, _ = _input_gradients(fm, x, target, guided=True, batch_size=batch_size)
-    return grad
+    g, _ = _input_gradients(fm, x, target, guided=True, batch_size=batch_size)
+    return g
 
 
 def smooth_grad(
-    model: nn.Module, x: torch.Tensor, target: Target = None, *, n: int = 50,
+    model: nn.Module, x: torch.Tensor, target: TargetLike = None, *, n: int = 50,
     sigma: float = 0.15, guided: bool = False, variant: SmoothVariant = "mean",
     batch_size: int | None = None, progress: bool | None = None,
     generator: torch.Generator | None = None,
@@ -285,14 +253,11 @@ def smooth_grad(
         torch.Size([1, 3, 32, 32])
     """
     fm, x = prepare(model, x)
-    n = _check_count(n, "n")
-    if isinstance(sigma, bool) or not isinstance(sigma, numbers.Real) or not (
-            math.isfinite(sigma) and sigma >= 0):
-        raise ValueError(f"sigma must be a finite number >= 0 (a fraction of the image's value "
-                         f"range), got {sigma!r}")
+    n = check_count(n, "n")
+    sigma = check_real(sigma, "sigma", minimum=0, what=" (a fraction of the image's value range)")
     if variant not in ("mean", "squared", "vargrad"):
         raise ValueError(f"variant must be 'mean', 'squared' or 'vargrad', got {variant!r}")
-    generator = _check_generator(generator, x)
+    generator = check_generator(generator, x)
     fm.ensure_traced(x)
     batch_size = auto_batch_size(fm, x) if batch_size is None else batch_size
     scale = float(sigma) * _per_image(x.amax(dim=(1, 2, 3)) - x.amin(dim=(1, 2, 3)))
@@ -305,26 +270,23 @@ def smooth_grad(
             noise[0] += 1
         return x[rows] + noise[1][rows]
 
-    total, spread = torch.zeros_like(x), torch.zeros_like(x)
-
-    def add(k: int, rows: slice, grad: torch.Tensor) -> None:
-        if variant == "mean":
-            total[rows] += grad
-        elif variant == "squared":
-            total[rows] += grad * grad
-        else:  # Welford's update: the variance without cancellation
-            delta = grad - total[rows]
-            total[rows] += delta / (k + 1)
-            spread[rows] += delta * (grad - total[rows])
-
     with guarded(fm):
-        # The clean images' scores are needed only to find predicted classes; explicit targets
-        # are checked against the output of one image.
-        needs_scores = target is None or (callable(target) and not isinstance(target, torch.Tensor))
-        scores = _scores(fm, x if needs_scores else x[:1], batch_size)
-        targets = resolve_target(target, scores if needs_scores else scores.expand(len(x), -1))
+        t = bind(fm, x, target, batch_size)  # once, on the clean images
+        shape = x.shape if t.k is None else (x.shape[0], t.k, *x.shape[1:])
+        total, spread = x.new_zeros(shape), x.new_zeros(shape)
+
+        def add(k: int, rows: slice, g: torch.Tensor) -> None:
+            if variant == "mean":
+                total[rows] += g
+            elif variant == "squared":
+                total[rows] += g * g
+            else:  # Welford's update: the variance without cancellation
+                delta = g - total[rows]
+                total[rows] += delta / (k + 1)
+                spread[rows] += delta * (g - total[rows])
+
         with guided_relus(fm) if guided else contextlib.nullcontext():
-            _along_path(fm, x, targets, n, point, add, batch_size=batch_size,
+            _along_path(fm, x, t, n, point, add, batch_size=batch_size,
                         progress=progress, desc="SmoothGrad")
     return spread / n if variant == "vargrad" else total / n
 
@@ -343,7 +305,7 @@ def _quadrature(method: str, steps: int) -> tuple[list[float], list[float]]:
              "riemann_middle")
     if method not in rules:
         raise ValueError(f"method must be one of {', '.join(map(repr, rules))}; got {method!r}")
-    steps = _check_count(steps, "steps", 1 if method == "gausslegendre" else 2)
+    steps = check_count(steps, "steps", 1 if method == "gausslegendre" else 2)
     if method == "gausslegendre":
         nodes, weights = np.polynomial.legendre.leggauss(steps)
         return (0.5 * (1 + nodes)).tolist(), (0.5 * weights).tolist()
@@ -394,7 +356,7 @@ def baseline_image(baseline: object, x: torch.Tensor,
             return _blur(x)
         if baseline == "uniform":
             lo, hi = _per_image(x.amin(dim=(1, 2, 3))), _per_image(x.amax(dim=(1, 2, 3)))
-            u = torch.rand(x.shape, generator=_check_generator(generator, x), dtype=x.dtype,
+            u = torch.rand(x.shape, generator=check_generator(generator, x), dtype=x.dtype,
                            device=x.device)
             return lo + (hi - lo) * u
         raise ValueError(f"baseline must be None, 'zeros', 'blur', 'uniform', a number or a "
@@ -419,7 +381,7 @@ def baseline_image(baseline: object, x: torch.Tensor,
 
 @overload
 def integrated_gradients(
-    model: nn.Module, x: torch.Tensor, target: Target = ..., *, steps: int = ...,
+    model: nn.Module, x: torch.Tensor, target: TargetLike = ..., *, steps: int = ...,
     baseline: object = ..., method: IGMethod = ..., return_delta: Literal[False] = ...,
     batch_size: int | None = ..., progress: bool | None = ...,
     generator: torch.Generator | None = ...,
@@ -428,7 +390,7 @@ def integrated_gradients(
 
 @overload
 def integrated_gradients(
-    model: nn.Module, x: torch.Tensor, target: Target = ..., *, steps: int = ...,
+    model: nn.Module, x: torch.Tensor, target: TargetLike = ..., *, steps: int = ...,
     baseline: object = ..., method: IGMethod = ..., return_delta: Literal[True],
     batch_size: int | None = ..., progress: bool | None = ...,
     generator: torch.Generator | None = ...,
@@ -436,7 +398,7 @@ def integrated_gradients(
 
 
 def integrated_gradients(
-    model: nn.Module, x: torch.Tensor, target: Target = None, *, steps: int = 50,
+    model: nn.Module, x: torch.Tensor, target: TargetLike = None, *, steps: int = 50,
     baseline: object = None, method: IGMethod = "gausslegendre", return_delta: bool = False,
     batch_size: int | None = None, progress: bool | None = None,
     generator: torch.Generator | None = None,
@@ -489,24 +451,24 @@ def integrated_gradients(
     diff = x - base
     alpha = torch.tensor(alphas, dtype=x.dtype, device=x.device)
     weight = torch.tensor(weights, dtype=x.dtype, device=x.device)
-    total = torch.zeros_like(x)
 
     def point(k: int, rows: slice) -> torch.Tensor:
         return base[rows] + alpha[k] * diff[rows]
 
-    def add(k: int, rows: slice, grad: torch.Tensor) -> None:
-        total[rows] += weight[k] * grad
-
     with guarded(fm):
-        scores = _scores(fm, x, batch_size)
-        targets = resolve_target(target, scores)
-        _along_path(fm, x, targets, len(alphas), point, add, batch_size=batch_size,
+        t = bind(fm, x, target, batch_size)  # once, on the clean images
+        total = x.new_zeros(x.shape if t.k is None else (x.shape[0], t.k, *x.shape[1:]))
+
+        def add(k: int, rows: slice, g: torch.Tensor) -> None:
+            total[rows] += weight[k] * g
+
+        _along_path(fm, x, t, len(alphas), point, add, batch_size=batch_size,
                     progress=progress, desc="Integrated gradients")
-        attr = diff * total
+        attr = with_k(diff, t.k) * total
         if not return_delta:
             return attr
-        gain = select(scores, targets) - select(_scores(fm, base, batch_size), targets)
-    return attr, attr.sum(dim=(1, 2, 3)) - gain
+        gain = _forward_scores(fm, x, t, batch_size) - _forward_scores(fm, base, t, batch_size)
+    return attr, attr.flatten(attr.dim() - 3).sum(-1) - gain
 
 
 def layer_channel_gradient(
@@ -546,29 +508,6 @@ def layer_channel_gradient(
     fm, x = prepare(model, x)
     fm.ensure_traced(x)
     name = fm.resolve_layer(layer)
-    if reduce not in ("mean", "sum"):
-        raise ValueError(f"reduce must be 'mean' or 'sum', got {reduce!r}")
-    if isinstance(channel, bool) or not isinstance(channel, numbers.Integral) or channel < 0:
-        raise ValueError(f"channel must be an int >= 0, got {channel!r}")
-    layout = fm.layout(name)
-    batch_size = auto_batch_size(fm, x) if batch_size is None else batch_size
-    grads = []
-    with guarded(fm):
-        for part in chunks(x.shape[0], batch_size):
-            xi = x[part].detach().requires_grad_(True)
-            out = first_tensor(fm(xi, until=name))
-            if out is None:
-                raise TypeError(f"layer {name!r} returned no tensor")
-            fmap = layout.to_map(out, (x.shape[2], x.shape[3]))
-            if channel >= fmap.shape[1]:
-                raise ValueError(f"channel {channel} is out of range: layer {name!r} has "
-                                 f"{fmap.shape[1]} channels (valid channels are 0 to "
-                                 f"{fmap.shape[1] - 1})")
-            values = fmap[:, int(channel)].reshape(fmap.shape[0], -1)
-            score = values.mean(1) if reduce == "mean" else values.sum(1)
-            if not score.requires_grad:  # the layer does not depend on the input
-                grads.append(torch.zeros_like(xi))
-                continue
-            grad, = torch.autograd.grad(score.sum(), xi)
-            grads.append(grad)
-    return torch.cat(grads)
+    target = Channel(name, channel, reduce)
+    g, _ = _input_gradients(fm, x, target, batch_size=batch_size)
+    return g

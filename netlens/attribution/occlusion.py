@@ -21,17 +21,17 @@ from typing import Union
 import torch
 from torch import nn
 
-from ..adapter import first_tensor
-from ._core import (
-    Target,
+from .._runtime import (
     auto_batch_size,
+    bind_part,
     chunks,
     guarded,
+    model_output,
     prepare,
     progress_bar,
-    resolve_target,
-    select,
+    scores_of,
 )
+from ..targets import TargetLike, as_target
 
 __all__ = ["occlusion"]
 
@@ -60,7 +60,7 @@ def _window_masks(size: int, window: int, stride: int, like: torch.Tensor) -> to
 
 
 def occlusion(
-    model: nn.Module, x: torch.Tensor, target: Target = None, *, window: Size2 = 32,
+    model: nn.Module, x: torch.Tensor, target: TargetLike = None, *, window: Size2 = 32,
     stride: Size2 = 16, baseline: float | torch.Tensor = 0.0, batch_size: int | None = None,
     progress: bool | None = None,
 ) -> torch.Tensor:
@@ -110,23 +110,32 @@ def occlusion(
     rows, cols = _window_masks(height, wh, sh, x), _window_masks(width, ww, sw, x)
     windows = rows.shape[0] * cols.shape[0]
     total = batch * windows
-    drops = x.new_empty(total)
+    t = as_target(target, batch)
     with guarded(fm), torch.no_grad(), progress_bar(total, progress, "occlusion") as bar:
-        out = torch.cat([first_tensor(fm(x[part])) for part in chunks(batch, batch_size)])
-        targets = resolve_target(target, out)
-        reference = select(out, targets)
+        bound, refs = [], []
+        for part in chunks(batch, batch_size):
+            out = model_output(fm, x[part], t)
+            bound.append(bind_part(t, part, out))
+            refs.append(scores_of(bound[-1], out))
+        t, reference = type(bound[0]).cat(bound), torch.cat(refs)
+        drops = x.new_empty((total, *reference.shape[1:]))
         for part in chunks(total, batch_size):
             index = torch.arange(part.start, part.stop, device=x.device)
             image, win = index // windows, index % windows
             mask = (rows[win // cols.shape[0], :, None] * cols[win % cols.shape[0], None, :])
             mask = mask[:, None].bool()  # (n, 1, H, W): all channels at once
             occluded = torch.where(mask, base[image], x[image])
-            drops[part] = reference[image] - select(fm(occluded), targets[image])
+            ti = t.take(image)
+            drops[part] = reference[image] - scores_of(ti, model_output(fm, occluded, ti))
             bar.update(part.stop - part.start)
     # Each pixel: the sum of the drops of the windows covering it over their number.
-    drops = drops.view(batch, rows.shape[0], cols.shape[0])
-    summed = torch.einsum("bij,ih,jw->bhw", drops, rows, cols)
+    if t.k is None:
+        drops = drops.view(batch, rows.shape[0], cols.shape[0])
+        summed = torch.einsum("bij,ih,jw->bhw", drops, rows, cols)
+    else:
+        drops = drops.view(batch, rows.shape[0], cols.shape[0], t.k)
+        summed = torch.einsum("bijk,ih,jw->bkhw", drops, rows, cols)
     count = torch.einsum("ih,jw->hw", rows, cols)
     covered = count > 0
     attr = torch.where(covered, summed / torch.where(covered, count, torch.ones_like(count)), 0.0)
-    return attr[:, None]
+    return attr[:, None] if t.k is None else attr[:, :, None]

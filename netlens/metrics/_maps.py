@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import warnings
 from collections.abc import Callable
 from typing import Any, Literal, Union
 
@@ -23,13 +24,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..attribution import CAM_METHODS, METHODS
-from ..attribution._core import Target
+from .._runtime import bind, user_stacklevel
+from .._util import NetlensWarning
+from ..attribution import METHODS, MethodSpec
+from ..flat_model import FlatModel
+from ..targets import Class, Target, TargetLike, flat_scores
 
 __all__ = [
     "Reduce", "saliency_map", "check_attr", "check_masks", "boxes_to_masks", "ranks",
     "spearman", "ssim", "random_map", "centre_map", "REFERENCE_MAPS", "resolve_method",
-    "method_reduce", "model_for", "Method",
+    "method_reduce", "model_for", "Method", "bind_single", "target_score", "method_target",
 ]
 
 Reduce = Literal["auto", "abs_sum", "sum"]
@@ -196,7 +200,7 @@ def normalized(m: torch.Tensor) -> torch.Tensor:
 
 # -- reference maps: what an explanation must beat ------------------------------------------
 
-def random_map(model: nn.Module, x: torch.Tensor, target: Target = None, *,
+def random_map(model: nn.Module, x: torch.Tensor, target: TargetLike = None, *,
                generator: torch.Generator | None = None) -> torch.Tensor:
     """A uniform random map ``(B, 1, H, W)``: the chance level of every metric (the model and
     the target are ignored)."""
@@ -208,7 +212,7 @@ def random_map(model: nn.Module, x: torch.Tensor, target: Target = None, *,
                       device=gen.device).to(x.device)
 
 
-def centre_map(model: nn.Module, x: torch.Tensor, target: Target = None, *,
+def centre_map(model: nn.Module, x: torch.Tensor, target: TargetLike = None, *,
                sigma: float = 0.25) -> torch.Tensor:
     """A Gaussian bump at the image centre, ``(B, 1, H, W)``, std ``sigma`` times each side:
     the 'objects are near the middle' prior that an explanation must beat."""
@@ -221,6 +225,47 @@ def centre_map(model: nn.Module, x: torch.Tensor, target: Target = None, *,
 
 REFERENCE_MAPS: dict[str, Callable[..., torch.Tensor]] = {"random": random_map,
                                                           "centre": centre_map}
+
+
+def bind_single(fm: FlatModel, x: torch.Tensor, target: TargetLike, batch_size: int,
+                score: str = "logit") -> Target:
+    """The metric's target bound to the clean images: one target per image (a metric scores one
+    explanation per image; loop over several targets), checked to fit ``score``."""
+    t = bind(fm, x, target, batch_size)
+    if t.k is not None:
+        raise ValueError(f"a metric scores one target per image, got {type(t).__name__} with "
+                         f"{t.k} per image; evaluate each target separately (e.g. "
+                         "for t in TopK(k).bind(out).targets)")
+    if score == "accuracy" and not isinstance(t, Class):
+        raise ValueError(f"score='accuracy' needs a class target, got {type(t).__name__}; use "
+                         "score='logit' (the target's own score)")
+    if score == "softmax" and not isinstance(t, Class):
+        warnings.warn(f"a {type(t).__name__} target has no class probability, so the metric "
+                      "follows the target's own score instead of a softmax", NetlensWarning,
+                      stacklevel=user_stacklevel())
+    return t
+
+
+def method_target(target: Target) -> Any:
+    """What a metric passes to the explanation methods: the class indices of a class target
+    (the form every method, a user's included, has always taken), else the bound target."""
+    return target.classes if isinstance(target, Class) else target
+
+
+def target_score(target: Target, output: Any, score: str) -> torch.Tensor:
+    """``(B,)`` scores of a bound target: ``"logit"`` its own score; for class targets
+    ``"softmax"`` the class probability and ``"accuracy"`` 1.0 where the class is the arg-max
+    (other targets: their own score)."""
+    if not isinstance(target, Class) or score == "logit":
+        return target(output)
+    assert target.classes is not None
+    out = flat_scores(output)
+    classes = target.classes.to(out.device)
+    if classes.numel() == 1 and out.shape[0] > 1:
+        classes = classes.expand(out.shape[0])
+    if score == "softmax":
+        return out.softmax(-1).gather(1, classes[:, None])[:, 0]
+    return (out.argmax(-1) == classes).to(out.dtype)
 
 
 def resolve_method(method: Method) -> tuple[str, Callable[..., torch.Tensor]]:
@@ -245,9 +290,12 @@ def model_for(fn: Callable[..., torch.Tensor], fm: nn.Module, model: nn.Module) 
 
 
 def method_reduce(name: str) -> Reduce:
-    """How :func:`~netlens.metrics.compare` reads a method's result: CAMs, occlusion and the
-    reference maps as signed maps, input attributions as ``|attr|`` summed over channels."""
-    return "sum" if name in CAM_METHODS or name in ("occlusion", *REFERENCE_MAPS) else "abs_sum"
+    """How :func:`~netlens.metrics.compare` reads a method's result: maps (CAMs, occlusion, the
+    reference maps) as signed maps, input attributions as ``|attr|`` summed over channels (the
+    method's ``output`` kind in the registry)."""
+    if name in REFERENCE_MAPS or (name in METHODS and METHODS[name].output == "map"):
+        return "sum"
+    return "abs_sum"
 
 
 def call_method(fn: Callable[..., torch.Tensor], model: nn.Module, x: torch.Tensor,
@@ -257,7 +305,7 @@ def call_method(fn: Callable[..., torch.Tensor], model: nn.Module, x: torch.Tens
     caller did not set them."""
     options = dict(options)
     try:
-        params = inspect.signature(fn).parameters
+        params = fn.parameters if isinstance(fn, MethodSpec) else inspect.signature(fn).parameters
     except (TypeError, ValueError):
         params = {}
     if "generator" in params and generator is not None:

@@ -12,18 +12,20 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
+from .._runtime import auto_batch_size, guarded, prepare
 from .._util import progress_bar
-from ..adapter import first_tensor
-from ..attribution._core import Target, guarded, prepare, resolve_target
+from ..targets import TargetLike
 from . import faithfulness as fa
 from . import localization as lo
 from . import robustness as ro
 from ._maps import (
     Method,
+    bind_single,
     call_method,
     check_attr,
     check_masks,
     method_reduce,
+    method_target,
     model_for,
     resolve_method,
 )
@@ -155,7 +157,7 @@ class _PeakMemory:
 
 
 def compare(
-    model: nn.Module, images: torch.Tensor, targets: Target = None, *,
+    model: nn.Module, images: torch.Tensor, targets: TargetLike = None, *,
     methods: Sequence[Method] | None = None, metrics: Sequence[str] | None = None,
     masks: torch.Tensor | None = None, options: dict[str, dict[str, Any]] | None = None,
     metric_options: dict[str, dict[str, Any]] | None = None, batch_size: int | None = None,
@@ -210,7 +212,7 @@ def compare(
     options, metric_options = dict(options or {}), dict(metric_options or {})
     fm, x = prepare(model, images)
     with guarded(fm), torch.no_grad():
-        t = resolve_target(targets, first_tensor(fm(x)).reshape(x.shape[0], -1))
+        t = method_target(bind_single(fm, x, targets, auto_batch_size(fm, x, backward=False)))
     if masks is not None:
         masks = check_masks(masks, x[:, :1])
     gen = generator
@@ -252,7 +254,7 @@ def _sync(device: torch.device) -> None:
 
 
 def _metric(metric: str, fm: nn.Module, net: nn.Module, x: torch.Tensor, attr: torch.Tensor,
-            t: torch.Tensor, masks: torch.Tensor | None, reduce: str,
+            t: Any, masks: torch.Tensor | None, reduce: str,
             fn: Callable[..., torch.Tensor], opts: dict[str, Any], mo: dict[str, Any],
             batch_size: int | None, progress: bool | None, gen: torch.Generator,
             ) -> tuple[torch.Tensor, fa.Curve | None]:

@@ -28,19 +28,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..adapter import first_tensor
-from ..attribution._core import (
-    Target,
-    auto_batch_size,
-    chunks,
-    guarded,
-    prepare,
-    progress_bar,
-    resolve_target,
-)
-from ..attribution.gradients import baseline_image
+from .._runtime import auto_batch_size, chunks, guarded, model_output, prepare, progress_bar
+from ..attribution import baseline_image
 from ..flat_model import FlatModel
-from ._maps import Reduce, check_attr, saliency_map
+from ..targets import Target, TargetLike
+from ._maps import Reduce, bind_single, check_attr, saliency_map, target_score
 
 __all__ = [
     "Curve", "auc", "deletion", "insertion", "pixel_flipping", "road", "noisy_linear_imputation",
@@ -112,21 +104,9 @@ def _check_fractions(fractions: Sequence[float]) -> list[float]:
     return values
 
 
-def _score(output: object, targets: torch.Tensor, score: Score) -> torch.Tensor:
-    out = first_tensor(output)
-    if out is None:
-        raise TypeError("the model returned no tensor of scores")
-    out = out.reshape(out.shape[0], -1)
-    if score == "softmax":
-        return out.softmax(-1).gather(1, targets[:, None])[:, 0]
-    if score == "logit":
-        return out.gather(1, targets[:, None])[:, 0]
-    return (out.argmax(-1) == targets).to(out.dtype)
-
-
-def _setup(model: nn.Module, x: torch.Tensor, attr: torch.Tensor, target: Target, score: str,
+def _setup(model: nn.Module, x: torch.Tensor, attr: torch.Tensor, target: TargetLike, score: str,
            reduce: Reduce, batch_size: int | None, max_memory: int | None,
-           ) -> tuple[FlatModel, torch.Tensor, torch.Tensor, torch.Tensor, int]:
+           ) -> tuple[FlatModel, torch.Tensor, torch.Tensor, Target, int]:
     """Validates, and returns the model, ``x``, the flat map, the targets and the chunk size."""
     if score not in ("softmax", "logit", "accuracy"):
         raise ValueError(f"score must be 'softmax', 'logit' or 'accuracy', got {score!r}")
@@ -136,9 +116,8 @@ def _setup(model: nn.Module, x: torch.Tensor, attr: torch.Tensor, target: Target
     fm.ensure_traced(x)
     if batch_size is None:
         batch_size = auto_batch_size(fm, x, backward=False, max_memory=max_memory)
-    with guarded(fm), torch.no_grad():
-        out = torch.cat([first_tensor(fm(x[p])) for p in chunks(x.shape[0], batch_size)])
-    targets = resolve_target(target, out.reshape(out.shape[0], -1))
+    with guarded(fm):
+        targets = bind_single(fm, x, target, batch_size, score)
     return fm, x, flat, targets, batch_size
 
 
@@ -152,7 +131,7 @@ def _order_ranks(flat: torch.Tensor, descending: bool) -> torch.Tensor:
 def _run_curve(
     fm: FlatModel, x: torch.Tensor, position: torch.Tensor, counts: list[int],
     image_at: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor],
-    targets: torch.Tensor, score: Score, batch_size: int, progress: bool | None, desc: str,
+    targets: Target, score: Score, batch_size: int, progress: bool | None, desc: str,
 ) -> torch.Tensor:
     """``(B, S)`` scores: point ``(k, b)`` is ``image_at(b, changed, k)`` where ``changed``
     ``(n, 1, H, W)`` marks the first ``counts[k]`` pixels of image ``b``'s order."""
@@ -165,13 +144,14 @@ def _run_curve(
             index = torch.arange(part.start, part.stop, device=x.device)
             k, b = index // batch, index % batch
             changed = (position[b] < counts_t[k, None]).view(shape)
-            scores[part] = _score(fm(image_at(b, changed, k)), targets[b], score)
+            tb = targets.take(b)
+            scores[part] = target_score(tb, model_output(fm, image_at(b, changed, k), tb), score)
             bar.update(part.stop - part.start)
     return scores.view(points, batch).T
 
 
 def _steps_curve(
-    model: nn.Module, x: torch.Tensor, attr: torch.Tensor, target: Target, *, steps: int,
+    model: nn.Module, x: torch.Tensor, attr: torch.Tensor, target: TargetLike, *, steps: int,
     baseline: object, insert: bool, score: Score, reduce: Reduce, batch_size: int | None,
     max_memory: int | None, progress: bool | None, generator: torch.Generator | None,
     desc: str,
@@ -204,7 +184,7 @@ def _perturbation_baseline(baseline: object, x: torch.Tensor,
 
 
 def deletion(
-    model: nn.Module, x: torch.Tensor, attr: torch.Tensor, target: Target = None, *,
+    model: nn.Module, x: torch.Tensor, attr: torch.Tensor, target: TargetLike = None, *,
     steps: int = 16, baseline: float | str | torch.Tensor = 0.0, score: Score = "softmax",
     reduce: Reduce = "auto", batch_size: int | None = None, max_memory: int | None = None,
     progress: bool | None = None, generator: torch.Generator | None = None,
@@ -218,7 +198,9 @@ def deletion(
         model: any classifier ``nn.Module`` or :class:`~netlens.FlatModel`.
         x: images ``(B, C, H, W)``.
         attr: their attributions ``(B, C, H, W)`` or maps ``(B, 1, H, W)``, at ``x``'s size.
-        target: class per image (as for the attribution methods); None: the predicted class.
+        target: as for the attribution methods (:mod:`netlens.targets`); None: the predicted
+            class. ``score="softmax"`` needs a class target; other targets are scored by their
+            own score (with a warning).
         steps: the curve has ``steps + 1`` points, from 0 to all pixels replaced.
         baseline: what replaces a pixel: a number, a tensor broadcastable to ``x``, ``"blur"``,
             ``"mean"`` or ``"uniform"``.
@@ -247,7 +229,7 @@ def deletion(
 
 
 def insertion(
-    model: nn.Module, x: torch.Tensor, attr: torch.Tensor, target: Target = None, *,
+    model: nn.Module, x: torch.Tensor, attr: torch.Tensor, target: TargetLike = None, *,
     steps: int = 16, baseline: float | str | torch.Tensor = "blur", score: Score = "softmax",
     reduce: Reduce = "auto", batch_size: int | None = None, max_memory: int | None = None,
     progress: bool | None = None, generator: torch.Generator | None = None,
@@ -263,7 +245,7 @@ def insertion(
 
 
 def pixel_flipping(
-    model: nn.Module, x: torch.Tensor, attr: torch.Tensor, target: Target = None, *,
+    model: nn.Module, x: torch.Tensor, attr: torch.Tensor, target: TargetLike = None, *,
     steps: int = 16, baseline: float | str | torch.Tensor = "mean", score: Score = "logit",
     reduce: Reduce = "auto", batch_size: int | None = None, max_memory: int | None = None,
     progress: bool | None = None, generator: torch.Generator | None = None,
@@ -377,7 +359,7 @@ def _linear_imputation(x: torch.Tensor, removed: torch.Tensor, *, tol: float = 1
 
 
 def road(
-    model: nn.Module, x: torch.Tensor, attr: torch.Tensor, target: Target = None, *,
+    model: nn.Module, x: torch.Tensor, attr: torch.Tensor, target: TargetLike = None, *,
     fractions: Sequence[float] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9),
     order: Literal["morf", "lerf"] = "morf", noise: float = 0.01, score: Score = "softmax",
     reduce: Reduce = "auto", batch_size: int | None = None, max_memory: int | None = None,
@@ -417,7 +399,7 @@ def road(
 # -- confidence ------------------------------------------------------------------------------
 
 def confidence_scores(
-    model: nn.Module, x: torch.Tensor, attr: torch.Tensor, target: Target = None, *,
+    model: nn.Module, x: torch.Tensor, attr: torch.Tensor, target: TargetLike = None, *,
     reduce: Reduce = "auto", batch_size: int | None = None, max_memory: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(Y, O)``, each ``(B,)``: the target probability on ``x`` and on ``x`` times its map
@@ -431,12 +413,14 @@ def confidence_scores(
     ys, os = [], []
     with guarded(fm), torch.no_grad():
         for part in chunks(x.shape[0], batch_size):
-            ys.append(_score(fm(x[part]), targets[part], "softmax"))
-            os.append(_score(fm(x[part] * m[part].to(x.dtype)), targets[part], "softmax"))
+            tp = targets.take(part)
+            ys.append(target_score(tp, model_output(fm, x[part], tp), "softmax"))
+            os.append(target_score(tp, model_output(fm, x[part] * m[part].to(x.dtype), tp),
+                                   "softmax"))
     return torch.cat(ys), torch.cat(os)
 
 
-def average_drop(model: nn.Module, x: torch.Tensor, attr: torch.Tensor, target: Target = None,
+def average_drop(model: nn.Module, x: torch.Tensor, attr: torch.Tensor, target: TargetLike = None,
                  **options: object) -> torch.Tensor:
     """``(B,)`` relative drop in the target probability when the image is masked by its map,
     ``max(0, Y - O) / Y`` (Chattopadhay et al., WACV 2018; its mean x 100 is the paper's
@@ -452,7 +436,7 @@ def average_drop(model: nn.Module, x: torch.Tensor, attr: torch.Tensor, target: 
 
 
 def increase_in_confidence(model: nn.Module, x: torch.Tensor, attr: torch.Tensor,
-                           target: Target = None, **options: object) -> torch.Tensor:
+                           target: TargetLike = None, **options: object) -> torch.Tensor:
     """``(B,)`` 1.0 where masking the image by its map *raises* the target probability, else 0.0
     (Chattopadhay et al. 2018; the mean x 100 is the paper's "% increase in confidence").
     Higher is better. Options as :func:`confidence_scores`."""

@@ -14,14 +14,16 @@ from typing import Any
 import torch
 from torch import nn
 
+from .._runtime import auto_batch_size, guarded, prepare
 from .._util import progress_bar
-from ..adapter import first_tensor
-from ..attribution._core import Target, guarded, prepare, resolve_target
+from ..targets import TargetLike
 from ._maps import (
     Method,
     Reduce,
+    bind_single,
     call_method,
     check_attr,
+    method_target,
     model_for,
     resolve_method,
     saliency_map,
@@ -31,7 +33,7 @@ __all__ = ["max_sensitivity", "sparseness"]
 
 
 def max_sensitivity(
-    model: nn.Module, x: torch.Tensor, target: Target = None, method: Method = "saliency", *,
+    model: nn.Module, x: torch.Tensor, target: TargetLike = None, method: Method = "saliency", *,
     n: int = 8, radius: float = 0.02, options: dict[str, Any] | None = None,
     generator: torch.Generator | None = None, progress: bool | None = None,
 ) -> torch.Tensor:
@@ -71,7 +73,7 @@ def max_sensitivity(
     _, fn = resolve_method(method)
     fm, x = prepare(model, x)
     with guarded(fm), torch.no_grad():
-        targets = resolve_target(target, first_tensor(fm(x)).reshape(x.shape[0], -1))
+        targets = method_target(bind_single(fm, x, target, auto_batch_size(fm, x, backward=False)))
     gen = generator
     if gen is None:
         gen = torch.Generator(device=x.device)

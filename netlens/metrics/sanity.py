@@ -24,14 +24,16 @@ from typing import Any
 import torch
 from torch import nn
 
+from .._runtime import auto_batch_size, guarded, prepare
 from .._util import progress_bar
-from ..adapter import first_tensor
-from ..attribution._core import Target, guarded, prepare, resolve_target
 from ..flat_model import FlatModel
+from ..targets import TargetLike
 from ._maps import (
     Method,
+    bind_single,
     call_method,
     check_attr,
+    method_target,
     model_for,
     normalized,
     resolve_method,
@@ -101,7 +103,7 @@ def _redraw(module: nn.Module, generator: torch.Generator) -> None:
 
 
 def model_randomization(
-    model: nn.Module, x: torch.Tensor, target: Target = None, *,
+    model: nn.Module, x: torch.Tensor, target: TargetLike = None, *,
     methods: Sequence[Method] = ("saliency", "gradcam", "guided_backprop"),
     cascading: bool = True, layers: Sequence[str] | None = None,
     options: dict[str, dict[str, Any]] | None = None, generator: torch.Generator | None = None,
@@ -166,7 +168,7 @@ def model_randomization(
         return saliency_map(attr, "sum"), saliency_map(attr, "abs_sum")
 
     with guarded(fm), torch.no_grad():
-        targets = resolve_target(target, first_tensor(fm(x)).reshape(x.shape[0], -1))
+        targets = method_target(bind_single(fm, x, target, auto_batch_size(fm, x, backward=False)))
     original = {name: explain(model_for(fn, fm, model), fn, name) for name, fn in named}
     try:
         twin = copy.deepcopy(fm.model)

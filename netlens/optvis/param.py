@@ -25,6 +25,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from .._runtime import check_count as _check_int
+from .._runtime import check_generator as _check_generator
+from .._runtime import check_unit_image as _check_image
+
 __all__ = ["Param", "RawParam", "ImageParam"]
 
 # The square root of the colour correlation of natural images (3x3, from its SVD), as published
@@ -62,33 +66,6 @@ def _clamp_st(t: Tensor) -> Tensor:
     return t.detach().clamp(0.0, 1.0) + (t - t.detach())
 
 
-def _check_image(image: object) -> Tensor:
-    if not isinstance(image, Tensor):
-        raise TypeError(f"image must be a torch.Tensor (B, C, H, W) in [0, 1], "
-                        f"got {type(image).__name__}")
-    if not image.is_floating_point():
-        raise TypeError(f"image must be a float tensor in [0, 1], got dtype {image.dtype}; "
-                        "convert uint8 pixels with image.float() / 255")
-    if image.dim() != 4:
-        raise ValueError(f"image must have 4 dimensions (B, C, H, W), got shape "
-                         f"{tuple(image.shape)}; add a batch dimension with image[None]")
-    if image.numel() == 0:
-        raise ValueError(f"image is empty: shape {tuple(image.shape)}")
-    if not bool(torch.isfinite(image).all()):
-        raise ValueError("image holds NaN or infinite values")
-    lo, hi = float(image.min()), float(image.max())
-    if lo < -_RANGE_TOL or hi > 1 + _RANGE_TOL:
-        raise ValueError(f"image values must lie in [0, 1], got [{lo:.4g}, {hi:.4g}]; pass raw "
-                         "pixels, not a model-normalized image (see netlens.image.denormalize)")
-    return image.detach().clamp(0.0, 1.0)
-
-
-def _check_int(value: object, name: str, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
-    return int(value)
-
-
 def _check_size(size: object) -> tuple[int, int]:
     if isinstance(size, numbers.Integral) and not isinstance(size, bool):
         size = (size, size)
@@ -97,16 +74,6 @@ def _check_size(size: object) -> tuple[int, int]:
         raise ValueError(f"size must be an int >= 1 or a pair (height, width) of them, "
                          f"got {size!r}")
     return int(size[0]), int(size[1])
-
-
-def _check_generator(generator: object) -> torch.Generator:
-    """The caller's generator, or a fresh one seeded nondeterministically (never the global)."""
-    if generator is None:
-        generator = torch.Generator()
-        generator.seed()
-    elif not isinstance(generator, torch.Generator):
-        raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
-    return generator
 
 
 def _spectrum_scale(h: int, w: int, decay_power: float, dtype: torch.dtype,

@@ -19,7 +19,6 @@ Example:
 
 from __future__ import annotations
 
-import contextlib
 import math
 import numbers
 import warnings
@@ -29,10 +28,10 @@ from typing import Any, Union
 import torch
 from torch import nn
 
+from .. import rules
 from .._util import NetlensWarning, progress_bar, user_stacklevel
 from ..adapter import _StopForward, first_tensor, preserved_state
 from ..flat_model import FlatModel
-from ..hooks import HookDict, ModuleHook
 from .objectives import Context, Objective, as_objective
 from .optim import LBFGS
 from .param import ImageParam
@@ -172,11 +171,8 @@ class OptVis:
             cb.on_begin(self)
             step = 0
             self._stalled = False  # set after step 1 if some image got no gradient at all
-            redirect = _redirected_relus(
-                self.fm.model, lambda: self._stalled and step <= 1 + self.redirect_steps) \
-                if self.redirect_steps else contextlib.nullcontext()
             keep = self.fm.intercept(self._layers, self._keep) if self._layers else _Null()
-            with redirect, keep:
+            with keep:
                 # On a GPU, reading each step's value would wait for that step to finish before
                 # the next is queued; without a callback the values are read at the pictures.
                 pending: list[torch.Tensor] = []
@@ -184,7 +180,12 @@ class OptVis:
                 try:
                     with progress_bar(steps[-1], progress, "OptVis") as bar:
                         for step in range(1, steps[-1] + 1):
-                            pending.append(self._step(optimizer))
+                            # Redirected ReLUs only for the first steps, and only when step 1
+                            # left some image without gradient (rules.Redirected).
+                            redirect = self._stalled and step <= 1 + self.redirect_steps
+                            with rules.applied(self.fm, {rules.RELUS: rules.Redirected()},
+                                               warn_empty=False) if redirect else _Null():
+                                pending.append(self._step(optimizer))
                             if step == 1 and self.redirect_steps:
                                 self._stalled = self._no_gradient()
                             if not lazy or step in steps or pending[0].device.type == "cpu":
@@ -312,51 +313,6 @@ class _FunctionCallback(Callback):
     def on_step(self, vis: OptVis, step: int, value: float) -> None:
         if self.fn is not None:
             self.fn(vis, step, value)
-
-
-class _Redirect(torch.autograd.Function):
-    """Adds zero to a ReLU's output; its backward sends to the ReLU's input ``x`` the gradient
-    that would raise ``x`` where ``x <= 0``, for the images whose ReLU gradient is all zero
-    (Lucid's redirected ReLU)."""
-
-    @staticmethod
-    def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
-        ctx.save_for_backward(x)
-        return torch.zeros_like(x)
-
-    @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
-        (x,) = ctx.saved_tensors
-        flows = ((grad != 0) & (x > 0)).flatten(1).any(1)
-        if bool(flows.all()):
-            return None  # the usual case: the ReLU's own gradient flows for every image
-        flows = flows.view(-1, *[1] * (x.dim() - 1))
-        return torch.where(~flows & (x <= 0) & (grad < 0), grad, torch.zeros_like(grad))
-
-
-@contextlib.contextmanager
-def _redirected_relus(model: nn.Module, active: Callable[[], bool]) -> Any:
-    """While ``active()``, every ``nn.ReLU`` module call gets a :class:`_Redirect` path."""
-    relus = [m for m in model.modules() if type(m) is nn.ReLU]
-    stash: dict[int, list[torch.Tensor]] = {}
-
-    def before(module: nn.Module, args: tuple) -> None:
-        x = args[0] if args else None
-        if active() and isinstance(x, torch.Tensor) and x.requires_grad:
-            stash.setdefault(id(module), []).append(x.clone())  # before an in-place ReLU runs
-
-    def after(module: nn.Module, args: tuple, output: Any) -> Any:
-        pending = stash.get(id(module))
-        if not pending:
-            return None
-        x = pending.pop()
-        return output + _Redirect.apply(x)
-
-    with HookDict() as hooks:
-        for m in relus:
-            hooks.add(ModuleHook(m, before, "forward_pre"))
-            hooks.add(ModuleHook(m, after))
-        yield
 
 
 class _Null:

@@ -30,6 +30,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .._runtime import check_count as _check_int
+from .._runtime import check_generator as _check_generator
+
 __all__ = [
     "Transform", "Pad", "Jitter", "RandomScale", "RandomRotate", "Compose",
     "pad", "jitter", "random_scale", "random_rotate", "compose", "standard_transforms",
@@ -273,12 +276,6 @@ def _check_x(x: object) -> None:
                          f"{tuple(x.shape)} of dtype {x.dtype}")
 
 
-def _check_int(value: object, name: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
-    return int(value)
-
-
 def _check_values(values: object, name: str, positive: bool) -> tuple[float, ...]:
     if isinstance(values, (str, bytes)) or not isinstance(values, (Sequence, Tensor)):
         raise TypeError(f"{name} must be a sequence of numbers, e.g. [0.9, 1.0, 1.1], "
@@ -294,16 +291,6 @@ def _check_values(values: object, name: str, positive: bool) -> tuple[float, ...
 
 def _choose(values: tuple[float, ...], u: float) -> float:
     return values[min(int(u * len(values)), len(values) - 1)]
-
-
-def _check_generator(generator: object) -> torch.Generator:
-    """The caller's generator, or a fresh one seeded nondeterministically (never the global)."""
-    if generator is None:
-        generator = torch.Generator()
-        generator.seed()
-    elif not isinstance(generator, torch.Generator):
-        raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
-    return generator
 
 
 def _uniform(n: int, generator: torch.Generator | None) -> list[float]:

@@ -1,0 +1,181 @@
+"""Type stub of netlens.interpret, generated from netlens.attribution.METHODS by
+``python -c "import netlens.interpret as i; i.write_stub()"``; do not edit (the tests check that
+it is current)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from .attribution.gradients import IGMethod, SmoothVariant
+from .attribution.occlusion import Size2
+from .flat_model import FlatModel
+from .targets import TargetLike
+
+__all__ = ["NetLens"]
+
+
+class NetLens:
+    fm: FlatModel
+    def __init__(self, model: nn.Module, example_input: torch.Tensor | None = None) -> None: ...
+    @property
+    def model(self) -> nn.Module: ...
+    def attribute(self, method: str, x: torch.Tensor, target: TargetLike = None,
+                  **options: Any) -> torch.Tensor: ...
+    def layer_channel_gradient(self, x: torch.Tensor, layer: str, channel: int,
+                               reduce: str = "mean", batch_size: int | None = None,
+                               ) -> torch.Tensor: ...
+
+    def saliency(
+        self,
+        x: torch.Tensor,
+        target: TargetLike = None,
+        *,
+        abs: bool = False,
+        batch_size: int | None = None,
+    ) -> torch.Tensor: ...
+
+    def input_x_gradient(
+        self,
+        x: torch.Tensor,
+        target: TargetLike = None,
+        *,
+        batch_size: int | None = None,
+    ) -> torch.Tensor: ...
+
+    def guided_backprop(
+        self,
+        x: torch.Tensor,
+        target: TargetLike = None,
+        *,
+        batch_size: int | None = None,
+    ) -> torch.Tensor: ...
+
+    def smooth_grad(
+        self,
+        x: torch.Tensor,
+        target: TargetLike = None,
+        *,
+        n: int = 50,
+        sigma: float = 0.15,
+        guided: bool = False,
+        variant: SmoothVariant = 'mean',
+        batch_size: int | None = None,
+        progress: bool | None = None,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor: ...
+
+    def integrated_gradients(
+        self,
+        x: torch.Tensor,
+        target: TargetLike = None,
+        *,
+        steps: int = 50,
+        baseline: object = None,
+        method: IGMethod = 'gausslegendre',
+        return_delta: bool = False,
+        batch_size: int | None = None,
+        progress: bool | None = None,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]: ...
+
+    def gradcam(
+        self,
+        x: torch.Tensor,
+        target: TargetLike = None,
+        *,
+        layer: str | None = None,
+        interpolate: bool = True,
+        relu: bool = True,
+        batch_size: int | None = None,
+    ) -> torch.Tensor: ...
+
+    def guided_gradcam(
+        self,
+        x: torch.Tensor,
+        target: TargetLike = None,
+        *,
+        layer: str | None = None,
+        batch_size: int | None = None,
+    ) -> torch.Tensor: ...
+
+    def gradcam_pp(
+        self,
+        x: torch.Tensor,
+        target: TargetLike = None,
+        *,
+        layer: str | None = None,
+        interpolate: bool = True,
+        relu: bool = True,
+        batch_size: int | None = None,
+    ) -> torch.Tensor: ...
+
+    def xgradcam(
+        self,
+        x: torch.Tensor,
+        target: TargetLike = None,
+        *,
+        layer: str | None = None,
+        interpolate: bool = True,
+        relu: bool = True,
+        batch_size: int | None = None,
+    ) -> torch.Tensor: ...
+
+    def layercam(
+        self,
+        x: torch.Tensor,
+        target: TargetLike = None,
+        *,
+        layer: str | None = None,
+        interpolate: bool = True,
+        relu: bool = True,
+        batch_size: int | None = None,
+    ) -> torch.Tensor: ...
+
+    def hirescam(
+        self,
+        x: torch.Tensor,
+        target: TargetLike = None,
+        *,
+        layer: str | None = None,
+        interpolate: bool = True,
+        relu: bool = True,
+        batch_size: int | None = None,
+    ) -> torch.Tensor: ...
+
+    def scorecam(
+        self,
+        x: torch.Tensor,
+        target: TargetLike = None,
+        *,
+        layer: str | None = None,
+        interpolate: bool = True,
+        relu: bool = True,
+        batch_size: int | None = None,
+        progress: bool | None = None,
+    ) -> torch.Tensor: ...
+
+    def eigencam(
+        self,
+        x: torch.Tensor,
+        target: TargetLike = None,
+        *,
+        layer: str | None = None,
+        interpolate: bool = True,
+        relu: bool = True,
+        batch_size: int | None = None,
+    ) -> torch.Tensor: ...
+
+    def occlusion(
+        self,
+        x: torch.Tensor,
+        target: TargetLike = None,
+        *,
+        window: Size2 = 32,
+        stride: Size2 = 16,
+        baseline: float | torch.Tensor = 0.0,
+        batch_size: int | None = None,
+        progress: bool | None = None,
+    ) -> torch.Tensor: ...
