@@ -1,6 +1,8 @@
 """netlens: what a neural network sees and why it decides.
 
-:class:`NetLens` gives every attribution method of :mod:`netlens.attribution` for one model;
+:class:`NetLens` gives every attribution method of :mod:`netlens.attribution` for one model,
+for any target of :mod:`netlens.targets` (classes, segmentation masks, detection boxes,
+embeddings, a layer's channel, several per image); :mod:`netlens.rules` holds the backward rules;
 :class:`OptVis` (:mod:`netlens.optvis`), :class:`NetDreamer` and style transfer
 (:mod:`netlens.style_transfer`) generate images from it. All
 stand on :class:`FlatModel` (a flat, named, hooked view of any model), the hook context managers
@@ -13,7 +15,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from . import adapter, attribution, hooks, metrics, optvis
+from . import adapter, attribution, hooks, metrics, optvis, rules, targets
 from ._version import __version__
 from .adapter import preserved_state, relu_calls
 from .flat_model import FlatModel, UnknownLayerError
@@ -28,7 +30,7 @@ __all__ = [
     "StyleTransferModule", "StyleTransferObjective", "generate_style_transfer",
     "UnknownLayerError", "Hook", "HookDict", "ModuleHook",
     "TensorHook", "preserved_state", "relu_calls", "adapter", "attribution", "hooks", "image",
-    "plot", "data", "zoo", "metrics",
+    "plot", "data", "zoo", "metrics", "targets", "rules",
 ]
 
 _LAZY = ("image", "plot", "data", "zoo")

@@ -13,14 +13,6 @@ from torch import nn
 import netlens as nl
 from netlens.attribution import CAM_METHODS, METHODS
 
-# Small, fast options for the multiplied methods.
-OPTIONS = {
-    "smooth_grad": {"n": 3},
-    "integrated_gradients": {"steps": 4},
-    "occlusion": {"window": 16, "stride": 8},
-}
-STOCHASTIC = {"smooth_grad"}
-
 
 def tiny_vit() -> nn.Module:
     vit = torchvision.models.VisionTransformer(
@@ -52,13 +44,32 @@ CASES = [pytest.param(m, a, id=f"{m}-{a}") for a in ARCHS for m in METHODS]
 def test_registry_generates_cases():
     assert len(METHODS) >= 14 and len(CASES) == len(METHODS) * len(ARCHS) > 0
     assert set(CAM_METHODS) <= set(METHODS)
+    assert CAM_METHODS == {n for n, s in METHODS.items() if s.family == "cam" and s.output == "map"}
+
+
+def test_every_spec_describes_its_function():
+    """The metadata is checked against the function: a spec cannot claim an option it lacks."""
+    import inspect
+
+    for name, spec in METHODS.items():
+        params = inspect.signature(spec.fn).parameters
+        assert list(params)[:3] == ["model", "x", "target"], name
+        assert spec.layer == ("layer" in params) and spec.progress == ("progress" in params)
+        assert not spec.stochastic or "generator" in params
+        assert set(spec.cheap) <= set(params) and spec.paper and spec.summary, name
+        assert spec.output in ("input", "map") and spec.family in (
+            "gradient", "cam", "perturbation", "rule", "transformer"), name
+    with pytest.raises(ValueError, match="layer=True but the function does not take layer="):
+        nl.attribution.MethodSpec("bad", METHODS["saliency"].fn, "input", "gradient", "p", "s",
+                                  layer=True)
 
 
 def call(method: str, model, x, target, **extra):
-    options = dict(OPTIONS.get(method, {}), **extra)
-    if method in STOCHASTIC:
+    spec = METHODS[method]
+    options = dict(spec.cheap, **extra)
+    if spec.stochastic:
         options["generator"] = torch.Generator().manual_seed(0)
-    return METHODS[method](model, x, target, **options)
+    return spec(model, x, target, **options)
 
 
 @pytest.mark.slow
@@ -69,12 +80,13 @@ def test_method_contract(method, name):
     g = torch.Generator().manual_seed(3)
     x = torch.rand(2, 3, 32, 32, generator=g, dtype=torch.float64)
     out = call(method, model, x, [1, 2])
-    channels = 1 if method in CAM_METHODS or method == "occlusion" else 3
+    spec = METHODS[method]
+    channels = 1 if spec.output == "map" else 3
     assert out.shape == (2, channels, 32, 32) and out.dtype == x.dtype
     assert torch.isfinite(out).all()
-    if method not in CAM_METHODS and method != "guided_gradcam":  # a CAM may be all zero
+    if spec.family != "cam":  # a CAM may be all zero
         assert out.abs().sum() > 0
-    if method not in STOCHASTIC:
+    if not spec.stochastic:
         single = call(method, model, x[1:], [2])
         scale = out[1:].abs().max().clamp(min=1e-12)
         assert ((single - out[1:]).abs().max() / scale) < 1e-8
@@ -104,7 +116,7 @@ def test_no_side_effects_in_both_modes_and_after_errors(method):
     model = Exploding()
     x = torch.rand(2, 3, 16, 16)
     x.grad = torch.ones_like(x)
-    opts = {"window": 4, "stride": 4} if method == "occlusion" else {}
+    opts: dict = {}  # the cheap options of the spec fit a 16-pixel image
     for mode in ("train", "eval"):
         getattr(model, mode)()
         before = model_state(model)
@@ -131,7 +143,7 @@ def test_no_side_effects_in_both_modes_and_after_errors(method):
 def test_dtype_and_bad_input(method):
     torch.manual_seed(0)
     model = Exploding().double().eval()
-    opts = {"window": 4, "stride": 4} if method == "occlusion" else {}
+    opts: dict = {}  # the cheap options of the spec fit a 16-pixel image
     x = torch.rand(1, 3, 16, 16, dtype=torch.float64)
     assert call(method, model, x, 0, **opts).dtype == torch.float64
     with pytest.raises(ValueError, match=r"\(B, C, H, W\)"):

@@ -69,7 +69,7 @@ _SPECS = [
                progress=True, cheap={"n": 4}),
     MethodSpec("integrated_gradients", integrated_gradients, "input", "gradient",
                "Sundararajan et al., \"Axiomatic Attribution for Deep Networks\", ICML 2017",
-               "the gradient integrated along the path from a baseline", stochastic=True,
+               "the gradient integrated along the path from a baseline",
                progress=True, cheap={"steps": 8}),
     MethodSpec("gradcam", gradcam, paper=_SELVARAJU,
                summary="channels weighted by the mean gradient", **_CAM),

@@ -53,7 +53,8 @@ class MethodSpec:
         rules: whether it changes backward rules of the model's calls (guided backprop), so
             it needs the model's modules (not a TorchScript archive).
         gradients: whether it needs gradients of the model.
-        stochastic: whether it takes a ``generator`` (random noise or baselines).
+        stochastic: whether its result is random by default (it then takes ``generator=``;
+            a method may take one for optional random baselines without being stochastic).
         progress: whether it takes ``progress=`` (long, multiplied passes).
         cheap: options that make it fast enough for demos and tests (few steps, samples or
             windows), e.g. ``{"n": 4}``.
@@ -76,8 +77,9 @@ class MethodSpec:
 
     def __post_init__(self) -> None:
         params = self.parameters
-        for flag, option in (("layer", "layer"), ("stochastic", "generator"),
-                             ("progress", "progress")):
+        if self.stochastic and "generator" not in params:
+            raise ValueError(f"{self.name}: stochastic methods take generator=")
+        for flag, option in (("layer", "layer"), ("progress", "progress")):
             if getattr(self, flag) != (option in params):
                 raise ValueError(f"{self.name}: {flag}={getattr(self, flag)} but the function "
                                  f"{'does not take' if getattr(self, flag) else 'takes'} "
