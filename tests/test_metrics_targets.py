@@ -1,0 +1,90 @@
+"""Every metric takes any target: curves follow the target's own score, probability metrics say
+when a target has no probability, several targets per image are refused with the fix."""
+
+from __future__ import annotations
+
+import collections
+
+import pytest
+import torch
+from conftest import assert_untouched, model_state
+from torch import nn
+
+import netlens as nl
+from netlens import metrics as M
+from netlens.targets import Segmentation, Similarity, TopK
+
+
+class _Seg(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 8, 3, padding=1)
+        self.relu = nn.ReLU()
+        self.conv2 = nn.Conv2d(8, 4, 3, padding=1)
+
+    def forward(self, x):
+        return collections.OrderedDict(out=self.conv2(self.relu(self.conv1(x))))
+
+
+@pytest.fixture
+def seg():
+    torch.manual_seed(0)
+    return _Seg().double().eval()
+
+
+def test_deletion_follows_the_targets_own_score(seg):
+    x = torch.rand(2, 3, 8, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    target = Segmentation([1, 2], mask=torch.ones(8, 8, dtype=torch.bool))
+    attr = nl.attribution.saliency(seg, x, target)
+    curve = M.deletion(seg, x, attr, target, steps=4, score="logit", baseline=0.0)
+    with torch.no_grad():
+        bound = target.bind(seg(x))
+        start, end = bound(seg(x)), bound(seg(torch.zeros_like(x)))
+    torch.testing.assert_close(curve.scores[:, 0], start)
+    torch.testing.assert_close(curve.scores[:, -1], end)
+    with pytest.warns(nl.attribution.NetlensWarning, match="no class probability"):
+        soft = M.deletion(seg, x, attr, target, steps=4, score="softmax", baseline=0.0)
+    torch.testing.assert_close(soft.scores, curve.scores)
+    with pytest.raises(ValueError, match="score='accuracy' needs a class target"):
+        M.deletion(seg, x, attr, target, steps=4, score="accuracy")
+
+
+def test_compare_sanity_and_robustness_take_any_target(seg):
+    x = torch.rand(2, 3, 8, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    target = Segmentation([1, 3])
+    before = model_state(seg)
+    masks = torch.zeros(2, 1, 8, 8, dtype=torch.bool)
+    masks[:, :, 2:5, 2:5] = True
+    table = M.compare(seg, x, target, methods=["saliency", "gradcam", "random"],
+                      metrics=["deletion", "pointing_game", "sparseness"], masks=masks,
+                      metric_options={"deletion": {"score": "logit", "steps": 4}},
+                      progress=False, generator=torch.Generator().manual_seed(0))
+    assert [r["method"] for r in table] == ["saliency", "gradcam", "random"]
+    assert all(0 <= r["pointing_game"] <= 1 for r in table)
+    worst = M.max_sensitivity(seg, x, target, "saliency", n=2, radius=0.01,
+                              generator=torch.Generator().manual_seed(0))
+    assert worst.shape == (2,) and bool(torch.isfinite(worst).all())
+    result = M.model_randomization(seg, x, target, methods=["saliency"])
+    assert len(result.layers) >= 2
+    assert_untouched(seg, before)
+
+
+def test_metrics_refuse_several_targets_per_image_with_the_fix(seg):
+    x = torch.rand(1, 3, 8, 8, dtype=torch.float64)
+    attr = torch.rand(1, 1, 8, 8, dtype=torch.float64)
+    flat = nn.Sequential(nn.Conv2d(3, 2, 3), nn.Flatten(), nn.LazyLinear(5)).double().eval()
+    flat(x)
+    with pytest.raises(ValueError, match="one target per image.*TopK with 2"):
+        M.deletion(flat, x, attr, TopK(2), steps=2)
+
+
+def test_embedding_metrics_with_similarity():
+    torch.manual_seed(0)
+    enc = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+                        nn.Flatten()).double().eval()
+    x = torch.rand(2, 3, 8, 8, dtype=torch.float64)
+    target = Similarity(enc(x).detach()[0])
+    attr = nl.attribution.integrated_gradients(enc, x, target, steps=8)
+    curve = M.insertion(enc, x, attr, target, steps=4, score="logit")
+    with torch.no_grad():
+        assert curve.scores[0, -1] == pytest.approx(1.0)  # image 0 fully inserted is itself
