@@ -219,3 +219,35 @@ def test_model_normalization():
     assert model_normalization(shapes_model()) == ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
     mean, std = model_normalization(torchvision.models.resnet18())
     assert tuple(mean) == (0.485, 0.456, 0.406) and tuple(std) == (0.229, 0.224, 0.225)
+
+
+class _FunctionalDeadNet(torch.nn.Module):
+    """One functional ReLU, dead on mid-grey images: only a redirected ReLU moves the image."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = torch.nn.Conv2d(3, 2, 3, padding=1)
+        self.conv2 = torch.nn.Conv2d(2, 2, 1)
+        with torch.no_grad():
+            self.conv1.weight.fill_(0.1)
+            self.conv1.bias.fill_(-2.2)  # 27 inputs * 0.1 * x - 2.2 < 0 unless x > 0.81
+            self.conv2.weight.fill_(1.0)
+            self.conv2.bias.zero_()
+
+    def forward(self, x):
+        return self.conv2(torch.nn.functional.relu(self.conv1(x)))
+
+
+def test_redirected_relu_wakes_a_functional_relu():
+    """Issue 12: the redirected ReLU is a rule over every ReLU call, functional ones included
+    (it used to hook nn.ReLU modules only, so this model stayed at zero)."""
+    model = _FunctionalDeadNet().eval()
+    start = RawParam(torch.full((1, 3, 12, 12), 0.5))
+    stuck = OptVis(model, obj.channel("conv2", 0), param=start, transforms=[], redirect_steps=0,
+                   generator=_gen())
+    stuck.vis((24,), progress=False)
+    assert max(stuck.history) == 0.0
+    start = RawParam(torch.full((1, 3, 12, 12), 0.5))
+    woken = OptVis(model, obj.channel("conv2", 0), param=start, transforms=[], generator=_gen())
+    woken.vis((24,), progress=False)
+    assert woken.history[-1] > 0.1
