@@ -1,6 +1,11 @@
 """The command line's shared steps: devices, models from a spec, images from paths, targets,
 and the :class:`Session` that every command opens and closes (output folder, manifest).
 
+Models: ``shapes``, ``torchvision:NAME`` (classification, segmentation and detection models),
+``timm:NAME``, ``hf:NAME`` (HuggingFace image classification) or a saved file. Targets
+(``--target``): class indices, ``topK``, ``seg:C``, ``box:X0,Y0,X1,Y1[:LABEL]``,
+``field:NAME[:TARGET]`` and ``channel:LAYER:C`` (:func:`parse_target`, :func:`target_columns`).
+
 Every anticipated failure (a missing file, an unknown model, a state_dict where a model was
 expected, an unreadable image, CUDA asked for but absent) raises :class:`CliError` with one line
 that names the problem and the fix; :mod:`netlens.cli` prints it and exits with status 2.
@@ -8,23 +13,38 @@ that names the problem and the fix; :mod:`netlens.cli` prints it and exits with 
 
 from __future__ import annotations
 
+import ast
 import difflib
+import inspect
 import os
+import re
 import shlex
 import sys
 import time
 import warnings
 import zipfile
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-__all__ = ["CliError", "LoadedModel", "Session", "check_paths", "load_images", "load_model",
-           "pixels", "resolve_device", "say", "split_names", "stems", "targets_from"]
+__all__ = ["CliError", "LoadedModel", "Session", "TargetColumn", "TARGET_SYNTAX", "check_paths",
+           "default_layer", "load_images", "load_model", "output_kind", "parse_model_args",
+           "parse_target", "pixels", "predictions", "resolve_device", "say", "split_names",
+           "stems", "target_columns"]
+
+TARGET_SYNTAX = ("class indices (3; 3,7: one each for two images, both for one), topK (top5: "
+                 "the K highest-scoring classes), seg:C (class C of a segmentation model, its "
+                 "predicted mask), box:X0,Y0,X1,Y1[:LABEL] (a detection, input pixels), "
+                 "field:NAME[:TARGET] (a field of the output, e.g. field:aux:seg:15) or "
+                 "channel:LAYER:C (a channel of a layer, e.g. channel:layer3:7)")
+"""The forms of ``--target``, for help texts and error messages."""
+
+
+_EXAMPLES = {"torchvision": "resnet50", "timm": "resnet18", "hf": "google/vit-base-patch16-224"}
 
 
 class CliError(Exception):
@@ -42,7 +62,10 @@ class LoadedModel:
         scripted: whether it is a TorchScript archive (no layer names, no hooks).
         mean, std: the input normalization it expects (``None`` for raw ``[0, 1]`` pixels).
         size: the default image side for it.
-        class_names: names of its outputs when known (ImageNet, shapes), else None.
+        class_names: names of its outputs when known (ImageNet, shapes, the weights' or the
+            config's categories), else None.
+        task: ``"classification"``, ``"segmentation"`` or ``"detection"`` when the loader
+            knows it (torchvision, timm, HuggingFace), else None (read from the output).
     """
 
     model: nn.Module
@@ -52,6 +75,7 @@ class LoadedModel:
     std: Any
     size: int
     class_names: Sequence[str] | None = None
+    task: str | None = None
 
     def names_for(self, classes: int) -> Sequence[str] | None:
         """The class names if they match a model output of ``classes`` logits."""
@@ -109,38 +133,60 @@ def resolve_device(name: str) -> torch.device:
 
 
 def load_model(spec: str, device: torch.device, *, weights: str | None = None,
-               seed: int = 0) -> LoadedModel:
-    """The model named by ``spec``: ``shapes``, ``torchvision:NAME`` or a file path.
+               seed: int = 0, options: Mapping[str, Any] | None = None) -> LoadedModel:
+    """The model named by ``spec``: ``shapes``, ``torchvision:NAME``, ``timm:NAME``,
+    ``hf:NAME`` or a file path.
 
     Args:
-        spec: ``shapes`` (netlens's shipped model), ``torchvision:NAME`` (random init unless
-            ``weights``), or the path of a pickled ``nn.Module`` (``torch.save(model, path)``) or
-            of a TorchScript archive (``torch.jit.save``).
+        spec: ``shapes`` (netlens's shipped model); ``torchvision:NAME`` (a classification,
+            segmentation or detection model of ``torchvision.models``, random init unless
+            ``weights``; segmentation and detection backbones are random too, nothing is
+            downloaded); ``timm:NAME`` (``timm.create_model``, random init unless ``weights``);
+            ``hf:NAME`` (``transformers.AutoModelForImageClassification.from_pretrained``: a
+            Hub id or a folder saved by ``save_pretrained``, with its image processor's
+            normalization and size); or the path of a pickled ``nn.Module``
+            (``torch.save(model, path)``) or of a TorchScript archive (``torch.jit.save``).
         device: where to put it.
-        weights: torchvision weights (``DEFAULT`` or an enum name such as
-            ``IMAGENET1K_V1``); only with ``torchvision:NAME``.
+        weights: torchvision weights (``DEFAULT`` or an enum name such as ``IMAGENET1K_V1``),
+            or for timm ``DEFAULT`` (``pretrained=True``) or the path of a weights file.
         seed: seed of a random initialization (the global RNG is restored afterwards).
+        options: keyword arguments of the model's builder (``--model-arg``), e.g.
+            ``{"min_size": 320}`` for a torchvision detector; torchvision, timm and hf only.
 
     Raises:
-        CliError: an unknown name, a missing or unreadable file, a state_dict instead of a model,
-            weights that cannot be fetched.
+        CliError: an unknown name, a missing package or file, an unreadable file, a state_dict
+            instead of a model, weights that cannot be fetched, options the builder refuses.
     """
-    if weights is not None and not spec.startswith("torchvision:"):
-        raise CliError(f"--weights applies to torchvision:NAME models only, not to {spec!r}")
+    options = dict(options or {})
+    kind = spec.partition(":")[0] if spec.partition(":")[0] in ("torchvision", "timm", "hf") \
+        else None
+    if weights is not None and kind not in ("torchvision", "timm"):
+        raise CliError(f"--weights applies only to torchvision:NAME and timm:NAME models, not to "
+                       f"{spec!r} (hf:NAME loads the weights of NAME itself)")
+    if options and kind is None:
+        raise CliError(f"--model-arg applies to torchvision:NAME, timm:NAME and hf:NAME models, "
+                       f"not to {spec!r}")
     if spec == "shapes":
         from .data import SHAPES_CLASSES
         from .zoo import SHAPES_MEAN, SHAPES_STD, shapes_model
 
         return LoadedModel(shapes_model(device=device), spec, False, SHAPES_MEAN, SHAPES_STD, 64,
-                           SHAPES_CLASSES)
-    if spec.startswith("torchvision:"):
-        return _torchvision_model(spec, spec.partition(":")[2], device, weights, seed)
+                           SHAPES_CLASSES, "classification")
+    if kind is not None:
+        name = spec.partition(":")[2]
+        if not name:
+            raise CliError(f"--model {spec!r} names no model; e.g. {kind}:{_EXAMPLES[kind]}")
+        if kind == "torchvision":
+            return _torchvision_model(spec, name, device, weights, seed, options)
+        if kind == "timm":
+            return _timm_model(spec, name, device, weights, seed, options)
+        return _hf_model(spec, name, device, seed, options)
     path = Path(spec).expanduser()
     if not path.exists():
         if os.sep in spec or path.suffix:
             raise CliError(f"model file {spec!r} does not exist; check the path")
         raise CliError(f"unknown model {spec!r}; give shapes, torchvision:NAME (e.g. "
-                       "torchvision:resnet50) or the path of a saved model")
+                       "torchvision:resnet50), timm:NAME, hf:NAME or the path of a saved model")
     if path.is_dir():
         raise CliError(f"model path {spec!r} is a folder; give the .pt file saved by "
                        "torch.save(model, path) or torch.jit.save")
@@ -226,11 +272,12 @@ class Session:
         paths = getattr(args, "images", None) if paths is None else paths
         check_paths(paths or [], "image")  # fail before loading a model
         self.device = resolve_device(args.device)
-        self.loaded = load_model(args.model, self.device, weights=args.weights, seed=args.seed)
+        self.loaded = load_model(args.model, self.device, weights=args.weights, seed=args.seed,
+                                 options=parse_model_args(getattr(args, "model_arg", None)))
         if layers and self.loaded.scripted:
             raise CliError(f"netlens {args.command} reads the model's layers, which a TorchScript "
                            "archive hides from hooks; save the model with torch.save(model, path)")
-        if self.loaded.spec.startswith("torchvision:") and args.weights is None:
+        if self.loaded.spec.startswith(("torchvision:", "timm:")) and args.weights is None:
             say(args, f"note: {self.loaded.spec} has random weights (seed {args.seed}); "
                 "--weights DEFAULT for pretrained ones", err=True)
         self.fm = FlatModel(self.loaded.model)
@@ -252,15 +299,27 @@ class Session:
 
         return normalize(pixels, self.loaded.mean, self.loaded.std)
 
-    def scores(self, x: torch.Tensor) -> torch.Tensor:
-        """The model's ``(B, classes)`` scores of ``x`` (no gradient)."""
-        from .adapter import first_tensor
-
+    def output(self, x: torch.Tensor) -> Any:
+        """The model's raw output for ``x`` (no gradient): a tensor, a dict, a list of dicts."""
         with torch.no_grad():
-            out = first_tensor(self.fm(x))
+            return self.fm(x)
+
+    def scores(self, x: torch.Tensor, output: Any = None) -> torch.Tensor:
+        """The model's ``(B, classes)`` scores of ``x`` (no gradient): its output, or the
+        output's first tensor, ``"logits"``, ``"out"`` or ``.logits``
+        (:func:`netlens.targets.unwrap`)."""
+        from .targets import unwrap
+
+        output = self.output(x) if output is None else output
+        try:
+            out = unwrap(output)
+        except TypeError:
+            out = None
         if out is None or out.dim() != 2:
+            from .targets import describe_output
+
             raise CliError(f"the model must return (B, classes) scores, got "
-                           f"{None if out is None else tuple(out.shape)}")
+                           f"{describe_output(output)}")
         return out
 
     def layer(self, name: str | None) -> str:
@@ -315,21 +374,19 @@ def split_names(values: Sequence[str], registry: Any, what: str = "method") -> l
     return list(dict.fromkeys(names))
 
 
-def targets_from(args: Any, scores: torch.Tensor, n: int) -> torch.Tensor:
-    """The ``(n, K)`` int64 targets of ``--top K`` or ``--target`` (one for all images, one per
-    image, or K for a single image); default the predicted class."""
+def _class_targets(raw: list[int] | None, top: int | None, scores: torch.Tensor, n: int,
+                   what: str = "--top") -> torch.Tensor:
+    """The ``(n, K)`` int64 classes of ``--top K`` or of class indices ``raw`` (one for all
+    images, one per image, or K for a single image); default the predicted class."""
     classes = scores.shape[-1]
-    if getattr(args, "top", None) is not None:
-        if not 1 <= args.top <= classes:
-            raise CliError(f"--top must be between 1 and {classes} (the model's outputs), got "
-                           f"{args.top}")
-        return scores.topk(args.top, dim=-1).indices
-    if args.target is None:
+    if top is not None:
+        if not 1 <= top <= classes:
+            raise CliError(f"{what} must be between 1 and {classes} (the model's outputs), got "
+                           f"{top}")
+        return scores.topk(top, dim=-1).indices
+    if raw is None:
         return scores.argmax(-1, keepdim=True)
-    raw = [t for v in args.target for t in v.split(",") if t.strip()]
-    if not all(t.strip().lstrip("-").isdigit() for t in raw):
-        raise CliError(f"--target takes class indices, got {' '.join(raw)}")
-    t = torch.tensor([int(v) for v in raw], device=scores.device)
+    t = torch.tensor(raw, device=scores.device)
     bad = t[(t < 0) | (t >= classes)]
     if bad.numel():
         raise CliError(f"--target {int(bad[0])} is out of range: the model has {classes} outputs "
@@ -340,6 +397,457 @@ def targets_from(args: Any, scores: torch.Tensor, n: int) -> torch.Tensor:
         raise CliError(f"got {t.numel()} targets for {n} images; give one for all, one per image, "
                        "or several for a single image")
     return t[:, None]
+
+
+# -- targets beyond classes ----------------------------------------------------------------------
+@dataclass
+class TargetColumn:
+    """One target for every image: what one call of an attribution method explains.
+
+    Attributes:
+        target: the method's ``target=``: a ``(B,)`` int64 tensor of class indices, or a
+            :mod:`netlens.targets` target.
+        tags: per image, the tag of its file names (``3``, ``seg15``, ``box0``, ...).
+        specs: per image, the target as the manifest records it: the class index, or the
+            ``--target`` text (``seg:15``).
+        classes: per image, the name of the class explained, when there is one.
+    """
+
+    target: Any
+    tags: list[str]
+    specs: list[Any]
+    classes: list[str | None] = field(default_factory=list)
+
+
+_CLASSES = re.compile(r"^[\s\d,-]*$")
+_NUMBER = r"\s*[-+]?(?:\d+(?:\.\d*)?|\.\d+)\s*"
+_BOX = re.compile(rf"^({_NUMBER}),({_NUMBER}),({_NUMBER}),({_NUMBER})(?::(.+))?$")
+
+
+def _target_error(text: str, why: str) -> CliError:
+    return CliError(f"--target {text!r} {why}; give {TARGET_SYNTAX}")
+
+
+def parse_target(text: str, *, names: Sequence[str] | None = None,
+                 resolve_layer: Any = None) -> list[int] | Any:
+    """One ``--target`` value: a list of class indices, or a :mod:`netlens.targets` target.
+
+    The forms (:data:`TARGET_SYNTAX`) are told apart by their start, so no value has two
+    readings: digits and commas are class indices (``3``, ``3,7``); ``topK`` is
+    :class:`~netlens.targets.TopK`; ``seg:C`` :class:`~netlens.targets.Segmentation` (the
+    predicted mask of class C); ``box:X0,Y0,X1,Y1[:LABEL]`` :class:`~netlens.targets.Detection`
+    (input pixels; LABEL an index or, with known class names, a name; without it any label);
+    ``field:NAME[:TARGET]`` :class:`~netlens.targets.Output` (NAME up to the next colon, a key
+    or attribute, digits a tuple index; TARGET any form but topK, default the predicted class);
+    ``channel:LAYER:C`` :class:`~netlens.targets.Channel` (C after the last colon, so LAYER may
+    hold colons: ``channel:layer1.0.relu:1:5``).
+
+    Args:
+        text: the value.
+        names: the model's class names, for box labels given by name.
+        resolve_layer: a function that checks a layer name and returns it (close matches
+            suggested); default: the name as given.
+
+    Raises:
+        CliError: a value of no known form, naming the forms.
+    """
+    from . import targets as T
+
+    value = text.strip()
+    head, sep, rest = value.partition(":")
+    if not sep:
+        match = re.fullmatch(r"top(\d+)", value)
+        if match:
+            if int(match[1]) < 1:
+                raise _target_error(text, "asks for no class")
+            return T.TopK(int(match[1]))
+        if _CLASSES.match(value):
+            raw = [t for t in value.split(",") if t.strip()]
+            if all(t.strip().lstrip("-").isdigit() for t in raw):
+                return [int(t) for t in raw]
+        raise _target_error(text, "is not a target")
+    if head == "seg":
+        if not rest.strip().isdigit():
+            raise _target_error(text, "needs a class index after seg: (seg:15)")
+        return T.Segmentation(int(rest))
+    if head == "box":
+        match = _BOX.match(rest)
+        if not match:
+            raise _target_error(text, "needs four numbers X0,Y0,X1,Y1 after box:, then "
+                                      "optionally :LABEL (box:10,20,90,120:3)")
+        x0, y0, x1, y1 = (float(v) for v in match.groups()[:4])
+        if not (x0 < x1 and y0 < y1):
+            raise _target_error(text, "is not a box: X0 < X1 and Y0 < Y1 are needed (corners "
+                                      "left, top, right, bottom in input pixels)")
+        labels = None
+        if match[5] is not None:
+            labels = [torch.tensor([_label(match[5].strip(), names, text)])]
+        return T.Detection([torch.tensor([[x0, y0, x1, y1]])], labels=labels)
+    if head == "field":
+        name, _, inner = rest.partition(":")
+        if not name:
+            raise _target_error(text, "needs a field name after field: (field:aux)")
+        key: str | int = int(name) if name.isdigit() else name
+        if not inner:
+            return T.Output(key)
+        sub = parse_target(inner, names=names, resolve_layer=resolve_layer)
+        if isinstance(sub, list):
+            if len(sub) != 1:
+                raise _target_error(text, "takes one class after field:NAME: (field:aux:3)")
+            sub = sub[0]
+        if isinstance(sub, T.TopK) or isinstance(sub, T.Channel):
+            raise _target_error(text, f"cannot explain {inner!r} inside a field (topK and "
+                                      "channel targets read the whole model)")
+        return T.Output(key, sub)
+    if head == "channel":
+        layer, _, channel = rest.rpartition(":")
+        if not layer or not channel.strip().isdigit():
+            raise _target_error(text, "needs LAYER:C after channel: (channel:layer3:7)")
+        layer = resolve_layer(layer) if resolve_layer is not None else layer
+        return T.Channel(layer, int(channel))
+    raise _target_error(text, f"has an unknown kind {head!r}")
+
+
+def _label(value: str, names: Sequence[str] | None, text: str) -> int:
+    if value.isdigit():
+        return int(value)
+    if names is not None and value in names:
+        return list(names).index(value)
+    close = difflib.get_close_matches(value, list(names or []), n=3)
+    hint = f" (did you mean {', '.join(close)}?)" if close else ""
+    raise _target_error(text, f"has the label {value!r}, which is neither an index nor a class "
+                              f"name of the model{hint}")
+
+
+def output_kind(output: Any) -> str:
+    """``"detection"`` (a list of dicts with ``boxes``), ``"segmentation"`` (scores
+    ``(B, classes, H, W)``), ``"classification"`` (``(B, classes)``) or ``"other"``."""
+    from .targets import unwrap
+
+    if isinstance(output, (list, tuple)) and output and all(
+            isinstance(o, Mapping) and "boxes" in o for o in output):
+        return "detection"
+    try:
+        out = unwrap(output)
+    except TypeError:
+        return "other"
+    return {4: "segmentation", 2: "classification"}.get(out.dim(), "other")
+
+
+def target_columns(values: Sequence[str] | None, top: int | None, output: Any, n: int, *,
+                   class_name: Any, names: Sequence[str] | None = None,
+                   resolve_layer: Any = None) -> list[TargetColumn]:
+    """The targets of ``--target``/``--top`` for ``n`` images, as columns (one method call
+    each).
+
+    Every value (:func:`parse_target`) is one target, and class indices ``3,7`` are two. One
+    target is for every image; as many targets as images are one per image; a single image
+    takes several. ``--top K`` and ``topK`` are the K highest-scoring classes of each image.
+    Without a target: the predicted class (classifiers), the class covering most pixels
+    (segmentation), the highest-scoring box (detection).
+
+    Args:
+        values: the ``--target`` values, or None.
+        top: ``--top K``, or None.
+        output: the model's output for the images (the targets are checked against it).
+        n: the number of images.
+        class_name: ``class_name(c, classes)`` -> the name of class ``c`` of ``classes``.
+        names: the model's class names when known (box labels by name).
+        resolve_layer: checks the layer of ``channel:`` targets (see :func:`parse_target`).
+
+    Raises:
+        CliError: an unknown form, a target that does not fit the output, a count that is
+            neither 1, n, nor several for one image.
+    """
+    from .targets import unwrap
+
+    kind = output_kind(output)
+    parsed: list[Any] = []
+    for v in values or []:
+        item = parse_target(v, names=names, resolve_layer=resolve_layer)
+        parsed.extend(item if isinstance(item, list) else [item])
+    tops = [t for t in parsed if _is_topk(t)]
+    if tops and len(parsed) > 1:
+        raise CliError("--target topK stands alone (the K highest-scoring classes of every "
+                       "image); give it without other targets")
+    if values is not None and not parsed:
+        raise CliError(f"--target is empty; give {TARGET_SYNTAX}")
+    if top is not None or tops or all(isinstance(t, int) for t in parsed):
+        if kind in ("segmentation", "detection") and (parsed or top is not None or tops):
+            raise CliError(_class_on(kind, output))
+        if kind == "segmentation":
+            return [_default_segmentation(unwrap(output), class_name, names)]
+        if kind == "detection":
+            return [_default_detection(output, class_name, names)]
+        scores = _scores_of(output)
+        if tops:
+            top, what = tops[0].k, f"the K of --target top{tops[0].k}"
+        else:
+            what = "--top"
+        t = _class_targets(parsed if values is not None and not tops else None, top, scores, n,
+                           what)
+        classes = scores.shape[-1]
+        return [TargetColumn(t[:, k], [str(int(c)) for c in t[:, k]],
+                             [int(c) for c in t[:, k]],
+                             [class_name(int(c), classes) for c in t[:, k]])
+                for k in range(t.shape[1])]
+    texts = [t for v in values or [] for t in ([v] if ":" in v else
+                                                [c for c in v.split(",") if c.strip()])]
+    for token, text in zip(parsed, texts):
+        _check_fits(token, output, text.strip())
+    if len(parsed) == 1 or n == 1:
+        per_image = [([t] * n, [x] * n) for t, x in zip(parsed, texts)]
+    elif len(parsed) == n:
+        per_image = [(parsed, texts)]
+    else:
+        raise CliError(f"got {len(parsed)} targets for {n} images; give one for all, one per "
+                       "image, or several for a single image")
+    columns = []
+    for k, (tokens, text) in enumerate(per_image):
+        target = _combine(tokens, output)
+        described = [_describe(tok, i, output, k, class_name, names) for i, tok in
+                     enumerate(tokens)]
+        columns.append(TargetColumn(target, [d[0] for d in described],
+                                    [tok if isinstance(tok, int) else t.strip()
+                                     for tok, t in zip(tokens, text)],
+                                    [d[1] for d in described]))
+    return columns
+
+
+def _is_topk(t: Any) -> bool:
+    from .targets import TopK
+
+    return isinstance(t, TopK)
+
+
+def _scores_of(output: Any) -> torch.Tensor:
+    from .targets import describe_output, unwrap
+
+    try:
+        out = unwrap(output)
+    except TypeError:
+        out = None
+    if out is None or out.dim() != 2:
+        raise CliError(f"class targets need (B, classes) scores, but the model returns "
+                       f"{describe_output(output)}; give --target field:NAME:C for a field of "
+                       "the output, or another form")
+    return out
+
+
+def _class_on(kind: str, output: Any) -> str:
+    from .targets import describe_output
+
+    fix = ("seg:C (class C over its predicted mask)" if kind == "segmentation" else
+           "box:X0,Y0,X1,Y1[:LABEL] (a box in input pixels)")
+    return (f"class targets (--target C, --top K, topK) explain a (B, classes) output, but this "
+            f"{kind} model returns {describe_output(output)}; give --target {fix}, or no "
+            "--target for the default")
+
+
+_FIXES = {"classification": "a class index (3) or topK", "segmentation": "seg:C",
+          "detection": "box:X0,Y0,X1,Y1[:LABEL]",
+          "other": "field:NAME[:TARGET] (a field of the output) or channel:LAYER:C"}
+
+
+def _check_fits(token: Any, output: Any, text: str) -> None:
+    """Raises :class:`CliError` when a target cannot read the model's output, naming the
+    forms that can."""
+    from . import targets as T
+
+    kind = output_kind(output)
+    if isinstance(token, (int, T.Class)):
+        if kind in ("segmentation", "detection"):
+            raise CliError(_class_on(kind, output))
+        wants = "classification"
+    elif isinstance(token, T.Segmentation):
+        wants = "segmentation"
+    elif isinstance(token, T.Detection):
+        wants = "detection"
+        if kind == "other":
+            return  # YOLO-style (B, N, 4 + classes) tensors are detections too
+    elif isinstance(token, T.Output):
+        try:
+            picked = token.pick(output)
+        except ValueError:
+            raise CliError(f"--target {text}: the model's output has no field "
+                           f"{token.field!r}; it is {T.describe_output(output)}") from None
+        _check_fits(token.target, picked, text)
+        return
+    else:
+        return
+    if kind != wants:
+        raise CliError(f"--target {text} explains a {wants} output, but the model returns "
+                       f"{T.describe_output(output)}; give --target {_FIXES[kind]}")
+
+
+def _combine(tokens: list[Any], output: Any) -> Any:
+    """One batch target from one target per image (the same object: that target)."""
+    from . import targets as T
+
+    first = tokens[0]
+    if all(t is first for t in tokens):
+        if isinstance(first, int):
+            return torch.full((len(tokens),), first, dtype=torch.long)
+        return first
+    kinds = {type(t) for t in tokens}
+    if len(kinds) != 1:
+        raise CliError("one target per image must be of one kind for every image (all class "
+                       "indices, all seg:, all box:, ...); run the images separately otherwise")
+    if isinstance(first, int):
+        return torch.tensor(tokens, dtype=torch.long)
+    if isinstance(first, T.Segmentation):
+        return T.Segmentation(torch.cat([t.c for t in tokens]))
+    if isinstance(first, T.Detection):
+        labelled = [t.labels is not None for t in tokens]
+        if any(labelled) and not all(labelled):
+            raise CliError("one box per image: give a :LABEL to every box or to none")
+        return T.Detection([t.boxes[0] for t in tokens],
+                           labels=[t.labels[0] for t in tokens] if all(labelled) else None)
+    if isinstance(first, T.Output):
+        if len({t.field for t in tokens}) != 1:
+            raise CliError("one field: target per image must read the same field in every "
+                           "image")
+        return T.Output(first.field, _combine([t.target for t in tokens], first.pick(output)))
+    if isinstance(first, T.Class):  # the class of a field: given, or predicted, per image
+        if all(t.classes is None for t in tokens):
+            return T.Class(None)
+        if any(t.classes is None for t in tokens):
+            raise CliError("one field: target per image: give a class to every image's field "
+                           "target or to none")
+        return T.Class(torch.cat([t.classes for t in tokens]))
+    if all((t.layer, t.channel) == (first.layer, first.channel) for t in tokens):
+        return first
+    raise CliError("channel: targets differ per image; give one channel for every image or "
+                   "run the images separately")
+
+
+def _describe(token: Any, i: int, output: Any, k: int, class_name: Any,
+              names: Sequence[str] | None) -> tuple[str, str | None]:
+    """The file tag of image ``i``'s target and the class it explains (or None)."""
+    from . import targets as T
+
+    if isinstance(token, int):
+        return str(token), class_name(token, _classes(output))
+    if isinstance(token, T.Class):
+        classes = token.bind(output).classes
+        c = int(classes[i] if classes.numel() > 1 else classes[0])
+        return str(c), class_name(c, _classes(output))
+    if isinstance(token, T.Segmentation):
+        c = int(token.c[i] if token.c.numel() > 1 else token.c[0])
+        return f"seg{c}", class_name(c, _classes(output))
+    if isinstance(token, T.Detection):
+        label = token.labels[0] if token.labels is not None else None
+        name = None if label is None else class_name(int(label[0]), len(names or []))
+        return f"box{k}", name
+    if isinstance(token, T.Output):
+        tag, name = _describe(token.target, i, token.pick(output), k, class_name, names)
+        return f"{token.field}-{tag}", name
+    if isinstance(token, T.Channel):
+        return f"channel-{token.layer.replace(':', '-')}-{token.channel}", None
+    return f"target{k}", None
+
+
+def _classes(output: Any) -> int:
+    """The number of classes of a classification or segmentation output (0 if neither)."""
+    from .targets import unwrap
+
+    try:
+        out = unwrap(output)
+    except TypeError:
+        return 0
+    return int(out.shape[1]) if out.dim() in (2, 4) else 0
+
+
+def _default_segmentation(out: torch.Tensor, class_name: Any, names: Sequence[str] | None,
+                          ) -> TargetColumn:
+    """Per image, the class that covers most pixels (a class named ``__background__`` only
+    when nothing else is predicted)."""
+    from .targets import Segmentation
+
+    counts = torch.nn.functional.one_hot(out.argmax(1).flatten(1), out.shape[1]).sum(1)
+    if names is not None and len(names) == out.shape[1]:
+        background = [j for j, name in enumerate(names) if name.strip("_") == "background"]
+        others = counts.clone()
+        others[:, background] = 0
+        counts = torch.where(others.sum(1, keepdim=True) > 0, others, counts)
+    c = counts.argmax(1)
+    classes = [int(v) for v in c]
+    return TargetColumn(Segmentation(c), [f"seg{v}" for v in classes],
+                        [f"seg:{v}" for v in classes],
+                        [class_name(v, out.shape[1]) for v in classes])
+
+
+def _default_detection(output: Any, class_name: Any, names: Sequence[str] | None,
+                       ) -> TargetColumn:
+    """Per image, the highest-scoring predicted box with its label."""
+    from .targets import Detection
+
+    boxes, labels, specs = [], [], []
+    for i, o in enumerate(output):
+        if o["boxes"].shape[0] == 0:
+            raise CliError(f"the detector predicts no box in image {i} above its score "
+                           "threshold, so there is nothing to explain by default; give --target "
+                           "box:X0,Y0,X1,Y1, or lower the threshold, e.g. --model-arg "
+                           "box_score_thresh=0.0 for torchvision detectors")
+        best = int(_ranked(o)[0])
+        boxes.append(o["boxes"][best:best + 1].detach())
+        labels.append(o["labels"][best:best + 1].detach())
+        specs.append("box:" + ",".join(f"{float(v):.1f}" for v in boxes[-1][0]) +
+                     f":{int(labels[-1][0])}")
+    return TargetColumn(Detection(boxes, labels=labels), ["box0"] * len(boxes), specs,
+                        [class_name(int(v[0]), len(names or [])) for v in labels])
+
+
+def _ranked(detections: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    """The boxes of one image's detections by decreasing score (ties: in the model's order)."""
+    return torch.sort(detections["scores"].detach(), descending=True, stable=True).indices
+
+
+def predictions(output: Any, i: int, class_name: Any, names: Sequence[str] | None = None,
+                top: int = 3) -> str:
+    """What the model predicts for image ``i``, in a few words: the ``top`` classes with their
+    probability, the classes covering most pixels, or the highest-scoring boxes."""
+    from .targets import describe_output, unwrap
+
+    kind = output_kind(output)
+    if kind == "detection":
+        o = output[i]
+        order = _ranked(o)[:top]
+        shown = [f"{class_name(int(o['labels'][j]), len(names or []))} "
+                 f"{float(o['scores'][j]):.2f} at "
+                 f"[{', '.join(f'{float(v):.0f}' for v in o['boxes'][j])}]" for j in order]
+        count = o["boxes"].shape[0]
+        return f"{count} box{'es' if count != 1 else ''}" + (f" ({', '.join(shown)})"
+                                                              if shown else "")
+    if kind == "segmentation":
+        out = unwrap(output)
+        share = torch.nn.functional.one_hot(out[i].argmax(0).flatten(), out.shape[1]).float() \
+            .mean(0)
+        best = share.topk(min(top, share.numel()))
+        return "pixels " + ", ".join(f"{class_name(int(c), out.shape[1])} {float(p):.2f}"
+                                     for p, c in zip(best.values, best.indices) if p > 0)
+    if kind == "classification":
+        probs = torch.softmax(unwrap(output).float(), -1)
+        best = probs[i].topk(min(top, probs.shape[-1]))
+        return ", ".join(f"{class_name(int(c), probs.shape[-1])} {float(p):.2f}"
+                         for p, c in zip(best.values, best.indices))
+    return f"the model returns {describe_output(output)}"
+
+
+def default_layer(fm: Any, x: torch.Tensor, output: Any) -> str | None:
+    """The CAM layer of a detector: the last spatial layer of its backbone with one map per
+    image (a detector's last spatial layer is its ROI pooling, one map per proposal); None for
+    other models (the methods' own default)."""
+    if output_kind(output) != "detection":
+        return None
+    fm.ensure_traced(x)
+    batch = fm.traced_input_shape[0]
+    maps = [c for c in fm.layers if c.layout.kind == "nchw" and c.shape is not None
+            and not c.functional and c.shape[0] == batch and c.shape[2] * c.shape[3] > 1]
+    if not maps:
+        return None
+    backbone = [c for c in maps if c.module_name.startswith("backbone.")]
+    return max(backbone or maps, key=lambda c: c.end_order).name
 
 
 def pixels(x: torch.Tensor, loaded: LoadedModel) -> torch.Tensor:
@@ -363,17 +871,26 @@ def say(args: Any, text: str, err: bool = False) -> None:
         print(text, file=sys.stderr if err else sys.stdout)
 
 
+_TORCHVISION_TASKS = ("classification", "segmentation", "detection")
+
+
 def _torchvision_model(spec: str, name: str, device: torch.device, weights: str | None,
-                       seed: int) -> LoadedModel:
+                       seed: int, options: dict[str, Any]) -> LoadedModel:
     import torchvision
 
-    available = torchvision.models.list_models(module=torchvision.models)
-    if name not in available:
-        close = difflib.get_close_matches(name, available, n=4, cutoff=0.5)
+    models = torchvision.models
+    modules = {"classification": models, "segmentation": models.segmentation,
+               "detection": models.detection}
+    tasks = {n: task for task in reversed(_TORCHVISION_TASKS)
+             for n in models.list_models(module=modules[task])}
+    if name not in tasks:
+        close = difflib.get_close_matches(name, list(tasks), n=4, cutoff=0.5)
         hint = f"did you mean {', '.join(close)}?" if close else \
             "see torchvision.models.list_models()"
-        raise CliError(f"torchvision has no classification model {name!r}; {hint}")
-    enum = torchvision.models.get_model_weights(name)
+        raise CliError(f"torchvision has no classification, segmentation or detection model "
+                       f"{name!r}; {hint}")
+    task = tasks[name]
+    enum = models.get_model_weights(name)
     w = None
     if weights is not None:
         short = weights.rpartition(".")[2]  # ResNet18_Weights.IMAGENET1K_V1 or IMAGENET1K_V1
@@ -381,18 +898,159 @@ def _torchvision_model(spec: str, name: str, device: torch.device, weights: str 
         if w is None:
             raise CliError(f"{name} has no weights {weights!r}; use DEFAULT or one of "
                            f"{', '.join(m.name for m in enum)}")
+    builder = models.get_model_builder(name)
+    if "weights_backbone" in inspect.signature(builder).parameters:
+        options.setdefault("weights_backbone", None)  # random init downloads nothing
     try:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            model = torchvision.models.get_model(name, weights=w)
+            model = builder(weights=w, **options)
+    except TypeError as e:
+        raise CliError(f"torchvision's {name} refused the --model-arg options "
+                       f"{_options_text(options)} ({_first_line(e)}); see the documentation of "
+                       f"torchvision.models.{builder.__name__}") from None
     except Exception as e:  # no network, a corrupt cache, ...
+        if w is None:
+            raise CliError(f"could not build torchvision's {name} ({type(e).__name__}: "
+                           f"{_first_line(e)}); check the --model-arg options") from None
         raise CliError(f"could not get the weights {weights} of {name} ({_first_line(e)}); "
                        "without internet, put the file in torch.hub's cache or drop "
                        "--weights for random init") from None
     loaded = _finish(model.to(device).eval(), spec, False)
+    loaded.task = task
+    if task == "detection":  # torchvision detectors normalize [0, 1] pixels themselves
+        loaded.mean = loaded.std = None
     if w is not None and "categories" in w.meta:
         loaded.class_names = list(w.meta["categories"])
     return loaded
+
+
+def _timm_model(spec: str, name: str, device: torch.device, weights: str | None, seed: int,
+                options: dict[str, Any]) -> LoadedModel:
+    try:
+        import timm
+        import timm.data
+    except ImportError:
+        raise CliError(f"--model {spec} needs the timm package; pip install timm") from None
+    if not timm.is_model(name):
+        close = difflib.get_close_matches(name, timm.list_models(), n=4, cutoff=0.6)
+        hint = f"did you mean {', '.join(close)}?" if close else "see timm.list_models()"
+        raise CliError(f"timm has no model {name!r}; {hint}")
+    pretrained = weights is not None
+    if weights is not None and weights != "DEFAULT":
+        if not os.path.isfile(weights):
+            raise CliError(f"timm models take --weights DEFAULT (the pretrained weights of the "
+                           f"name's tag, e.g. timm:resnet18.a1_in1k) or the path of a weights "
+                           f"file, not {weights!r}")
+        options.setdefault("pretrained_cfg_overlay", {"file": str(weights)})
+    try:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            model = timm.create_model(name, pretrained=pretrained, **options)
+    except TypeError as e:
+        raise CliError(f"timm's {name} refused the --model-arg options {_options_text(options)} "
+                       f"({_first_line(e)})") from None
+    except Exception as e:
+        if not pretrained:
+            raise CliError(f"could not build timm's {name} ({type(e).__name__}: "
+                           f"{_first_line(e)}); check the --model-arg options") from None
+        raise CliError(f"could not get the pretrained weights of timm's {name} "
+                       f"({_first_line(e)}); without internet, give --weights PATH of a weights "
+                       "file, or drop --weights for random init") from None
+    config = timm.data.resolve_data_config({}, model=model)
+    size = options.get("img_size", config["input_size"][-1])
+    size = int(size if isinstance(size, int) else size[-1])
+    names = None
+    try:
+        subset = timm.data.infer_imagenet_subset(model)
+        if subset and subset != "imagenet-1k":  # 1k: netlens's own ImageNet names
+            info = timm.data.ImageNetInfo(subset)
+            names = [info.index_to_description(i).split(",")[0]
+                     for i in range(info.num_classes())]
+    except Exception:  # class names are a nicety; timm versions differ
+        names = None
+    return LoadedModel(model.to(device).eval(), spec, False, tuple(config["mean"]),
+                       tuple(config["std"]), size, names, "classification")
+
+
+def _hf_model(spec: str, name: str, device: torch.device, seed: int, options: dict[str, Any],
+              ) -> LoadedModel:
+    try:
+        import transformers
+    except ImportError:
+        raise CliError(f"--model {spec} needs the transformers package; pip install "
+                       "transformers") from None
+    from transformers.utils import logging as hf_logging
+
+    bars, verbosity = hf_logging.is_progress_bar_enabled(), hf_logging.get_verbosity()
+    hf_logging.disable_progress_bar()  # netlens has its own; warnings only for errors
+    hf_logging.set_verbosity_error()
+    try:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            model = transformers.AutoModelForImageClassification.from_pretrained(name, **options)
+    except Exception as e:  # an unknown id, no internet, not an image classifier, ...
+        raise CliError(f"could not load the HuggingFace image classifier {name!r} "
+                       f"({type(e).__name__}: {_first_line(e)}); give a Hub id (cached here "
+                       "when offline) or a folder saved by save_pretrained") from None
+    try:
+        processor = transformers.AutoImageProcessor.from_pretrained(name)
+    except Exception:
+        processor = None
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
+    loaded = _finish(model.to(device).eval(), spec, False)
+    loaded.task = "classification"
+    if processor is not None and hasattr(processor, "image_mean"):
+        normalize = getattr(processor, "do_normalize", True)
+        loaded.mean = tuple(processor.image_mean) if normalize else None
+        loaded.std = tuple(processor.image_std) if normalize else None
+    size = _hf_size(getattr(processor, "size", None)) or getattr(model.config, "image_size", None)
+    if isinstance(size, (tuple, list)):
+        size = size[-1]
+    if isinstance(size, int):
+        loaded.size = size
+    labels = getattr(model.config, "id2label", None) or {}
+    names = [str(labels.get(i, labels.get(str(i), i))) for i in range(len(labels))]
+    if names and names != [f"LABEL_{i}" for i in range(len(names))]:  # not the placeholders
+        loaded.class_names = names
+    return loaded
+
+
+def _hf_size(size: Any) -> int | None:
+    """The image side of a HuggingFace image processor's ``size``."""
+    for key in ("height", "shortest_edge"):
+        value = size.get(key) if isinstance(size, Mapping) else getattr(size, key, None)
+        if isinstance(value, int):
+            return value
+    return None
+
+
+def _options_text(options: Mapping[str, Any]) -> str:
+    return " ".join(f"{k}={v!r}" for k, v in options.items()) or "(none)"
+
+
+def parse_model_args(values: Sequence[str] | None) -> dict[str, Any]:
+    """``--model-arg KEY=VALUE`` options as keyword arguments: each value a Python literal
+    (``320``, ``0.0``, ``True``, ``(1, 2)``, ``None``) or else a string.
+
+    Raises:
+        CliError: an option that is not ``KEY=VALUE`` with a Python identifier as KEY.
+    """
+    options: dict[str, Any] = {}
+    for item in values or []:
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        if not sep or not key.isidentifier():
+            raise CliError(f"--model-arg {item!r} is not KEY=VALUE (e.g. --model-arg "
+                           "box_score_thresh=0.0)")
+        try:
+            options[key] = ast.literal_eval(value.strip())
+        except (ValueError, SyntaxError):
+            options[key] = value.strip()
+    return options
 
 
 def _finish(model: nn.Module, spec: str, scripted: bool) -> LoadedModel:

@@ -1,40 +1,47 @@
 """The ``netlens`` command: attribution maps, deep dream, feature visualization, style transfer,
-evaluation and the demo, from a shell.
+evaluation, the demo and the README's figures, from a shell.
 
 ``netlens attribute photo.jpg --model torchvision:resnet50 --method gradcam,saliency --top 3``
 writes, per image, method and target, a heatmap overlay (PNG) and the raw map (``.npy``) to
 ``-o DIR``, with a ``manifest.json`` that records versions, seed, parameters and files.
-``python -m netlens`` is the same command. Models are ``shapes`` (the shipped model, the
-default), ``torchvision:NAME`` (random init unless ``--weights DEFAULT``) or the path of a
-pickled ``nn.Module`` or a TorchScript archive. Every anticipated failure prints one line,
-``netlens: error: ...``, and exits with status 2; ``--debug`` shows tracebacks.
+``python -m netlens`` is the same command; ``python -m netlens.demo`` and
+``python -m netlens.gallery`` are ``netlens demo`` and ``netlens gallery``. Models are
+``shapes`` (the shipped model, the default), ``torchvision:NAME`` (classification, segmentation
+and detection models; random init unless ``--weights DEFAULT``), ``timm:NAME``, ``hf:NAME``
+(HuggingFace image classifiers) or the path of a pickled ``nn.Module`` or a TorchScript
+archive. Targets (``--target``) are class indices, ``topK``, ``seg:C``,
+``box:X0,Y0,X1,Y1[:LABEL]``, ``field:NAME[:TARGET]`` or ``channel:LAYER:C``. Every anticipated
+failure prints one line, ``netlens: error: ...``, and exits with status 2; ``--debug`` shows
+tracebacks. This module holds the only argument parser of netlens's commands (but
+``netlens.zoo``'s own ``_main``).
 """
 
 from __future__ import annotations
 
 import argparse
-import inspect
 import sys
 import time
 from collections.abc import Sequence
 from typing import Any
 
 from ._cli_io import (
+    TARGET_SYNTAX,
     CliError,
     Session,
+    TargetColumn,
+    default_layer,
     load_images,
     pixels,
+    predictions,
     resolve_device,
     say,
     split_names,
     stems,
-    targets_from,
+    target_columns,
 )
 
 __all__ = ["main"]
 
-# Methods that read a layer through hooks: not possible on a TorchScript archive.
-_LAYER_METHODS = ("guided_backprop", "guided_gradcam")
 # attribute's method options: command-line name -> keyword of the attribution functions.
 _OPTIONS = {"layer": "layer", "steps": "steps", "samples": "n", "sigma": "sigma",
             "window": "window", "stride": "stride", "batch_size": "batch_size"}
@@ -84,6 +91,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _parser() -> argparse.ArgumentParser:
     from ._version import __version__
+    from .attribution import METHODS
+
+    def takers(option: str) -> str:
+        """The methods that take ``option``, from the registry's specs."""
+        return ", ".join(m for m, spec in METHODS.items() if option in spec.parameters)
 
     parser = _Parser(prog="netlens", description="What a neural network sees and why it decides: "
                      "attribution maps, deep dream, feature visualization, style transfer, "
@@ -101,12 +113,22 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--debug", action="store_true", help="tracebacks for unexpected errors")
 
     def model_options(p: argparse.ArgumentParser, default: str = "shapes") -> None:
-        p.add_argument("--model", default=default, help=f"shapes, torchvision:NAME or the path of "
-                       f"a torch.save'd nn.Module or TorchScript archive (default {default})")
+        p.add_argument("--model", default=default, help=f"shapes; torchvision:NAME "
+                       f"(classification, segmentation or detection, e.g. "
+                       f"torchvision:fcn_resnet50, torchvision:fasterrcnn_resnet50_fpn); "
+                       f"timm:NAME (pip install timm); hf:NAME, a HuggingFace image classifier: "
+                       f"a Hub id or a save_pretrained folder (pip install transformers); or the "
+                       f"path of a torch.save'd nn.Module or TorchScript archive (default "
+                       f"{default})")
         p.add_argument("--weights", help="torchvision weights: DEFAULT or a name such as "
-                       "IMAGENET1K_V1 (default: random init, seeded)")
+                       "IMAGENET1K_V1; timm: DEFAULT or a weights file (default: random init, "
+                       "seeded; hf:NAME brings its own)")
+        p.add_argument("--model-arg", action="append", metavar="KEY=VALUE", help="a keyword "
+                       "argument of the torchvision, timm or hf model builder, repeatable, the "
+                       "value a Python literal, e.g. --model-arg min_size=320 --model-arg "
+                       "box_score_thresh=0.0 for a torchvision detector")
         p.add_argument("--size", type=int, help="image side in pixels (default: 64 for shapes, "
-                       "224 otherwise)")
+                       "the model's for timm and hf, 224 otherwise)")
 
     def command(name: str, run: Any, help: str, out: str, model: str | None = "shapes",
                 ) -> argparse.ArgumentParser:
@@ -122,21 +144,42 @@ def _parser() -> argparse.ArgumentParser:
                 None)
     p.add_argument("--small", action="store_true", help="a reduced, quick version")
 
+    p = sub.add_parser("gallery", help="draw the README's figures from the demo's stages",
+                       description="draw the README's figures (images/readme) from the demo's "
+                       "stages: the same code, parameters and seed")
+    p.add_argument("-o", "--out", default="images/readme", help="output folder (default "
+                   "images/readme)")
+    p.add_argument("--small", action="store_true", help="the demo's reduced run")
+    p.add_argument("--seed", type=int, default=2026, help="seed of every random draw (default "
+                   "2026, the README's)")
+    p.add_argument("--device", default="cpu", help="cpu (default: the README's pictures are "
+                   "drawn on a CPU), cuda or auto")
+    p.add_argument("--quiet", action="store_true", help="no progress bars and no summary")
+    p.add_argument("--debug", action="store_true", help="tracebacks for unexpected errors")
+    p.set_defaults(run=_gallery)
+
     p = command("attribute", _attribute, "attribution maps of images: overlays, raw maps, "
                 "manifest", "netlens_attribute")
     p.add_argument("images", nargs="+", metavar="IMAGE")
     p.add_argument("--method", action="append", help="a method of netlens.attribution.METHODS, "
                    "repeatable or comma-separated; 'all' for every one (default gradcam)")
     group = p.add_mutually_exclusive_group()
-    group.add_argument("--target", nargs="+", help="class index: one for all images, one per "
-                       "image, or several for a single image (default: the predicted class)")
-    group.add_argument("--top", type=int, metavar="K", help="the K highest-scoring classes")
-    p.add_argument("--layer", help="layer of the CAM methods (default: last spatial layer)")
-    p.add_argument("--steps", type=int, help="integrated_gradients steps")
-    p.add_argument("--samples", type=int, help="smooth_grad samples")
-    p.add_argument("--sigma", type=float, help="smooth_grad noise, a fraction of the range")
-    p.add_argument("--window", type=int, help="occlusion window in pixels")
-    p.add_argument("--stride", type=int, help="occlusion stride in pixels")
+    group.add_argument("--target", nargs="+", metavar="TARGET", help=f"what to explain: "
+                       f"{TARGET_SYNTAX}. One target is for every image, as many as images one "
+                       f"per image, several for a single image: one map each, files "
+                       f"IMAGE_METHOD_TAG (TAG the class, seg15, box0, ...). Default: the "
+                       f"predicted class; for a segmentation model the class covering most "
+                       f"pixels; for a detector its highest-scoring box")
+    group.add_argument("--top", type=int, metavar="K", help="the K highest-scoring classes "
+                       "(= --target topK)")
+    p.add_argument("--layer", help=f"layer of {takers('layer')} (default: the last spatial "
+                   "layer; for a detector its backbone's last map)")
+    p.add_argument("--steps", type=int, help=f"steps of {takers('steps')}")
+    p.add_argument("--samples", type=int, help=f"noisy samples of {takers('n')}")
+    p.add_argument("--sigma", type=float, help=f"noise of {takers('sigma')}, a fraction of the "
+                   "range")
+    p.add_argument("--window", type=int, help=f"window of {takers('window')} in pixels")
+    p.add_argument("--stride", type=int, help=f"stride of {takers('stride')} in pixels")
     p.add_argument("--batch-size", type=int, help="images per pass (default: from a memory "
                    "budget)")
 
@@ -178,8 +221,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--metric", action="append", help="metrics of netlens.metrics.METRICS, "
                    "repeatable or comma-separated; 'all' for every one (default: deletion, "
                    "insertion, and with masks pointing_game, relevance_mass)")
-    p.add_argument("--target", nargs="+", help="class per image (default: the label of a "
-                   "shapes image, else the predicted class)")
+    p.add_argument("--target", nargs="+", metavar="TARGET", help=f"one target for all images "
+                   f"or one per image, as for attribute: {TARGET_SYNTAX} (default: the label "
+                   f"of a shapes image, else as for attribute)")
     return parser
 
 
@@ -188,21 +232,31 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _demo(args: argparse.Namespace, argv: list[str]) -> None:
-    from . import demo
+    from . import gallery
 
     device = resolve_device(args.device)
     start = time.perf_counter()
     seed = {} if args.seed is None else {"seed": args.seed}
-    manifest = demo.run(args.out, small=args.small, device=device, progress=not args.quiet,
-                        **seed)
+    manifest = gallery.run(args.out, small=args.small, device=device, progress=not args.quiet,
+                           **seed)
     index = manifest.parent / "index.html"
     shown = f"{index} and {manifest}" if index.is_file() else str(manifest)
     say(args, f"wrote {shown} in {time.perf_counter() - start:.1f} s")
 
 
-def _attribute(args: argparse.Namespace, argv: list[str]) -> None:
-    import torch
+def _gallery(args: argparse.Namespace, argv: list[str]) -> None:
+    from . import gallery
 
+    device = resolve_device(args.device)
+    start = time.perf_counter()
+    paths = gallery.readme(args.out, small=args.small, seed=args.seed, device=device,
+                           progress=not args.quiet)
+    for path in paths:
+        say(args, f"{path}  {path.stat().st_size / 1024:.0f} KB")
+    say(args, f"{len(paths)} pictures in {time.perf_counter() - start:.1f} s")
+
+
+def _attribute(args: argparse.Namespace, argv: list[str]) -> None:
     from . import export
     from .attribution import METHODS
 
@@ -210,9 +264,9 @@ def _attribute(args: argparse.Namespace, argv: list[str]) -> None:
     run = Session(args)
     _check_scripted(run, methods, args.layer)
     x = run.images(args.images)
-    scores = run.scores(x)
-    targets = targets_from(args, scores, len(args.images))
-    options = _method_options(args, methods, run)
+    output = run.output(x)
+    columns = _targets(run, args, output, len(args.images))
+    options = _method_options(args, methods, run, x, output)
     records: list[dict] = []
     names = stems(args.images)
     for i, stem in enumerate(names):
@@ -220,28 +274,25 @@ def _attribute(args: argparse.Namespace, argv: list[str]) -> None:
         records.append({"path": image.name, "kind": "image", "stage": "input",
                         "image": args.images[i]})
     for method in methods:
-        for k in range(targets.shape[1]):
-            t = targets[:, k]
-            attr = METHODS[method](run.fm, x, t, **options[method])
+        for column in columns:
+            attr = METHODS[method](run.fm, x, column.target, **options[method])
             for i, stem in enumerate(names):
-                c = int(t[i])
-                base = f"{stem}_{method}_{c}"
-                about = {"method": method, "image": args.images[i], "target": c,
-                         "class": run.class_name(c, scores.shape[-1])}
+                base = f"{stem}_{method}_{column.tags[i]}"
+                about = {"method": method, "image": args.images[i], "target": column.specs[i],
+                         "class": column.classes[i]}
                 export.save_overlay(run.out / f"{base}.png", x[i:i + 1], attr[i:i + 1],
                                     mean=run.loaded.mean, std=run.loaded.std)
                 export.save_array(run.out / f"{base}.npy", attr[i:i + 1])
                 records += [{"path": f"{base}.png", "kind": "image", "stage": "overlay", **about},
                             {"path": f"{base}.npy", "kind": "array", "stage": "raw",
                              "shape": list(attr[i:i + 1].shape), **about}]
-    probs = torch.softmax(scores.float(), -1)
     for i, path in enumerate(args.images):
-        top = probs[i].topk(min(3, probs.shape[-1]))
-        guesses = ", ".join(f"{run.class_name(int(c), probs.shape[-1])} {float(p):.2f}"
-                            for p, c in zip(top.values, top.indices))
-        say(args, f"{path}: {guesses}; maps for target(s) "
-            f"{', '.join(str(int(c)) for c in targets[i])}")
-    run.finish(argv, records, {"methods": methods, "targets": targets.tolist()})
+        say(args, f"{path}: {predictions(output, i, run.class_name, run.loaded.class_names)}; "
+            f"maps for target(s) {', '.join(str(c.specs[i]) for c in columns)}")
+    layers = sorted({o["layer"] for o in options.values() if "layer" in o})
+    run.finish(argv, records, {"methods": methods, **({"layers": layers} if layers else {}),
+                               "targets": [[c.specs[i] for c in columns]
+                                           for i in range(len(args.images))]})
 
 
 def _dream(args: argparse.Namespace, argv: list[str]) -> None:
@@ -354,11 +405,15 @@ def _eval(args: argparse.Namespace, argv: list[str]) -> None:
         masks = batch.masks.to(run.device)
     else:
         x = run.images(args.images)
-    scores = run.scores(x)
     if args.target is None and args.shapes is not None:
         targets = batch.labels.to(run.device)
+        shown: Any = targets.tolist()
     else:
-        targets = targets_from(args, scores, x.shape[0])[:, 0]
+        columns = _targets(run, args, run.output(x), x.shape[0])
+        if len(columns) != 1:
+            raise CliError(f"netlens eval scores one target per image, got {len(columns)} per "
+                           "image; give one target for all images or one per image")
+        targets, shown = columns[0].target, columns[0].specs
     table = metrics.compare(run.fm, x, targets, methods=methods, metrics=chosen, masks=masks,
                             progress=run.progress,
                             generator=torch.Generator(device=run.device).manual_seed(args.seed))
@@ -372,7 +427,7 @@ def _eval(args: argparse.Namespace, argv: list[str]) -> None:
         records.append({"path": "curves.png", "kind": "image", "stage": "curves"})
     say(args, markdown)
     run.finish(argv, records, {"methods": methods, "metrics": table.metrics,
-                               "images": x.shape[0], "targets": targets.tolist()})
+                               "images": x.shape[0], "targets": shown})
 
 
 # ---------------------------------------------------------------------------------------------
@@ -380,19 +435,35 @@ def _eval(args: argparse.Namespace, argv: list[str]) -> None:
 
 
 def _check_scripted(run: Session, methods: Sequence[str], layer: str | None) -> None:
-    from .attribution import CAM_METHODS
+    from .attribution import METHODS
 
     if not run.loaded.scripted:
         return
-    needs = [m for m in methods if m in CAM_METHODS or m in _LAYER_METHODS]
+    needs = [m for m in methods if METHODS[m].layer or METHODS[m].rules]
     if needs or layer:
+        usable = [m for m, spec in METHODS.items() if not (spec.layer or spec.rules)]
         raise CliError(f"{', '.join(needs) or '--layer'} read(s) the model's layers, which a "
-                       "TorchScript archive hides from hooks; use saliency, input_x_gradient, "
-                       "smooth_grad, integrated_gradients or occlusion, or save the model with "
-                       "torch.save(model, path)")
+                       f"TorchScript archive hides from hooks; use {', '.join(usable[:-1])} or "
+                       f"{usable[-1]}, or save the model with torch.save(model, path)")
 
 
-def _method_options(args: argparse.Namespace, methods: list[str], run: Session) -> dict:
+def _targets(run: Session, args: argparse.Namespace, output: Any, n: int) -> list[TargetColumn]:
+    """The ``--target``/``--top`` targets of the images, checked against the model's output."""
+
+    def resolve_layer(name: str) -> str:
+        if run.loaded.scripted:
+            raise CliError(f"--target channel:{name}:C reads a layer, which a TorchScript "
+                           "archive hides from hooks; save the model with "
+                           "torch.save(model, path)")
+        return run.layer(name)
+
+    return target_columns(args.target, getattr(args, "top", None), output, n,
+                          class_name=run.class_name, names=run.loaded.class_names,
+                          resolve_layer=resolve_layer)
+
+
+def _method_options(args: argparse.Namespace, methods: list[str], run: Session, x: Any,
+                    output: Any) -> dict:
     import torch
 
     from .attribution import METHODS
@@ -405,17 +476,22 @@ def _method_options(args: argparse.Namespace, methods: list[str], run: Session) 
         given["layer"] = run.fm.resolve_layer(args.layer)  # fail before any work
     options: dict[str, dict] = {}
     for m in methods:
-        accepted = inspect.signature(METHODS[m]).parameters
-        options[m] = {k: v for k, v in given.items() if k in accepted}
-        if "progress" in accepted:
+        spec = METHODS[m]
+        options[m] = spec.options_for(given)
+        if spec.progress:
             options[m]["progress"] = run.progress
-        if "generator" in accepted:
+        if "generator" in spec.parameters:
             options[m]["generator"] = torch.Generator(device=run.device).manual_seed(args.seed)
     for opt, kw in _OPTIONS.items():
         if kw in given and not any(kw in o for o in options.values()):
-            takers = [m for m in METHODS if kw in inspect.signature(METHODS[m]).parameters]
+            takers = [m for m, spec in METHODS.items() if kw in spec.parameters]
             raise CliError(f"--{opt.replace('_', '-')} does not apply to {', '.join(methods)}; "
                            f"it is an option of {', '.join(takers)}")
+    if args.layer is None and any(METHODS[m].layer for m in methods):
+        layer = default_layer(run.fm, x, output)  # a detector's: its backbone's, not ROI pooling
+        for m in methods:
+            if layer is not None and METHODS[m].layer:
+                options[m]["layer"] = layer
     return options
 
 

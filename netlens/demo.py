@@ -1,8 +1,8 @@
-"""The demo: every technique of netlens on the shipped shapes model, written to one folder.
+"""The demo's stages: every technique of netlens on the shipped shapes model, computed.
 
-``python -m netlens.demo [-o DIR] [--small] [--seed S] [--device D] [--quiet]`` (also
-``python3 tasks.py demo`` and ``netlens demo``) runs, on fresh images of the synthetic shapes
-dataset that :func:`netlens.zoo.shapes_model` never saw and on Grace Hopper's photo:
+``netlens demo [-o DIR] [--small] [--seed S] [--device D] [--quiet]`` (also
+``python -m netlens.demo``, ``python3 tasks.py demo``) runs, on fresh images of the synthetic
+shapes dataset that :func:`netlens.zoo.shapes_model` never saw and on Grace Hopper's photo:
 
 1. ``attribution/``: every method of :data:`netlens.attribution.METHODS`, as overlays with the
    ground-truth object outlined, and the raw maps (``.npy``);
@@ -12,26 +12,26 @@ dataset that :func:`netlens.zoo.shapes_model` never saw and on Grace Hopper's ph
 5. ``metrics/``: the evaluation table of :func:`netlens.metrics.compare` (when it is installed),
 
 then ``shapes_demo.png`` (a summary picture), ``index.html`` (a gallery that works offline) and
-``manifest.json`` (versions, seed, every parameter, every file), written by
-:func:`netlens.gallery.write`; :mod:`netlens.gallery` also renders the same stages as the
+``manifest.json`` (versions, seed, every parameter, every file). This module computes the
+stages (:func:`make_context`, :data:`STAGES`, :func:`compute`); :mod:`netlens.gallery` draws
+them: :func:`netlens.gallery.run` writes the demo folder, :func:`netlens.gallery.readme` the
 README's figures.
 """
 
 from __future__ import annotations
 
-import argparse
 import importlib.util
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor
 
-__all__ = ["Context", "Item", "StageResult", "STAGES", "compute", "main", "make_context", "mosaic",
-           "run", "settings"]
+__all__ = ["Context", "Item", "StageResult", "STAGES", "compute", "make_context", "mosaic",
+           "settings"]
 
 # Methods whose raw map is compared in the metrics stage (a cheap, representative subset).
 _METRIC_METHODS = ("saliency", "integrated_gradients", "guided_backprop", "gradcam", "occlusion",
@@ -130,7 +130,7 @@ def make_context(*, small: bool = False, seed: int = 2026, device: str | torch.d
 
 def attribution_stage(ctx: Context) -> StageResult:
     """Every method of ``METHODS`` on the first images, the true class as target."""
-    from .attribution import CAM_METHODS, METHODS
+    from .attribution import METHODS
     from .data import SHAPES_CLASSES
 
     n = ctx.settings["images"]
@@ -148,19 +148,18 @@ def attribution_stage(ctx: Context) -> StageResult:
         for i, (t, p) in enumerate(zip(labels, probs))]
     res.arrays["masks"] = masks
     with _bar(len(METHODS), ctx, "attribution") as bar:
-        for k, (name, method) in enumerate(METHODS.items()):
+        for k, (name, spec) in enumerate(METHODS.items()):
             options = dict(ctx.settings["methods"].get(name, {}))
             extra: dict[str, Any] = {}
-            if name in ("smooth_grad", "integrated_gradients", "occlusion", "scorecam"):
+            if spec.progress:
                 extra["progress"] = False
-            if name == "smooth_grad":
+            if spec.stochastic:
                 extra["generator"] = ctx.generator(k, x.device)
             start = time.perf_counter()
-            maps = method(ctx.model, x, labels, **options, **extra).detach()
+            maps = spec(ctx.model, x, labels, **options, **extra).detach()
             seconds = time.perf_counter() - start
             res.arrays[name] = maps
-            family = "cam" if name in CAM_METHODS else "occlusion" if name == "occlusion" else \
-                "gradient"
+            family = spec.family
             res.groups[name] = [
                 Item(f"{name}_{i}", f"{name}, image {i}\n{_describe(options)}", x[i:i + 1],
                      maps[i:i + 1],
@@ -324,27 +323,6 @@ def compute(ctx: Context, stages: Sequence[str] | None = None) -> dict[str, Stag
     return results
 
 
-def run(out_dir: str | Path = "netlens_demo", *, small: bool = False, seed: int = 2026,
-        device: str | torch.device = "cpu", progress: bool | None = True) -> Path:
-    """Runs every stage and writes the demo folder.
-
-    Args:
-        out_dir: the output folder (created if missing).
-        small: the reduced run (fewer images and steps, smaller pictures), for tests.
-        seed: the seed of the images and of every random draw.
-        device: where the model runs, e.g. ``"cuda"``.
-        progress: a progress bar per stage (None: only for slow stages).
-
-    Returns:
-        The path of ``manifest.json``.
-    """
-    from .gallery import write
-
-    ctx = make_context(small=small, seed=seed, device=device, progress=progress)
-    return write(out_dir, compute(ctx), ctx,
-                 command=f"python -m netlens.demo -o {out_dir}" + (" --small" if small else ""))
-
-
 def mosaic(size: int, tiles: int = 40, *, generator: torch.Generator) -> Tensor:
     """A drawn style image ``(1, 3, size, size)``: coloured tiles around random points (each pixel
     takes the colour of its nearest point) with dark grout."""
@@ -391,22 +369,7 @@ def _bar(total: int, ctx: Context, desc: str) -> Any:
     return progress_bar(total, ctx.progress, desc)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m netlens.demo",
-                                     description=__doc__.split("\n")[0])
-    parser.add_argument("-o", "--out", default="netlens_demo", help="output folder")
-    parser.add_argument("--small", action="store_true", help="the reduced run (seconds)")
-    parser.add_argument("--seed", type=int, default=2026, help="seed of every random draw")
-    parser.add_argument("--device", default="cpu", help="torch device, e.g. cuda")
-    parser.add_argument("--quiet", action="store_true", help="no progress bars")
-    args = parser.parse_args(argv)
-    start = time.perf_counter()
-    manifest = run(args.out, small=args.small, seed=args.seed, device=args.device,
-                   progress=not args.quiet)
-    seconds = time.perf_counter() - start
-    print(f"wrote {manifest.parent / 'index.html'} and {manifest} in {seconds:.1f} s")
-    return 0
+if __name__ == "__main__":  # python -m netlens.demo ARGS = netlens demo ARGS
+    from .cli import main
 
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+    sys.exit(main(["demo", *sys.argv[1:]]))

@@ -1,30 +1,34 @@
-"""The demo's stages rendered: as the demo folder (:func:`write`) and as the README's figures.
+"""The demo's stages drawn: the demo folder (:func:`run`, :func:`write`) and the README's
+figures (:func:`readme`, :func:`render`).
 
-``python -m netlens.gallery [-o images/readme] [--small] [--seed S]`` runs the stages of
-:mod:`netlens.demo` (the same code, the same parameters, the same seed) and draws one figure per
-family of techniques:
+``netlens gallery [-o images/readme] [--small] [--seed S]`` (also ``python -m netlens.gallery``)
+runs the stages of :mod:`netlens.demo` (the same code, the same parameters, the same seed) and
+draws one figure per family of techniques, the methods grouped by their
+:class:`~netlens.attribution.MethodSpec`:
 
-- ``attribution.png``: the gradient methods on shapes images, with the object outlined;
-- ``cams.png``: the class activation maps; ``occlusion.png``: occlusion;
+- ``attribution.png``: the methods whose result is an input attribution, on shapes images, with
+  the object outlined;
+- ``cams.png``: the class activation maps; ``occlusion.png``: the perturbation methods beside
+  Grad-CAM;
 - ``optvis.png``: class and channel visualizations;
 - ``deep_dream.png`` and ``inversion.png``: on a shapes image and on Grace Hopper's photo;
 - ``style_transfer.png``: content, style, output;
 - ``metrics.png``: the metric curves (when :mod:`netlens.metrics` is installed).
 
 Nothing here is drawn by hand: rerun the command and every picture is regenerated, bit for bit
-on the same versions. :func:`write` fills the folder of ``netlens demo`` with the same stages:
+on the same versions. ``netlens demo`` (:func:`run`) fills its folder with the same stages:
 PNGs, raw maps, the metric table, an offline ``index.html`` and ``manifest.json``.
 """
 
 from __future__ import annotations
 
-import argparse
-import time
+import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import torch
 
 from .demo import Context, StageResult, compute, make_context
 
@@ -32,8 +36,8 @@ if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
-__all__ = ["FIGURES", "attribution_figure", "main", "render", "save_figure", "stage_figure",
-           "style_figure", "write"]
+__all__ = ["FIGURES", "attribution_figure", "readme", "render", "run", "save_figure",
+           "stage_figure", "style_figure", "write"]
 
 _PANEL = 1.35  # inches per picture
 _DPI = 90
@@ -101,23 +105,28 @@ def style_figure(result: StageResult, *, panel: float = 2.0) -> Figure:
                         title="style transfer, random-init VGG16 (no download)")
 
 
-def _cams(result: StageResult) -> Figure:
-    from .attribution import CAM_METHODS
+def _methods(result: StageResult, keep: Callable[[Any], bool]) -> list[str]:
+    """The stage's methods (in ``METHODS`` order) whose spec passes ``keep``."""
+    from .attribution import METHODS
 
-    return attribution_figure(result, [m for m in result.groups if m in CAM_METHODS],
+    return [m for m in result.groups if m in METHODS and keep(METHODS[m])]
+
+
+def _cams(result: StageResult) -> Figure:
+    return attribution_figure(result, _methods(result, lambda s: s.family == "cam" and
+                                               s.output == "map"),
                               title="class activation maps (layer3), true class")
 
 
 def _gradients(result: StageResult) -> Figure:
-    from .attribution import CAM_METHODS
-
-    methods = [m for m in result.groups if m not in CAM_METHODS and m not in ("input",
-                                                                              "occlusion")]
-    return attribution_figure(result, methods, title="gradient attributions, true class")
+    return attribution_figure(result, _methods(result, lambda s: s.output == "input"),
+                              title="gradient attributions, true class")
 
 
 def _occlusion(result: StageResult) -> Figure:
-    return attribution_figure(result, ["gradcam", "occlusion"], panel=1.6,
+    # Grad-CAM, the reference beside which the perturbation maps are shown
+    methods = ["gradcam", *_methods(result, lambda s: s.family == "perturbation")]
+    return attribution_figure(result, methods, panel=1.6,
                               title="occlusion (drop in the class score) beside Grad-CAM")
 
 
@@ -183,7 +192,7 @@ def save_figure(fig: Figure, path: str | Path, *, dpi: int = _DPI) -> Path:
 
 
 def write(out_dir: str | Path, results: dict[str, StageResult], ctx: Context, *,
-          command: str = "python -m netlens.demo", summary: bool = True) -> Path:
+          command: str = "netlens demo", summary: bool = True) -> Path:
     """Writes the demo folder: every picture (PNG), raw array (``.npy``) and table, the summary
     picture ``shapes_demo.png``, ``index.html`` and ``manifest.json``.
 
@@ -268,21 +277,41 @@ def _write_table(out: Path, table: Any, files: list[dict[str, Any]],
 
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m netlens.gallery",
-                                     description=__doc__.split("\n")[0])
-    parser.add_argument("-o", "--out", default="images/readme", help="output folder")
-    parser.add_argument("--small", action="store_true", help="the demo's reduced run")
-    parser.add_argument("--seed", type=int, default=2026, help="seed of every random draw")
-    parser.add_argument("--quiet", action="store_true", help="no progress bars")
-    args = parser.parse_args(argv)
-    start = time.perf_counter()
-    ctx = make_context(small=args.small, seed=args.seed, progress=not args.quiet)
-    paths = render(compute(ctx), args.out)
-    for path in paths:
-        print(f"{path}  {path.stat().st_size / 1024:.0f} KB")
-    print(f"{len(paths)} pictures in {time.perf_counter() - start:.1f} s")
-    return 0
+def run(out_dir: str | Path = "netlens_demo", *, small: bool = False, seed: int = 2026,
+        device: str | torch.device = "cpu", progress: bool | None = True) -> Path:
+    """Runs every stage of the demo and writes its folder (what ``netlens demo`` does).
+
+    Args:
+        out_dir: the output folder (created if missing).
+        small: the reduced run (fewer images and steps, smaller pictures), for tests.
+        seed: the seed of the images and of every random draw.
+        device: where the model runs, e.g. ``"cuda"``.
+        progress: a progress bar per stage (None: only for slow stages).
+
+    Returns:
+        The path of ``manifest.json``.
+    """
+    ctx = make_context(small=small, seed=seed, device=device, progress=progress)
+    return write(out_dir, compute(ctx), ctx,
+                 command=f"netlens demo -o {out_dir}" + (" --small" if small else ""))
+
+
+def readme(out_dir: str | Path = "images/readme", *, small: bool = False, seed: int = 2026,
+           device: str | torch.device = "cpu", progress: bool | None = True) -> list[Path]:
+    """Runs the demo's stages and draws the README's figures (what ``netlens gallery`` does).
+
+    Args:
+        out_dir: the output folder (created if missing).
+        small: the demo's reduced run.
+        seed: the seed of the images and of every random draw (the README's: 2026).
+        device: where the model runs (the README's pictures: the CPU).
+        progress: a progress bar per stage.
+
+    Returns:
+        The paths of the pictures written.
+    """
+    ctx = make_context(small=small, seed=seed, device=device, progress=progress)
+    return render(compute(ctx), out_dir)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -318,5 +347,7 @@ def _nice(method: str) -> str:
     return method.replace("_", " ").replace("gradcam", "grad-cam")
 
 
-if __name__ == "__main__":
-    raise SystemExit(main())
+if __name__ == "__main__":  # python -m netlens.gallery ARGS = netlens gallery ARGS
+    from .cli import main
+
+    sys.exit(main(["gallery", *sys.argv[1:]]))

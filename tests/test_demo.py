@@ -14,7 +14,7 @@ import torch
 from PIL import Image
 
 from netlens import demo, gallery
-from netlens.attribution import CAM_METHODS, METHODS
+from netlens.attribution import METHODS
 
 SEED = 7
 _RUN: dict[str, Any] = {}
@@ -22,7 +22,7 @@ _RUN: dict[str, Any] = {}
 
 def small_demo(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """The reduced demo, run once per session (``test_gallery*.py`` reuse it): what
-    :func:`netlens.demo.run` does, keeping the stage results for the gallery's figures."""
+    :func:`netlens.gallery.run` does, keeping the stage results for the gallery's figures."""
     if not _RUN:
         out = tmp_path_factory.mktemp("demo")
         rng = torch.random.get_rng_state()
@@ -53,7 +53,7 @@ def test_manifest_records_versions_seed_and_every_parameter(manifest):
     assert set(manifest["versions"]) >= {"netlens", "python", "numpy"}
     assert manifest["seed"] == SEED and manifest["device"] == "cpu"
     assert manifest["params"] == json.loads(json.dumps(demo.settings(small=True)))
-    assert "netlens.demo" in manifest["command"]
+    assert manifest["command"].startswith("netlens demo")
     assert set(manifest["seconds"]) >= {"attribution", "visualization", "dream", "style"}
 
 
@@ -89,7 +89,7 @@ def test_every_attribution_method_has_its_raw_map_and_overlays(run, manifest):
     arrays = {r["method"]: r for r in manifest["files"]
               if r["kind"] == "array" and r["stage"] == "attribution"}
     for name in METHODS:
-        channels = 1 if name in CAM_METHODS or name == "occlusion" else 3
+        channels = 1 if METHODS[name].output == "map" else 3
         maps = np.load(run["out"] / arrays[name]["path"])
         assert maps.shape == (n, channels, size, size), name
         assert np.abs(maps).max() > 0, f"{name}: an all-zero map"
@@ -149,18 +149,29 @@ def test_bad_seed_is_refused():
         demo.make_context(seed=-1)
 
 
-def test_command_line_forwards_its_arguments(monkeypatch, tmp_path, capsys):
-    calls = []
+@pytest.mark.slow  # the reduced demo runs once, about 8 s
+def test_the_demo_stages_read_the_method_specs(run):
+    """Progress bars, generators and families come from the specs, not from name lists."""
+    stage = run["results"]["attribution"]
+    assert [g for g in stage.groups if g != "input"] == list(METHODS)
+    for name, spec in METHODS.items():
+        assert {item.params["family"] for item in stage.groups[name]} == {spec.family}
 
-    def fake_run(out_dir, **kwargs):
-        calls.append((out_dir, kwargs))
+
+def test_run_writes_what_netlens_demo_records(monkeypatch, tmp_path):
+    """:func:`netlens.gallery.run` = make_context + compute + write, with the command line."""
+    calls = {}
+
+    def fake_write(out_dir, results, ctx, *, command):
+        calls.update(out=out_dir, results=results, ctx=ctx, command=command)
         return tmp_path / "manifest.json"
 
-    monkeypatch.setattr(demo, "run", fake_run)
-    assert demo.main(["-o", str(tmp_path), "--small", "--seed", "3", "--quiet"]) == 0
-    assert calls == [(str(tmp_path), {"small": True, "seed": 3, "device": "cpu",
-                                      "progress": False})]
-    assert "index.html" in capsys.readouterr().out
+    monkeypatch.setattr(gallery, "make_context", lambda **kw: calls.setdefault("context", kw))
+    monkeypatch.setattr(gallery, "compute", lambda ctx: {"stage": ctx})
+    monkeypatch.setattr(gallery, "write", fake_write)
+    assert gallery.run(tmp_path, small=True, seed=3, progress=False) == tmp_path / "manifest.json"
+    assert calls["context"] == {"small": True, "seed": 3, "device": "cpu", "progress": False}
+    assert calls["command"] == f"netlens demo -o {tmp_path} --small"
 
 
 def test_manifest_refuses_records_it_cannot_vouch_for(tmp_path):
