@@ -27,7 +27,8 @@ from torch import nn
 from ._util import NetlensWarning, progress_bar, user_stacklevel
 from .adapter import first_tensor, preserved_state
 from .flat_model import FlatModel, check_input
-from .targets import Class, Target, TargetLike, as_target, describe_output, flat_scores
+from .targets import Class, Target, TargetLike, as_target, describe_output
+from .targets import _class_scores as class_scores
 
 __all__ = [
     "DEFAULT_MAX_MEMORY", "as_flat", "prepare", "guarded", "chunks", "auto_batch_size",
@@ -227,8 +228,9 @@ def bind(fm: FlatModel, x: torch.Tensor, target: TargetLike, batch_size: int) ->
     parts = []
     with torch.no_grad():
         if isinstance(t, Class) and t.classes is not None and t.layer is None:
-            # Explicit classes depend on no output: one image's output checks their range.
-            out = flat_scores(fm(x[:1]))
+            # Explicit classes depend on no output: one image's output checks their range (and
+            # its shape, with the checks and messages of Class.bind: not a segmentation map).
+            out = class_scores(fm(x[:1]), "Class")
             return t.bind(out.expand(x.shape[0], *out.shape[1:]))
         for part in chunks(x.shape[0], batch_size):
             parts.append(bind_part(t, part, model_output(fm, x[part], t)))

@@ -173,7 +173,8 @@ class FlatModel(nn.Module):
         model: any ``nn.Module`` (a ``FlatModel`` is unwrapped).
         example_input: an input used once to discover the layers. If omitted, the first real
             forward pass is used, or, when names are needed before that, a zero image with the
-            channels of the first convolution and the model's ``image_size`` (224 by default).
+            channels of the first convolution and the model's ``image_size`` (or its
+            ``config.image_size``: HuggingFace models; 224 by default).
 
     Raises:
         TypeError: if ``model`` is not an ``nn.Module``.
@@ -201,8 +202,10 @@ class FlatModel(nn.Module):
     def _default_input(self) -> torch.Tensor:
         if self._example is not None:
             return self._example
-        size = getattr(self.model, "image_size", 224)
-        size = size if isinstance(size, int) else 224
+        size = getattr(self.model, "image_size", None)
+        if size is None:  # a HuggingFace vision model: its config's image_size
+            size = getattr(getattr(self.model, "config", None), "image_size", None)
+        size = size if isinstance(size, int) and not isinstance(size, bool) else 224
         ref = next(self.model.parameters(), None)
         if ref is None:
             ref = next(self.model.buffers(), torch.zeros(()))
@@ -415,16 +418,25 @@ class FlatModel(nn.Module):
         (``"layer4"`` for a ResNet, the last encoder block's output for a ViT): the default layer
         of CAM methods.
 
+        Only per-image maps count: a layer whose first axis is not the batch (the RoI features
+        of a torchvision detector) is skipped, and so are auxiliary heads (modules named
+        ``aux*``, such as the ``aux_classifier`` that torchvision segmentation models run after
+        their main ``classifier``) unless the model has no other spatial layer.
+
         Raises:
             ValueError: if the model has no spatial layer.
         """
         resamplers = ("AdaptiveAvgPool2d", "AdaptiveMaxPool2d")  # they only resize the map
-        spatial = [c for c in self.layers if c.layout.is_spatial and c.shape is not None
-                   and not c.functional and _positions(c) > 1 and c.type_name not in resamplers]
+        layers = self.layers  # traces the model, which sets traced_input_shape
+        batch = self.traced_input_shape[0] if self.traced_input_shape else None
+        spatial = [c for c in layers if c.layout.is_spatial and c.shape is not None
+                   and not c.functional and _positions(c) > 1 and c.type_name not in resamplers
+                   and (batch is None or c.shape[0] == batch)]
         if not spatial:
             raise ValueError("the model has no layer with a spatial output (a map of more than "
                              "one position); pass layer= explicitly")
-        return max(spatial, key=lambda c: c.end_order).name
+        main = [c for c in spatial if not _auxiliary(c.module_name)] or spatial
+        return max(main, key=lambda c: c.end_order).name
 
     def ensure_traced(self, x: torch.Tensor) -> None:
         """Finds the layers with ``x`` (a few images of it) if they are not known yet."""
@@ -496,6 +508,12 @@ class FlatModel(nn.Module):
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.layer_names)
+
+
+def _auxiliary(module_name: str) -> bool:
+    """Whether a module belongs to an auxiliary head (``aux_classifier``, ``aux1``,
+    ``AuxLogits``): its output is a training aid that the main output does not depend on."""
+    return any(part.lower().startswith("aux") for part in module_name.split("."))
 
 
 def _positions(record: CallRecord) -> int:

@@ -32,6 +32,7 @@ Example:
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import numbers
 from collections.abc import Callable, Mapping, Sequence
@@ -101,6 +102,12 @@ def unwrap(output: Any) -> torch.Tensor:
                 return item
     elif isinstance(getattr(output, "logits", None), torch.Tensor):
         return output.logits
+    if isinstance(output, (tuple, list)) and output and all(
+            isinstance(o, Mapping) and "boxes" in o for o in output):
+        raise TypeError(
+            f"the model returned {describe_output(output)} with keys {sorted(output[0])} (a "
+            "detection model's output), which has no class scores to explain; explain its "
+            "boxes with target=nl.targets.Detection(boxes, labels)")
     raise TypeError(
         f"the model returned {describe_output(output)}, and netlens cannot tell which of them "
         "are the scores to explain; pick one with target=nl.targets.Output('<field>', target) "
@@ -549,7 +556,14 @@ def _detached(output: Any) -> Any:
     if isinstance(output, list):
         return [_detached(o) for o in output]
     if isinstance(output, dict):
-        return {k: _detached(v) for k, v in output.items()}
+        items = {k: _detached(v) for k, v in output.items()}
+        if type(output) is dict:
+            return items
+        # Keep the type (an OrderedDict, a HuggingFace ModelOutput read as ``out.logits``).
+        detached = copy.copy(output)
+        for k, v in items.items():
+            detached[k] = v
+        return detached
     return output
 
 

@@ -220,8 +220,23 @@ def _layer_maps(
                 raise ValueError(f"the forward pass did not reach layer {name!r}{hint}")
             ti = bind_part(t, part, out)
             a = box[0]
+            images = part.stop - part.start
+            if a.shape[0] != images:
+                raise ValueError(
+                    f"layer {name!r} returned {a.shape[0]} maps (shape {tuple(a.shape)}) for "
+                    f"{images} image(s): its first axis is not the batch (e.g. the RoI features "
+                    "of a detector), so it has no per-image activation map; choose a layer of "
+                    "the backbone with layer=")
             if gradients:
-                g = grad(scores_of(ti, out), a, k=t.k, allow_unused=True)
+                scores = scores_of(ti, out)
+                if not _reaches(scores, a):
+                    raise ValueError(
+                        f"the target's score does not depend on layer {name!r} (the layer is not "
+                        "on the path from the input to the explained output, e.g. an auxiliary "
+                        "head or a detector's proposal network), so its gradient CAM would be "
+                        "blank; choose a layer the explained output depends on with layer= (see "
+                        "FlatModel(model).layer_names)")
+                g = grad(scores, a, k=t.k, allow_unused=True)
                 lead = g.shape[:2] if t.k is not None else g.shape[:1]
                 g = layout.to_map(g.detach().flatten(0, len(lead) - 1), hw)
                 grads.append(g.reshape(*lead, *g.shape[1:]))
@@ -229,6 +244,24 @@ def _layer_maps(
             bound.append(ti)
     return (torch.cat(acts), (torch.cat(grads) if gradients else None),
             type(bound[0]).cat(bound))
+
+
+def _reaches(t: torch.Tensor, leaf: torch.Tensor) -> bool:
+    """Whether the leaf tensor ``leaf`` is in the autograd graph of ``t`` (a walk of the graph,
+    no backward pass)."""
+    if t.grad_fn is None:
+        return t is leaf
+    seen = set()  # the nodes themselves (kept alive, so that no id is reused)
+    stack = [t.grad_fn]
+    while stack:
+        node = stack.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        if getattr(node, "variable", None) is leaf:
+            return True
+        stack.extend(n for n, _ in node.next_functions)
+    return False
 
 
 def _combine(
