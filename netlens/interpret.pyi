@@ -53,6 +53,14 @@ class NetLens:
         batch_size: int | None = None,
     ) -> torch.Tensor: ...
 
+    def deconvnet(
+        self,
+        x: torch.Tensor,
+        target: TargetLike = None,
+        *,
+        batch_size: int | None = None,
+    ) -> torch.Tensor: ...
+
     def smooth_grad(
         self,
         x: torch.Tensor,

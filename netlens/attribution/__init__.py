@@ -33,6 +33,7 @@ from .cam import (
     scorecam,
     xgradcam,
 )
+from .deconvnet import deconvnet
 from .gradients import (
     baseline_image,
     guided_backprop,
@@ -63,6 +64,10 @@ _SPECS = [
                "Springenberg et al., \"Striving for Simplicity: The All Convolutional Net\", "
                "ICLR workshop 2015",
                "the gradient with only positive gradients through every ReLU", rules=True),
+    MethodSpec("deconvnet", deconvnet, "input", "gradient",
+               "Zeiler & Fergus, \"Visualizing and Understanding Convolutional Networks\", "
+               "ECCV 2014",
+               "the gradient with relu(gradient) through every ReLU, unmasked", rules=True),
     MethodSpec("smooth_grad", smooth_grad, "input", "gradient",
                "Smilkov et al., \"SmoothGrad: removing noise by adding noise\", arXiv 2017",
                "the gradient averaged over noisy copies of the input", stochastic=True,
@@ -132,7 +137,7 @@ def resolve_target(target: TargetLike, output: torch.Tensor) -> torch.Tensor:
 
 __all__ = [
     "AttributionMethod", "MethodSpec", "Target", "resolve_target", "NetlensWarning", "METHODS",
-    "CAM_METHODS", "saliency", "input_x_gradient", "guided_backprop", "smooth_grad",
+    "CAM_METHODS", "saliency", "input_x_gradient", "guided_backprop", "deconvnet", "smooth_grad",
     "integrated_gradients", "layer_channel_gradient", "gradcam", "guided_gradcam", "gradcam_pp",
     "xgradcam", "layercam", "hirescam", "scorecam", "eigencam", "occlusion", "cam_driver",
     "CamContext", "baseline_image",

@@ -60,33 +60,39 @@ BLUR_SIGMA = 0.1
 
 
 @contextlib.contextmanager
-def guided_relus(fm: FlatModel) -> Iterator[int]:
-    """Inside the block, the backward pass through every ReLU-family call passes only positive
-    gradients (:class:`netlens.rules.Guided`). Yields the number of ReLU calls changed; warns
-    once if the model has none."""
+def relu_rule(fm: FlatModel, rule: rules.Rule | None = None) -> Iterator[int]:
+    """Inside the block, every ReLU-family call has the backward ``rule`` (default
+    :class:`netlens.rules.Guided`: only positive gradients pass). Yields the number of ReLU
+    calls changed; warns once if the model has none."""
+    rule = rules.Guided() if rule is None else rule
     if not fm.relu_names:
+        what = "guided backprop" if isinstance(rule, rules.Guided) else type(rule).__name__
         warnings.warn(
             f"{type(fm.model).__name__} has no ReLU-family call (ReLU or ReLU6, module or "
-            "functional), so no guided rule applies: guided backprop equals the plain gradient",
-            NetlensWarning, stacklevel=user_stacklevel())
+            f"functional), so no {type(rule).__name__} rule applies: {what} equals the plain "
+            "gradient", NetlensWarning, stacklevel=user_stacklevel())
         yield 0
         return
-    with rules.applied(fm, {rules.RELUS: rules.Guided()}) as n:
+    with rules.applied(fm, {rules.RELUS: rule}) as n:
         yield n
+
+
+guided_relus = relu_rule  # the guided rule on every ReLU call
 
 
 def _input_gradients(
     fm: FlatModel, x: torch.Tensor, target: TargetLike, *, guided: bool = False,
-    batch_size: int | None = None,
+    rule: rules.Rule | None = None, batch_size: int | None = None,
 ) -> tuple[torch.Tensor, Target]:
     """d score / d x for every image (``(B, K, ...)`` for K targets), and the bound target,
-    over chunks of the batch."""
+    over chunks of the batch; ``guided`` or a ``rule`` changes every ReLU call's backward."""
     fm.ensure_traced(x)
     if batch_size is None:
         batch_size = auto_batch_size(fm, x)
     t = as_target(target, x.shape[0])
     grads, bound = [], []
-    with guarded(fm), (guided_relus(fm) if guided else contextlib.nullcontext()):
+    changed = guided or rule is not None
+    with guarded(fm), (relu_rule(fm, rule) if changed else contextlib.nullcontext()):
         for part in chunks(x.shape[0], batch_size):
             xi = x[part].detach().requires_grad_(True)
             out = model_output(fm, xi, t)
