@@ -12,7 +12,15 @@ batch norm. Its input is an RGB image in ``[0, 1]`` with no normalization (:data
 (accuracy about 0.85 at 48 and 80, 1.0 at 64, chance from about 128); any size from 32 pixels up
 runs, and the last residual stage keeps a spatial map of ``size / 4`` (16x16 at 64x64) for CAMs.
 
-Retrain and rewrite the shipped weights with ``python -m netlens.zoo train [--out PATH]``.
+It also ships :class:`ShapesSegNet`, a small encoder-decoder trained by
+:func:`train_segmentation` to segment the same images per pixel (:data:`SEGMENTATION_CLASSES`:
+background, then the four shapes), loaded by :func:`shapes_segmentation_model`. It returns
+torchvision's segmentation output, ``{"out": logits}``, so dense targets such as
+``netlens.targets.Segmentation`` can be checked against the masks too.
+
+Retrain and rewrite the shipped weights with ``python -m netlens.zoo train [--out PATH]`` (the
+classifier) and ``python -m netlens.zoo train-segmentation [--out PATH]`` (the segmentation
+model); each prints its held-out scores.
 
 Example:
     >>> from netlens.data import make_shapes
@@ -20,145 +28,78 @@ Example:
     >>> batch = make_shapes(4, seed=123)
     >>> model(batch.images).shape
     torch.Size([4, 4])
+    >>> shapes_segmentation_model()(batch.images)["out"].shape
+    torch.Size([4, 5, 64, 64])
 """
 
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import time
 from collections.abc import Callable, Sequence
 from importlib import resources
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple, TypeVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from netlens.data import SHAPES_CLASSES, ShapesBatch, make_shapes
+from netlens._zoo_nets import (
+    SEGMENTATION_CLASSES,
+    SHAPES_MEAN,
+    SHAPES_STD,
+    BasicBlock,
+    ShapesNet,
+    ShapesSegNet,
+)
+from netlens._zoo_train import confusion_matrix, dense_targets, fit, segmentation_labels
+from netlens.data import SHAPES_CLASSES, make_shapes
 
 if TYPE_CHECKING:
     from importlib.resources.abc import Traversable
 
 __all__ = [
+    "SEGMENTATION_CLASSES",
     "SHAPES_MEAN",
     "SHAPES_STD",
     "BasicBlock",
+    "SegmentationScores",
     "ShapesNet",
+    "ShapesSegNet",
     "evaluate",
+    "evaluate_segmentation",
     "save_weights",
+    "segmentation_labels",
     "shapes_model",
+    "shapes_segmentation_model",
     "train",
+    "train_segmentation",
 ]
-
-SHAPES_MEAN: tuple[float, float, float] = (0.0, 0.0, 0.0)
-"""Per-channel mean to subtract before :class:`ShapesNet`: none, it takes raw ``[0, 1]`` images."""
-SHAPES_STD: tuple[float, float, float] = (1.0, 1.0, 1.0)
-"""Per-channel std to divide by before :class:`ShapesNet`: none, it takes raw ``[0, 1]`` images."""
 
 _WEIGHTS = "shapes_net.pt"
 _DEFAULT_STEPS = 800
 _DEFAULT_BATCH = 64
+_SEG_WEIGHTS = "shapes_segnet.pt"
+_SEG_STEPS = 1000
+_SEG_BATCH = 32
 # Seed of the held-out images; training draws from the stream of its own seed (0 by default).
 _EVAL_SEED = 2024
+_M = TypeVar("_M", bound=nn.Module)
 
 
-class BasicBlock(nn.Module):
-    """A ResNet basic block, as in torchvision: its one ``relu`` module is called twice.
-
-    ``relu(bn1(conv1(x)))``, then ``bn2(conv2(.))`` plus the (possibly downsampled) input, added in
-    place, then the same ``relu`` again.
-
-    Args:
-        in_channels: Channels of the input.
-        out_channels: Channels of the output.
-        stride: Stride of the first convolution (and of the shortcut when downsampling).
-    """
-
-    def __init__(self, in_channels: int, out_channels: int, stride: int = 1) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, stride, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(out_channels)
-        self.relu = nn.ReLU(inplace=True)
-        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, 1, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(out_channels)
-        self.downsample: nn.Module | None = None
-        if stride != 1 or in_channels != out_channels:
-            self.downsample = nn.Sequential(
-                nn.Conv2d(in_channels, out_channels, 1, stride, bias=False),
-                nn.BatchNorm2d(out_channels),
-            )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Apply the block to ``x`` ``(B, C_in, H, W)``; returns ``(B, C_out, H/s, W/s)``."""
-        identity = x if self.downsample is None else self.downsample(x)
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
-        out += identity
-        return self.relu(out)
+def _weights_file(name: str = _WEIGHTS) -> Traversable:
+    return resources.files("netlens").joinpath("weights").joinpath(name)
 
 
-class ShapesNet(nn.Module):
-    """A small ResNet for the shapes dataset.
-
-    ``conv1`` (stride 2) - ``bn1`` - ``relu``, then ``layer1`` (stride 2), ``layer2`` (stride 1) and
-    ``layer3`` (stride 1) of one :class:`BasicBlock` each, global average pooling ``avgpool`` and a
-    linear classifier ``fc``. The output of ``layer3`` (``layer3.0.relu``'s second call) is the
-    last spatial map, at a quarter of the input resolution.
-
-    Args:
-        num_classes: Number of output logits.
-        widths: Channels of the stem and of ``layer1``, ``layer2`` and ``layer3``.
-
-    Example:
-        >>> ShapesNet()(torch.rand(2, 3, 64, 64)).shape
-        torch.Size([2, 4])
-    """
-
-    #: The input normalization the model expects (none: raw ``[0, 1]`` images); netlens's
-    #: image-optimization tools read these attributes.
-    input_mean: tuple[float, float, float] = SHAPES_MEAN
-    input_std: tuple[float, float, float] = SHAPES_STD
-
-    def __init__(
-        self,
-        num_classes: int = len(SHAPES_CLASSES),
-        widths: Sequence[int] = (24, 32, 48, 64),
-    ) -> None:
-        super().__init__()
-        if len(widths) != 4:
-            raise ValueError(f"widths must have 4 entries, got {len(widths)}")
-        w0, w1, w2, w3 = (int(w) for w in widths)
-        self.widths = (w0, w1, w2, w3)
-        self.conv1 = nn.Conv2d(3, w0, 3, 2, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(w0)
-        self.relu = nn.ReLU(inplace=True)
-        self.layer1 = nn.Sequential(BasicBlock(w0, w1, 2))
-        self.layer2 = nn.Sequential(BasicBlock(w1, w2, 1))
-        self.layer3 = nn.Sequential(BasicBlock(w2, w3, 1))
-        self.avgpool = nn.AdaptiveAvgPool2d(1)
-        self.fc = nn.Linear(w3, num_classes)
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        """Return the last spatial map (``layer3``'s output) ``(B, widths[3], H/4, W/4)``.
-
-        Args:
-            x: Images ``(B, 3, H, W)`` in ``[0, 1]``.
-        """
-        x = self.relu(self.bn1(self.conv1(x)))
-        return self.layer3(self.layer2(self.layer1(x)))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Classify images ``x`` ``(B, 3, H, W)`` in ``[0, 1]``; returns ``(B, classes)`` logits."""
-        return self.fc(torch.flatten(self.avgpool(self.features(x)), 1))
-
-
-def _weights_file() -> Traversable:
-    return resources.files("netlens").joinpath("weights").joinpath(_WEIGHTS)
+def _load(model_class: type[_M], name: str, device: torch.device | str | None) -> _M:
+    """``model_class()`` with the shipped weights ``name``, in eval mode; global RNG kept."""
+    with torch.random.fork_rng(devices=[]):  # the initialization it overwrites: global RNG kept
+        model = model_class()
+    with resources.as_file(_weights_file(name)) as path:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    model.load_state_dict(state)
+    return model.to(device).eval()
 
 
 def shapes_model(pretrained: bool = True, device: torch.device | str | None = None) -> ShapesNet:
@@ -179,12 +120,32 @@ def shapes_model(pretrained: bool = True, device: torch.device | str | None = No
     """
     if not pretrained:
         return ShapesNet().to(device).eval()
-    with torch.random.fork_rng(devices=[]):  # the initialization it overwrites: global RNG kept
-        model = ShapesNet()
-    with resources.as_file(_weights_file()) as path:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    model.load_state_dict(state)
-    return model.to(device).eval()
+    return _load(ShapesNet, _WEIGHTS, device)
+
+
+def shapes_segmentation_model(
+    pretrained: bool = True, device: torch.device | str | None = None
+) -> ShapesSegNet:
+    """Return the shipped segmentation model, in eval mode.
+
+    Loading leaves the global RNG as it was (the random initialization that the weights
+    overwrite runs in a forked RNG), as :func:`shapes_model` does.
+
+    Args:
+        pretrained: Load the weights shipped in ``netlens/weights/shapes_segnet.pt`` (no network
+            access). With ``False``, the model keeps its random initialization from the global RNG.
+        device: Device to put the model on; defaults to the CPU.
+
+    Returns:
+        A :class:`ShapesSegNet` taking ``(B, 3, H, W)`` images in ``[0, 1]`` and returning
+        ``{"out": logits}`` with logits ``(B, 5, H, W)`` for :data:`SEGMENTATION_CLASSES`.
+
+    Raises:
+        FileNotFoundError: If the weights file is missing from the installation.
+    """
+    if not pretrained:
+        return ShapesSegNet().to(device).eval()
+    return _load(ShapesSegNet, _SEG_WEIGHTS, device)
 
 
 @torch.no_grad()
@@ -218,20 +179,66 @@ def evaluate(
     return correct / max(n, 1)
 
 
-def _dense_targets(batch: ShapesBatch, shape: torch.Size, n_classes: int) -> torch.Tensor:
-    """Per-cell class probabilities ``(B, n_classes + 2, h, w)``: background, classes, distractor.
+class SegmentationScores(NamedTuple):
+    """Held-out scores of a segmentation model, from pixel counts summed over all images.
 
-    Each cell of the ``(h, w)`` feature map gets the fraction of its pixels covered by the object
-    (on the object's class), by the distractor, and by neither (background).
+    Attributes:
+        pixel_accuracy: Fraction of pixels whose predicted class is the true one.
+        mean_iou: Mean over the four shapes classes of their intersection over union (the
+            background's IoU, near 1, is left out).
+        iou: IoU per class name of :data:`SEGMENTATION_CLASSES`, background included.
     """
-    obj = F.adaptive_avg_pool2d(batch.masks.float(), shape)
-    dis = F.adaptive_avg_pool2d(batch.distractor_masks.float(), shape)
-    b = obj.shape[0]
-    target = torch.zeros(b, n_classes + 2, *shape, device=obj.device)
-    target[:, :1] = 1.0 - obj - dis
-    target[:, -1:] = dis
-    index = (batch.labels + 1).view(b, 1, 1, 1).expand(b, 1, *shape)
-    return target.scatter_(1, index, obj)
+
+    pixel_accuracy: float
+    mean_iou: float
+    iou: dict[str, float]
+
+
+@torch.no_grad()
+def evaluate_segmentation(
+    model: nn.Module,
+    n: int = 1000,
+    *,
+    seed: int = _EVAL_SEED,
+    size: int = 64,
+    batch_size: int = 250,
+) -> SegmentationScores:
+    """Pixel accuracy and IoU of ``model`` on ``n`` fresh shapes images.
+
+    Args:
+        model: A segmentation model of ``(B, 3, size, size)`` images in ``[0, 1]`` returning
+            ``(B, 5, size, size)`` logits (or ``{"out": logits}``) for
+            :data:`SEGMENTATION_CLASSES`; evaluated as it is, so put it in eval mode first.
+        n: Number of images (at least 1).
+        seed: Seed of the test images; keep it different from the training seed.
+        size: Image size.
+        batch_size: Images per forward pass.
+
+    Returns:
+        The :class:`SegmentationScores` against :func:`segmentation_labels`.
+
+    Raises:
+        ValueError: If ``n < 1``.
+    """
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n}")
+    gen = torch.Generator().manual_seed(seed)
+    device = next(model.parameters()).device
+    classes = len(SEGMENTATION_CLASSES)
+    counts = torch.zeros(classes, classes, dtype=torch.long)
+    for start in range(0, n, batch_size):
+        batch = make_shapes(min(batch_size, n - start), size=size, generator=gen, device=device)
+        out = model(batch.images)
+        out = out["out"] if isinstance(out, dict) else out
+        counts += confusion_matrix(out.argmax(1), segmentation_labels(batch), classes)
+    hits = counts.diag().double()
+    union = counts.sum(0) + counts.sum(1) - counts.diag()
+    iou = (hits / union.clamp(min=1)).tolist()
+    return SegmentationScores(
+        pixel_accuracy=float(hits.sum() / counts.sum()),
+        mean_iou=sum(iou[1:]) / (classes - 1),
+        iou=dict(zip(SEGMENTATION_CLASSES, iou)),
+    )
 
 
 def train(
@@ -281,6 +288,9 @@ def train(
     """
     device = torch.device(device) if device is not None else torch.device("cpu")
     n_classes = len(SHAPES_CLASSES)
+    sizes = [size] if isinstance(size, int) else [int(s) for s in size]
+    if not sizes:
+        raise ValueError("size must be an int or a non-empty sequence of ints")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = ShapesNet(n_classes)
@@ -289,22 +299,8 @@ def train(
     model = model.to(device, memory_format=torch.channels_last)
     aux_head = aux_head.to(device)
     gen = torch.Generator().manual_seed(seed)
-    params = [*model.parameters(), *aux_head.parameters()]
-    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=lr, total_steps=max(steps, 1), pct_start=0.2
-    )
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
 
-        bar = tqdm(total=steps, desc="train ShapesNet")
-    model.train()
-    running = math.nan
-    sizes = [size] if isinstance(size, int) else [int(s) for s in size]
-    if not sizes:
-        raise ValueError("size must be an int or a non-empty sequence of ints")
-    for step in range(steps):
+    def step_loss(step: int) -> torch.Tensor:
         step_size = sizes[0]
         if len(sizes) > 1:
             step_size = sizes[int(torch.randint(len(sizes), (), generator=gen))]
@@ -313,26 +309,73 @@ def train(
         logits = model.fc(torch.flatten(model.avgpool(feats), 1))
         loss = F.cross_entropy(logits, batch.labels)
         if aux_weight:
-            target = _dense_targets(batch, feats.shape[-2:], n_classes)
+            target = dense_targets(batch, feats.shape[-2:], n_classes)
             loss = loss + aux_weight * F.cross_entropy(aux_head(feats), target)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        schedule.step()
-        value = loss.item()
-        running = value if math.isnan(running) else 0.95 * running + 0.05 * value
-        if callback is not None:
-            callback(step, value)
-        if bar is not None:
-            bar.update()
-            bar.set_postfix(loss=f"{running:.4f}")
-    if bar is not None:
-        bar.close()
+        return loss
+
+    model.train()
+    fit([*model.parameters(), *aux_head.parameters()], step_loss, steps=steps, lr=lr,
+        weight_decay=weight_decay, desc="train ShapesNet", progress=progress, callback=callback)
     return model.to(memory_format=torch.contiguous_format).eval()
 
 
-def save_weights(model: ShapesNet, path: str | os.PathLike[str]) -> None:
-    """Write ``model``'s ``state_dict`` as float32 CPU tensors, as :func:`shapes_model` loads it.
+def train_segmentation(
+    *,
+    steps: int = _SEG_STEPS,
+    batch_size: int = _SEG_BATCH,
+    lr: float = 3e-3,
+    weight_decay: float = 1e-4,
+    size: int = 64,
+    seed: int = 0,
+    device: torch.device | str | None = None,
+    progress: bool = False,
+    callback: Callable[[int, float], None] | None = None,
+) -> ShapesSegNet:
+    """Train a :class:`ShapesSegNet` from scratch on freshly generated shapes.
+
+    Per-pixel cross-entropy against :func:`segmentation_labels` (the object's pixels are its class
+    ``label + 1``, every other pixel, the distractor's too, is background 0). Seeded like
+    :func:`train`: the initialization and the data stream come from ``seed`` and the caller's
+    global RNG is left as it was. AdamW with a one-cycle learning-rate schedule.
+
+    The defaults (1000 steps of 32 images, the shipped weights) take about 400 CPU-seconds (3 to
+    5 minutes on two cores) and reach a pixel accuracy of 0.997 and a mean IoU of 0.94 over the
+    shapes classes on fresh images.
+
+    Args:
+        steps: Optimizer steps.
+        batch_size: Images per step.
+        lr: Peak learning rate.
+        weight_decay: AdamW weight decay.
+        size: Image size of the training data.
+        seed: Seed of the initialization and of the training data.
+        device: Device to train on; defaults to the CPU.
+        progress: Show a progress bar with the running loss.
+        callback: Called after every step with the step index and that step's loss.
+
+    Returns:
+        The trained model, in eval mode, on ``device``.
+    """
+    device = torch.device(device) if device is not None else torch.device("cpu")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = ShapesSegNet()
+    model = model.to(device, memory_format=torch.channels_last)
+    gen = torch.Generator().manual_seed(seed)
+
+    def step_loss(step: int) -> torch.Tensor:
+        batch = make_shapes(batch_size, size=size, generator=gen, device=device)
+        out = model(batch.images.contiguous(memory_format=torch.channels_last))["out"]
+        return F.cross_entropy(out, segmentation_labels(batch))
+
+    model.train()
+    fit(model.parameters(), step_loss, steps=steps, lr=lr, weight_decay=weight_decay,
+        desc="train ShapesSegNet", progress=progress, callback=callback)
+    return model.to(memory_format=torch.contiguous_format).eval()
+
+
+def save_weights(model: nn.Module, path: str | os.PathLike[str]) -> None:
+    """Write ``model``'s ``state_dict`` as float32 CPU tensors, as the loaders read it.
 
     Args:
         model: The model to save.
@@ -348,29 +391,40 @@ def save_weights(model: ShapesNet, path: str | os.PathLike[str]) -> None:
 def _main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m netlens.zoo", description="netlens model zoo")
     sub = parser.add_subparsers(dest="command", required=True)
-    p_train = sub.add_parser("train", help="train ShapesNet and write its weights")
-    p_train.add_argument("--out", default=None, help="weights file (default: the shipped one)")
-    p_train.add_argument("--steps", type=int, default=_DEFAULT_STEPS)
-    p_train.add_argument("--batch-size", type=int, default=_DEFAULT_BATCH)
-    p_train.add_argument("--seed", type=int, default=0)
-    p_train.add_argument("--no-progress", action="store_true")
+    for name, help_text, steps, batch in (
+        ("train", "train ShapesNet and write its weights", _DEFAULT_STEPS, _DEFAULT_BATCH),
+        ("train-segmentation", "train ShapesSegNet and write its weights", _SEG_STEPS,
+         _SEG_BATCH),
+    ):
+        p_train = sub.add_parser(name, help=help_text)
+        p_train.add_argument("--out", default=None, help="weights file (default: the shipped one)")
+        p_train.add_argument("--steps", type=int, default=steps)
+        p_train.add_argument("--batch-size", type=int, default=batch)
+        p_train.add_argument("--seed", type=int, default=0)
+        p_train.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
 
-    start = time.perf_counter()
-    model = train(
+    segmentation = args.command == "train-segmentation"
+    start, cpu_start = time.perf_counter(), time.process_time()
+    model = (train_segmentation if segmentation else train)(
         steps=args.steps, batch_size=args.batch_size, seed=args.seed, progress=not args.no_progress
     )
-    elapsed = time.perf_counter() - start
-    accuracy = evaluate(model, 2000, seed=_EVAL_SEED)
+    elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu_start
+    if segmentation:
+        scores = evaluate_segmentation(model, 1000, seed=_EVAL_SEED)
+        result = (f"pixel accuracy {scores.pixel_accuracy:.4f}, mean IoU of the shapes classes "
+                  f"{scores.mean_iou:.4f} on 1000 fresh images")
+    else:
+        result = f"accuracy {evaluate(model, 2000, seed=_EVAL_SEED):.4f} on 2000 fresh images"
     out = args.out
     if out is None:
-        with resources.as_file(_weights_file()) as path:
+        with resources.as_file(_weights_file(_SEG_WEIGHTS if segmentation else _WEIGHTS)) as path:
             out = str(path)
     save_weights(model, out)
     size_kb = os.path.getsize(out) / 1024
     print(
-        f"trained in {elapsed:.1f} s; accuracy {accuracy:.4f} on 2000 fresh images (seed "
-        f"{_EVAL_SEED}); wrote {out} ({size_kb:.0f} KB)"
+        f"trained in {elapsed:.1f} s ({cpu:.0f} CPU-s); {result} (seed {_EVAL_SEED}); wrote "
+        f"{out} ({size_kb:.0f} KB)"
     )
     return 0
 
