@@ -158,6 +158,20 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--debug", action="store_true", help="tracebacks for unexpected errors")
     p.set_defaults(run=_gallery)
 
+    p = sub.add_parser("zoo", help="train the shipped shapes models again",
+                       description="train a shipped model again and write its weights (default: "
+                       "the file inside the package)")
+    p.add_argument("kind", choices=["train", "train-segmentation"],
+                   help="train: the classifier ShapesNet; train-segmentation: ShapesSegNet")
+    p.add_argument("--out", default=None, help="weights file (default: the shipped one)")
+    p.add_argument("--steps", type=int, default=None, help="training steps (default: the "
+                   "shipped run's)")
+    p.add_argument("--batch-size", type=int, default=None, help="images per step")
+    p.add_argument("--seed", type=int, default=0, help="seed of the training stream")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--debug", action="store_true", help="tracebacks for unexpected errors")
+    p.set_defaults(run=_zoo)
+
     p = command("attribute", _attribute, "attribution maps of images: overlays, raw maps, "
                 "manifest", "netlens_attribute")
     p.add_argument("images", nargs="+", metavar="IMAGE")
@@ -254,6 +268,14 @@ def _gallery(args: argparse.Namespace, argv: list[str]) -> None:
     for path in paths:
         say(args, f"{path}  {path.stat().st_size / 1024:.0f} KB")
     say(args, f"{len(paths)} pictures in {time.perf_counter() - start:.1f} s")
+
+
+def _zoo(args: argparse.Namespace, argv: list[str]) -> None:
+    from . import zoo
+
+    kind = "segmentation" if args.kind == "train-segmentation" else "classifier"
+    print(zoo.retrain(kind, out=args.out, steps=args.steps, batch_size=args.batch_size,
+                      seed=args.seed, progress=not args.quiet))
 
 
 def _attribute(args: argparse.Namespace, argv: list[str]) -> None:

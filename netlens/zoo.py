@@ -18,8 +18,8 @@ background, then the four shapes), loaded by :func:`shapes_segmentation_model`. 
 torchvision's segmentation output, ``{"out": logits}``, so dense targets such as
 ``netlens.targets.Segmentation`` can be checked against the masks too.
 
-Retrain and rewrite the shipped weights with ``python -m netlens.zoo train [--out PATH]`` (the
-classifier) and ``python -m netlens.zoo train-segmentation [--out PATH]`` (the segmentation
+Retrain and rewrite the shipped weights with ``netlens zoo train [--out PATH]`` (the
+classifier) and ``netlens zoo train-segmentation [--out PATH]`` (the segmentation
 model); each prints its held-out scores.
 
 Example:
@@ -34,7 +34,6 @@ Example:
 
 from __future__ import annotations
 
-import argparse
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -75,6 +74,7 @@ __all__ = [
     "shapes_segmentation_model",
     "train",
     "train_segmentation",
+    "retrain",
 ]
 
 _WEIGHTS = "shapes_net.pt"
@@ -388,27 +388,30 @@ def save_weights(model: nn.Module, path: str | os.PathLike[str]) -> None:
     torch.save(state, path)
 
 
-def _main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m netlens.zoo", description="netlens model zoo")
-    sub = parser.add_subparsers(dest="command", required=True)
-    for name, help_text, steps, batch in (
-        ("train", "train ShapesNet and write its weights", _DEFAULT_STEPS, _DEFAULT_BATCH),
-        ("train-segmentation", "train ShapesSegNet and write its weights", _SEG_STEPS,
-         _SEG_BATCH),
-    ):
-        p_train = sub.add_parser(name, help=help_text)
-        p_train.add_argument("--out", default=None, help="weights file (default: the shipped one)")
-        p_train.add_argument("--steps", type=int, default=steps)
-        p_train.add_argument("--batch-size", type=int, default=batch)
-        p_train.add_argument("--seed", type=int, default=0)
-        p_train.add_argument("--no-progress", action="store_true")
-    args = parser.parse_args(argv)
+def retrain(kind: str = "classifier", *, out: str | os.PathLike[str] | None = None,
+            steps: int | None = None, batch_size: int | None = None, seed: int = 0,
+            progress: bool = True) -> str:
+    """Trains a shipped model again and writes its weights (``netlens zoo train``).
 
-    segmentation = args.command == "train-segmentation"
+    Args:
+        kind: ``"classifier"`` (:class:`ShapesNet`) or ``"segmentation"`` (:class:`ShapesSegNet`).
+        out: the weights file; default the shipped one, inside the package.
+        steps, batch_size: default the shipped run's.
+        seed: the training stream's seed.
+        progress: show a progress bar.
+
+    Returns:
+        A one-line summary: time, held-out scores and the file written.
+    """
+    if kind not in ("classifier", "segmentation"):
+        raise ValueError(f"kind must be 'classifier' or 'segmentation', got {kind!r}")
+    segmentation = kind == "segmentation"
+    steps = steps if steps is not None else (_SEG_STEPS if segmentation else _DEFAULT_STEPS)
+    batch_size = batch_size if batch_size is not None else (
+        _SEG_BATCH if segmentation else _DEFAULT_BATCH)
     start, cpu_start = time.perf_counter(), time.process_time()
     model = (train_segmentation if segmentation else train)(
-        steps=args.steps, batch_size=args.batch_size, seed=args.seed, progress=not args.no_progress
-    )
+        steps=steps, batch_size=batch_size, seed=seed, progress=progress)
     elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu_start
     if segmentation:
         scores = evaluate_segmentation(model, 1000, seed=_EVAL_SEED)
@@ -416,18 +419,18 @@ def _main(argv: Sequence[str] | None = None) -> int:
                   f"{scores.mean_iou:.4f} on 1000 fresh images")
     else:
         result = f"accuracy {evaluate(model, 2000, seed=_EVAL_SEED):.4f} on 2000 fresh images"
-    out = args.out
     if out is None:
         with resources.as_file(_weights_file(_SEG_WEIGHTS if segmentation else _WEIGHTS)) as path:
             out = str(path)
     save_weights(model, out)
     size_kb = os.path.getsize(out) / 1024
-    print(
-        f"trained in {elapsed:.1f} s ({cpu:.0f} CPU-s); {result} (seed {_EVAL_SEED}); wrote "
-        f"{out} ({size_kb:.0f} KB)"
-    )
-    return 0
+    return (f"trained in {elapsed:.1f} s ({cpu:.0f} CPU-s); {result} (seed {_EVAL_SEED}); wrote "
+            f"{out} ({size_kb:.0f} KB)")
 
 
-if __name__ == "__main__":
-    raise SystemExit(_main())
+if __name__ == "__main__":  # python -m netlens.zoo ... is netlens zoo ...
+    import sys
+
+    from .cli import main
+
+    raise SystemExit(main(["zoo", *sys.argv[1:]]))

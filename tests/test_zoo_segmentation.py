@@ -17,7 +17,7 @@ from netlens.data import SHAPES_CLASSES, make_shapes
 from netlens.zoo import SEGMENTATION_CLASSES, BasicBlock, ShapesSegNet, shapes_segmentation_model
 
 WEIGHTS = Path(zoo.__file__).parent / "weights" / "shapes_segnet.pt"
-# Training draws from the stream of seed 0 and `python -m netlens.zoo` reports on seed 2024;
+# Training draws from the stream of seed 0 and `netlens zoo` reports on seed 2024;
 # these seeds are used by neither.
 HELD_OUT_SEED = 54321
 LOCALIZATION_SEED = 9876
@@ -180,9 +180,11 @@ def test_training_is_seeded_keeps_the_rng_and_round_trips(tmp_path: Path) -> Non
 @pytest.mark.slow
 def test_train_segmentation_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "seg.pt"
-    args = ["train-segmentation", "--steps", "2", "--batch-size", "4", "--out", str(out),
-            "--no-progress"]
-    assert zoo._main(args) == 0
+    from netlens.cli import main
+
+    args = ["zoo", "train-segmentation", "--steps", "2", "--batch-size", "4", "--out", str(out),
+            "--quiet"]
+    assert main(args) == 0
     assert out.is_file() and out.stat().st_size < 1024 * 1024
     ShapesSegNet().load_state_dict(torch.load(out, weights_only=True))
     printed = capsys.readouterr().out
