@@ -183,7 +183,7 @@ def check_unit_image(image: object, *, batch: bool = True) -> torch.Tensor:
         raise ValueError("image holds NaN or infinite values")
     lo, hi = float(image.min()), float(image.max())
     if lo < -1e-4 or hi > 1 + 1e-4:
-        raise ValueError(f"image values must lie in [0, 1], got [{lo:.4g}, {hi:.4g}]; pass raw "
+        raise ValueError(f"expected pixel values in [0, 1], got [{lo:.4g}, {hi:.4g}]; pass raw "
                          "pixels, not a model-normalized image (nl.image.load(..., mean=None, "
                          "std=None) or nl.image.denormalize(x))")
     return image.detach().clamp(0.0, 1.0)
