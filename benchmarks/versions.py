@@ -39,8 +39,9 @@ def main(argv: list[str] | None = None) -> int:
     tmp = Path(tempfile.mkdtemp())
     shutil.copytree(Path(args.old) / "netlens", tmp / "netlens_old")
     sys.path[:0] = [str(ROOT), str(tmp)]
-    import netlens as new
     import netlens_old as old
+
+    import netlens as new
 
     torch.manual_seed(0)
     model = torchvision.models.resnet18().eval()
