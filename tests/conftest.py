@@ -19,7 +19,7 @@ torch.set_num_threads(2)
 
 class EveryReluNet(nn.Module):
     """A CNN with every kind of ReLU call: a module, an in-place module, one module reused twice,
-    ``F.relu`` and ``torch.relu`` (TESTING.md, test A1)."""
+    ``F.relu`` and ``torch.relu`` (CONTRIBUTING.md, test catalogue A1)."""
 
     def __init__(self, classes: int = 5) -> None:
         super().__init__()
@@ -71,7 +71,8 @@ class ZooEntry:
             requires_grad)
 
 
-# The smallest member of every torchvision classification family of DESIGN.md.
+# The smallest member of every torchvision classification family (CONTRIBUTING.md, test
+# catalogue).
 ZOO: tuple[ZooEntry, ...] = (
     ZooEntry("AlexNet", "alexnet", 64),
     ZooEntry("VGG", "vgg11", 32, slow=True),

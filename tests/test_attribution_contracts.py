@@ -1,6 +1,6 @@
-"""Contract tests generated from the method registry × random-init architectures (TESTING C10,
-C11, C13): shapes, dtypes, finiteness, batch invariance, and a model left exactly as it was,
-also after errors."""
+"""Contract tests generated from the method registry × random-init architectures
+(CONTRIBUTING.md tests C10, C11, C13): shapes, dtypes, finiteness, batch invariance, and a
+model left exactly as it was, also after errors."""
 
 from __future__ import annotations
 

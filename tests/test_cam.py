@@ -1,4 +1,5 @@
-"""CAM methods against their definitions, Captum and pytorch-grad-cam (TESTING.md A3, A4, C10-11).
+"""CAM methods against their definitions, Captum and pytorch-grad-cam
+(CONTRIBUTING.md tests A3, A4, C10-11).
 
 Oracles split a float64 model by hand at the CAM layer, so activations and gradients come from
 plain autograd, not from the library. pytorch-grad-cam min-max normalizes every map and resizes

@@ -1,4 +1,5 @@
-"""NetDreamer: deep dream, feature inversion, channel and class visualization (TESTING.md G.21)."""
+"""NetDreamer: deep dream, feature inversion, channel and class visualization
+(CONTRIBUTING.md test G21)."""
 
 from __future__ import annotations
 

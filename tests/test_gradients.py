@@ -1,4 +1,5 @@
-"""Gradient attributions against autograd and hand-written oracles (TESTING.md A1, A2, A4, A5),
+"""Gradient attributions against autograd and hand-written oracles
+(CONTRIBUTING.md tests A1, A2, A4, A5),
 their axioms and invariances (B7-B9), Captum agreement, and the engineering contracts
 (C10-C12): dtype, shape, errors, determinism, and a model left exactly as it was."""
 

@@ -1,4 +1,5 @@
-"""Occlusion by hand on linear models (TESTING.md A6), against Captum, and its contracts."""
+"""Occlusion by hand on linear models (CONTRIBUTING.md test A6), against Captum, and its
+contracts."""
 
 from __future__ import annotations
 

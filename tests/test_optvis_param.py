@@ -1,4 +1,4 @@
-"""Parameterizations of feature visualization (TESTING.md, G.20)."""
+"""Parameterizations of feature visualization (CONTRIBUTING.md test G20)."""
 
 from __future__ import annotations
 

@@ -33,7 +33,8 @@ def _channel_means(model, layer, images):
 
 @pytest.mark.slow
 def test_channel_visualization_beats_the_start_and_every_test_image(shapes):
-    """Issue 4 and TESTING.md G.19: 128 steps at 128 px, FFT, decorrelation, standard transforms.
+    """Issue 4 and CONTRIBUTING.md test G19: 128 steps at 128 px, FFT, decorrelation, standard
+    transforms.
     Channels silent on the start image included: the redirected ReLU reaches them."""
     data = make_shapes(20, size=128, seed=11).images
     dataset = _channel_means(shapes, "layer3", data)  # (20, C)

@@ -1,4 +1,4 @@
-"""Transformation robustness for feature visualization (TESTING.md, G.20)."""
+"""Transformation robustness for feature visualization (CONTRIBUTING.md test G20)."""
 
 from __future__ import annotations
 

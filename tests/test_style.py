@@ -1,4 +1,4 @@
-"""The code style checks run as part of the suite (STYLE.md, point 16)."""
+"""The code style checks run as part of the suite (CONTRIBUTING.md, code style)."""
 
 from __future__ import annotations
 

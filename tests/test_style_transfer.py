@@ -1,4 +1,5 @@
-"""Style transfer (issue 5, TESTING.md H.22): Gram matrices, losses, L-BFGS and Adam runs, the
+"""Style transfer (issue 5, CONTRIBUTING.md test H22): Gram matrices, losses, L-BFGS and Adam
+runs, the
 Fourier parameterization, several styles, any backbone, the model left alone, clear errors.
 
 Most tests use a random-init 4-conv feature net at 32 px; the oracles are written here from the
@@ -29,7 +30,7 @@ MEAN, STD = (0.4, 0.5, 0.6), (0.2, 0.25, 0.3)
 
 
 def four_conv_net(dtype: torch.dtype = torch.float32) -> nn.Sequential:
-    """Two blocks of two 3x3 convs with ReLUs, a max pool between them (TESTING.md H.22)."""
+    """Two blocks of two 3x3 convs with ReLUs, a max pool between them (CONTRIBUTING.md H22)."""
     torch.manual_seed(0)
     return nn.Sequential(
         nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, 16, 3, padding=1), nn.ReLU(),
@@ -215,7 +216,7 @@ def test_every_step_sees_a_fresh_gradient_and_costs_one_forward_pass():
 
 
 def test_content_only_from_noise_recovers_the_content_features(net):
-    """One forward+backward per L-BFGS step (TESTING.md's 5 steps of torch's default
+    """One forward+backward per L-BFGS step (the catalogue's 5 steps of torch's default
     ``max_iter=20`` are up to 100 passes): >= 3x in 5 steps, >= 100x in 100."""
     m = StyleTransferModule(net, smooth(32, 0), "8", noise(32, 1), ["1", "3"])
     start = noise(32, 2)
