@@ -264,14 +264,14 @@ def grad(scores: torch.Tensor, inputs: torch.Tensor, *, k: int | None,
     total = scores.sum(0)  # (K,): image i's scores depend on image i only
     eye = torch.eye(k, dtype=total.dtype, device=total.device)
     try:
-        g, = torch.autograd.grad(total, inputs, eye, retain_graph=False, is_grads_batched=True,
+        # The graph is kept so that the fallback below can still run if vmap fails midway.
+        g, = torch.autograd.grad(total, inputs, eye, retain_graph=True, is_grads_batched=True,
                                  allow_unused=allow_unused)
         if g is None:
             return inputs.new_zeros((inputs.shape[0], k, *inputs.shape[1:]))
         return g.transpose(0, 1)
-    except RuntimeError as e:  # an op without a batching rule: K plain backward passes
-        if "graph" in str(e) and "second time" in str(e):
-            raise
+    except RuntimeError:  # an op without a batching rule: K plain backward passes
+        pass
     grads = []
     for j in range(k):
         g, = torch.autograd.grad(total[j], inputs, retain_graph=j < k - 1,

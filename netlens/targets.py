@@ -44,7 +44,7 @@ import torch.nn.functional as F
 __all__ = [
     "Target", "TargetLike", "as_target", "unwrap", "Class", "Output", "Score", "Segmentation",
     "Detection", "Similarity", "Regression", "Channel", "TopK", "Multi", "box_iou",
-    "flat_scores", "describe_output", "probability_classes",
+    "flat_scores", "describe_output",
 ]
 
 ClassScore = Literal["logit", "softmax", "log_softmax"]
@@ -168,11 +168,6 @@ class Target:
 
     def replace(self, **state: Any) -> Target:
         return dataclasses.replace(self, **state)  # type: ignore[type-var]
-
-    def batch_size(self) -> int | None:
-        """The number of images the per-image data is for (None: any)."""
-        sizes = {len(v) for v in self.state().values() if v is not None and len(v) != 1}
-        return sizes.pop() if len(sizes) == 1 else None
 
     def check_batch(self, batch: int) -> Target:
         """Raises ``ValueError`` unless the per-image data fits a batch of ``batch`` images."""
@@ -959,11 +954,3 @@ class Channel(Target):
         self._check(output)
         values = output[:, int(self.channel)].reshape(output.shape[0], -1)
         return values.mean(1) if self.reduce == "mean" else values.sum(1)
-
-
-def probability_classes(target: Target) -> torch.Tensor | None:
-    """The ``(B,)`` class indices of a bound :class:`Class` target (None for other targets):
-    what the metrics that score by probability use."""
-    if isinstance(target, Class):
-        return target.classes
-    return None

@@ -7,22 +7,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 from conftest import EveryReluNet, assert_untouched, model_state
+from test_gradients import GuidedRelu
 from torch import nn
 
 import netlens as nl
 from netlens import rules
-
-
-class _GuidedReLU(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x):
-        ctx.save_for_backward(x)
-        return x.clamp(min=0)
-
-    @staticmethod
-    def backward(ctx, g):
-        (x,) = ctx.saved_tensors
-        return g.clamp(min=0) * (x > 0).to(g.dtype)
 
 
 class _DeconvReLU(torch.autograd.Function):
@@ -59,7 +48,7 @@ def _grad(model, x, c=2):
     return g
 
 
-@pytest.mark.parametrize("rule, oracle", [(rules.Guided(), _GuidedReLU),
+@pytest.mark.parametrize("rule, oracle", [(rules.Guided(), GuidedRelu),
                                           (rules.Deconv(), _DeconvReLU)])
 def test_rule_on_every_relu_kind_equals_the_oracle(every_relu_net, rule, oracle):
     """Every ReLU call (module, in-place, reused, F.relu, torch.relu) gets the rule."""

@@ -77,8 +77,6 @@ def relu_rule(fm: FlatModel, rule: rules.Rule | None = None) -> Iterator[int]:
         yield n
 
 
-guided_relus = relu_rule  # the guided rule on every ReLU call
-
 
 def _input_gradients(
     fm: FlatModel, x: torch.Tensor, target: TargetLike, *, guided: bool = False,
@@ -291,7 +289,7 @@ def smooth_grad(
                 total[rows] += delta / (k + 1)
                 spread[rows] += delta * (g - total[rows])
 
-        with guided_relus(fm) if guided else contextlib.nullcontext():
+        with relu_rule(fm) if guided else contextlib.nullcontext():
             _along_path(fm, x, t, n, point, add, batch_size=batch_size,
                         progress=progress, desc="SmoothGrad")
     return spread / n if variant == "vargrad" else total / n
