@@ -101,11 +101,14 @@ def test_ablation_style_cam_on_token_and_channels_last_layers(build, layer):
         finally:
             handle.remove()
     ours = (base - ablated) / base
-    want = (ours[:, None, None] * ctx.activations[:, 0]).squeeze()
-    assert cam.shape == (2, 1, 32, 32)
     weights = variant(ctx)
     torch.testing.assert_close(weights[:, 0], ours, rtol=1e-9, atol=1e-12)
-    assert want.shape[0] == 2
+    # The driver combines the variant's weights with A and upsamples (relu=False here).
+    raw = (weights[:, :, None, None] * ctx.activations).sum(1, keepdim=True)
+    want = torch.nn.functional.interpolate(raw, size=(32, 32), mode="bilinear",
+                                           align_corners=False)
+    assert cam.shape == (2, 1, 32, 32)
+    torch.testing.assert_close(cam, want, rtol=1e-9, atol=1e-12)
     assert_untouched(model, before)
 
 
