@@ -6,7 +6,6 @@ import importlib.util
 import json
 import re
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
@@ -16,32 +15,12 @@ from PIL import Image
 from netlens import demo, gallery
 from netlens.attribution import METHODS
 
-SEED = 7
-_RUN: dict[str, Any] = {}
-
-
-def small_demo(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """The reduced demo, run once per session (``test_gallery*.py`` reuse it): what
-    :func:`netlens.gallery.run` does, keeping the stage results for the gallery's figures."""
-    if not _RUN:
-        out = tmp_path_factory.mktemp("demo")
-        rng = torch.random.get_rng_state()
-        ctx = demo.make_context(small=True, seed=SEED, progress=False)
-        results = demo.compute(ctx)
-        manifest = gallery.write(out, results, ctx)
-        _RUN.update(out=out, manifest=manifest, results=results, ctx=ctx,
-                    rng_untouched=torch.equal(rng, torch.random.get_rng_state()))
-    return _RUN
+from helpers import DEMO_SEED
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    return small_demo(tmp_path_factory)
-
-
-@pytest.fixture(scope="module")
-def manifest(run):
-    return json.loads(run["manifest"].read_text(encoding="utf-8"))
+def manifest(demo_run):
+    return json.loads(demo_run["manifest"].read_text(encoding="utf-8"))
 
 
 @pytest.mark.slow  # the reduced demo runs once, about 8 s
@@ -51,15 +30,15 @@ def test_manifest_records_versions_seed_and_every_parameter(manifest):
     assert manifest["versions"]["torch"] == torch.__version__
     assert manifest["versions"]["torchvision"] == torchvision.__version__
     assert set(manifest["versions"]) >= {"netlens", "python", "numpy"}
-    assert manifest["seed"] == SEED and manifest["device"] == "cpu"
+    assert manifest["seed"] == DEMO_SEED and manifest["device"] == "cpu"
     assert manifest["params"] == json.loads(json.dumps(demo.settings(small=True)))
     assert manifest["command"].startswith("netlens demo")
     assert set(manifest["seconds"]) >= {"attribution", "visualization", "dream", "style"}
 
 
 @pytest.mark.slow  # the reduced demo runs once, about 8 s
-def test_every_file_of_the_manifest_is_a_valid_image_or_array(run, manifest):
-    out: Path = run["out"]
+def test_every_file_of_the_manifest_is_a_valid_image_or_array(demo_run, manifest):
+    out: Path = demo_run["out"]
     kinds = {}
     for record in manifest["files"]:
         path = out / record["path"]
@@ -84,19 +63,19 @@ def test_every_file_of_the_manifest_is_a_valid_image_or_array(run, manifest):
 
 
 @pytest.mark.slow  # the reduced demo runs once, about 8 s
-def test_every_attribution_method_has_its_raw_map_and_overlays(run, manifest):
+def test_every_attribution_method_has_its_raw_map_and_overlays(demo_run, manifest):
     n, size = demo.settings(small=True)["images"], demo.settings(small=True)["image_size"]
     arrays = {r["method"]: r for r in manifest["files"]
               if r["kind"] == "array" and r["stage"] == "attribution"}
     for name in METHODS:
         channels = 1 if METHODS[name].output == "map" else 3
-        maps = np.load(run["out"] / arrays[name]["path"])
+        maps = np.load(demo_run["out"] / arrays[name]["path"])
         assert maps.shape == (n, channels, size, size), name
         assert np.abs(maps).max() > 0, f"{name}: an all-zero map"
         overlays = [r for r in manifest["files"] if r.get("method") == name and r["kind"] ==
                     "image"]
         assert len(overlays) == n, name
-    masks = np.load(run["out"] / arrays["masks"]["path"])
+    masks = np.load(demo_run["out"] / arrays["masks"]["path"])
     assert masks.dtype == np.bool_ and masks.shape == (n, 1, size, size) and masks.any()
 
 
@@ -115,8 +94,8 @@ def test_every_stage_ran(manifest):
 
 
 @pytest.mark.slow  # the reduced demo runs once, about 8 s
-def test_pictures_are_what_their_stage_made(run):
-    out = run["out"]
+def test_pictures_are_what_their_stage_made(demo_run):
+    out = demo_run["out"]
 
     def pixels(rel: str) -> np.ndarray:
         with Image.open(out / rel) as image:
@@ -129,19 +108,19 @@ def test_pictures_are_what_their_stage_made(run):
 
 
 @pytest.mark.slow  # the reduced demo runs once, about 8 s
-def test_index_html_is_offline_and_references_every_picture(run, manifest):
-    page = (run["out"] / "index.html").read_text(encoding="utf-8")
+def test_index_html_is_offline_and_references_every_picture(demo_run, manifest):
+    page = (demo_run["out"] / "index.html").read_text(encoding="utf-8")
     sources = re.findall(r'<img src="([^"]+)"', page)
     assert sources and not re.search(r"(src|href)=\"(https?:)?//", page)
-    assert all((run["out"] / s).is_file() for s in sources)
+    assert all((demo_run["out"] / s).is_file() for s in sources)
     images = {r["path"] for r in manifest["files"] if r["kind"] == "image"}
     assert images == set(sources)
     assert "data-loaded" in page and "<script>" in page
 
 
 @pytest.mark.slow  # the reduced demo runs once, about 8 s
-def test_the_run_leaves_the_global_rng_alone(run):
-    assert run["rng_untouched"]
+def test_the_run_leaves_the_global_rng_alone(demo_run):
+    assert demo_run["rng_untouched"]
 
 
 def test_bad_seed_is_refused():
@@ -150,9 +129,9 @@ def test_bad_seed_is_refused():
 
 
 @pytest.mark.slow  # the reduced demo runs once, about 8 s
-def test_the_demo_stages_read_the_method_specs(run):
+def test_the_demo_stages_read_the_method_specs(demo_run):
     """Progress bars, generators and families come from the specs, not from name lists."""
-    stage = run["results"]["attribution"]
+    stage = demo_run["results"]["attribution"]
     assert [g for g in stage.groups if g != "input"] == list(METHODS)
     for name, spec in METHODS.items():
         assert {item.params["family"] for item in stage.groups[name]} == {spec.family}

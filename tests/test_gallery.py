@@ -5,14 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from PIL import Image
-from test_demo import small_demo  # the reduced demo, run once per session
 
 from netlens import gallery
 
 
 @pytest.fixture(scope="module")
-def results(tmp_path_factory):
-    return small_demo(tmp_path_factory)["results"]
+def results(demo_run):
+    return demo_run["results"]
 
 
 @pytest.mark.slow  # needs the reduced demo (about 8 s, once per session)

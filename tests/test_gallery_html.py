@@ -12,7 +12,6 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from test_demo import small_demo  # the reduced demo, run once per session
 
 BROWSER = next((b for b in ("chromium", "chromium-browser") if shutil.which(b)), None)
 
@@ -35,8 +34,8 @@ def loaded(page: Path, profile: Path) -> tuple[int, int]:
 
 
 @pytest.fixture(scope="module")
-def out(tmp_path_factory):
-    return small_demo(tmp_path_factory)["out"]
+def out(demo_run):
+    return demo_run["out"]
 
 
 @pytest.mark.slow

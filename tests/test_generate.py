@@ -6,13 +6,14 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import assert_untouched, model_state
 
 from netlens import FlatModel, UnknownLayerError
 from netlens.data import make_shapes
 from netlens.generate import NetDreamer
 from netlens.optvis.param import ImageParam
 from netlens.zoo import shapes_model
+
+from helpers import assert_untouched, model_state
 
 
 @pytest.fixture(scope="module")

@@ -2,10 +2,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import EveryReluNet
 
 import netlens as nl
 from netlens.attribution import METHODS
+
+from helpers import EveryReluNet
 
 
 def test_netlens_methods_equal_the_pure_functions():

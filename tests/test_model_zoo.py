@@ -6,10 +6,11 @@ from typing import Any
 
 import pytest
 import torch
-from conftest import ZOO, assert_untouched, model_state, zoo_params
 from torch import nn
 
 from netlens import FlatModel
+
+from helpers import ZOO, assert_untouched, model_state, zoo_params
 
 _MODELS: dict[str, nn.Module] = {}
 

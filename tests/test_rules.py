@@ -6,61 +6,27 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import EveryReluNet, assert_untouched, model_state
-from test_gradients import GuidedRelu
 from torch import nn
 
 import netlens as nl
 from netlens import rules
 
-
-class _DeconvReLU(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x):
-        return x.clamp(min=0)
-
-    @staticmethod
-    def backward(ctx, g):
-        return g.clamp(min=0)
-
-
-class _Oracle(EveryReluNet):
-    """EveryReluNet with every ReLU call replaced by ``relu`` (a custom autograd function)."""
-
-    def __init__(self, relu) -> None:
-        super().__init__()
-        self.r = relu.apply
-
-    def forward(self, x):
-        r = self.r
-        x = r(self.conv1(x))
-        x = r(self.conv2(x))
-        x = r(self.conv3(x))
-        x = r(self.conv4(x) + x)
-        x = r(self.conv5(x))
-        x = r(x.mean(dim=(2, 3)))
-        return self.fc(x)
-
-
-def _grad(model, x, c=2):
-    xg = x.clone().requires_grad_(True)
-    g, = torch.autograd.grad(model(xg)[:, c].sum(), xg)
-    return g
+from helpers import DeconvRelu, GuidedRelu, ReluOracle, assert_untouched, input_grad, model_state
 
 
 @pytest.mark.parametrize("rule, oracle", [(rules.Guided(), GuidedRelu),
-                                          (rules.Deconv(), _DeconvReLU)])
+                                          (rules.Deconv(), DeconvRelu)])
 def test_rule_on_every_relu_kind_equals_the_oracle(every_relu_net, rule, oracle):
     """Every ReLU call (module, in-place, reused, F.relu, torch.relu) gets the rule."""
     x = torch.randn(3, 3, 12, 12, dtype=torch.float64)
-    ref = _Oracle(oracle).double().eval()
+    ref = ReluOracle(oracle).double().eval()
     ref.load_state_dict(every_relu_net.state_dict())
     before = model_state(every_relu_net)
     with rules.applied(every_relu_net, {rules.RELUS: rule}) as n:
-        got = _grad(every_relu_net, x)
+        got = input_grad(every_relu_net, x)
     assert n == 6
-    torch.testing.assert_close(got, _grad(ref, x), rtol=0, atol=1e-12)
-    assert not torch.allclose(got, _grad(every_relu_net, x))  # the rule changed something
+    torch.testing.assert_close(got, input_grad(ref, x), rtol=0, atol=1e-12)
+    assert not torch.allclose(got, input_grad(every_relu_net, x))  # the rule changed something
     assert_untouched(every_relu_net, before)
 
 
@@ -80,18 +46,18 @@ def test_selectors_by_name_glob_type_function_and_predicate(every_relu_net):
 
 def test_first_matching_selector_wins_and_rules_are_removed_after_errors(every_relu_net):
     x = torch.randn(2, 3, 12, 12, dtype=torch.float64)
-    plain = _grad(every_relu_net, x)
+    plain = input_grad(every_relu_net, x)
     before = model_state(every_relu_net)
     with rules.applied(every_relu_net, [("relu1", rules.Deconv()), (rules.RELUS, rules.Guided())]):
-        mixed = _grad(every_relu_net, x)
+        mixed = input_grad(every_relu_net, x)
     with rules.applied(every_relu_net, {rules.RELUS: rules.Guided()}):
-        guided = _grad(every_relu_net, x)
+        guided = input_grad(every_relu_net, x)
     assert not torch.equal(mixed, guided)
     with pytest.raises(RuntimeError, match="inside"):
         with rules.applied(every_relu_net, {rules.RELUS: rules.Guided()}):
             raise RuntimeError("inside")
     assert_untouched(every_relu_net, before)
-    torch.testing.assert_close(_grad(every_relu_net, x), plain, rtol=0, atol=0)
+    torch.testing.assert_close(input_grad(every_relu_net, x), plain, rtol=0, atol=0)
 
 
 def test_a_rule_sees_inputs_output_and_module(every_relu_net):
@@ -126,7 +92,7 @@ def test_bad_rules_and_empty_selections():
 def test_guided_backprop_is_the_guided_rule(every_relu_net):
     x = torch.randn(2, 3, 12, 12, dtype=torch.float64)
     with rules.applied(every_relu_net, {rules.RELUS: rules.Guided()}):
-        want = _grad(every_relu_net, x, 1)
+        want = input_grad(every_relu_net, x, 1)
     got = nl.attribution.guided_backprop(every_relu_net, x, 1)
     torch.testing.assert_close(got, want, rtol=0, atol=0)
 

@@ -11,7 +11,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 import torchvision
-from conftest import assert_untouched, model_state
 from torch import nn
 from torchvision.models.vgg import cfgs, make_layers
 
@@ -25,6 +24,8 @@ from netlens.style_transfer import (
     generate_style_transfer,
     gram_matrix,
 )
+
+from helpers import assert_untouched, model_state
 
 MEAN, STD = (0.4, 0.5, 0.6), (0.2, 0.25, 0.3)
 

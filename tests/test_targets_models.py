@@ -26,13 +26,14 @@ from typing import Any
 import pytest
 import torch
 import torchvision
-from conftest import assert_untouched, model_state
 from torch import nn
 
 import netlens as nl
 from netlens import targets as T
 from netlens._util import NetlensWarning
 from netlens.attribution import METHODS
+
+from helpers import assert_untouched, model_state
 
 
 @pytest.fixture(autouse=True, scope="module")

@@ -5,20 +5,20 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import assert_untouched, model_state
-from test_rules import _DeconvReLU, _grad, _Oracle
 from torch import nn
 
 import netlens as nl
 
+from helpers import DeconvRelu, ReluOracle, assert_untouched, input_grad, model_state
+
 
 def test_deconvnet_equals_the_oracle_on_every_relu_kind(every_relu_net):
     x = torch.randn(3, 3, 12, 12, dtype=torch.float64)
-    ref = _Oracle(_DeconvReLU).double().eval()
+    ref = ReluOracle(DeconvRelu).double().eval()
     ref.load_state_dict(every_relu_net.state_dict())
     before = model_state(every_relu_net)
     got = nl.attribution.deconvnet(every_relu_net, x, 2, batch_size=2)
-    torch.testing.assert_close(got, _grad(ref, x), rtol=0, atol=1e-12)
+    torch.testing.assert_close(got, input_grad(ref, x), rtol=0, atol=1e-12)
     assert not torch.allclose(got, nl.attribution.guided_backprop(every_relu_net, x, 2))
     assert_untouched(every_relu_net, before)
 

@@ -7,11 +7,12 @@ from __future__ import annotations
 import pytest
 import torch
 import torchvision
-from conftest import assert_untouched, model_state
 from torch import nn
 
 import netlens as nl
 from netlens.attribution import CAM_METHODS, METHODS
+
+from helpers import assert_untouched, model_state
 
 
 def tiny_vit() -> nn.Module:

@@ -20,7 +20,7 @@ from jupyter_client.kernelspec import KernelSpec, KernelSpecManager
 from jupyter_client.manager import AsyncKernelManager
 from nbclient.exceptions import CellExecutionError
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "nbs" / "examples"
 NOTEBOOKS = sorted(EXAMPLES.glob("*.ipynb"))
 ATTRIBUTION_NOTEBOOKS = ("Visual-Gradient_backprop.ipynb", "Visual-Grad_CAM.ipynb",

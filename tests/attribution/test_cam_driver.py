@@ -8,13 +8,14 @@ import dataclasses
 import pytest
 import torch
 import torchvision
-from conftest import assert_untouched, model_state
 from torch import nn
 
 import netlens as nl
 from netlens.adapter import Layout
 from netlens.attribution import CamContext, cam_driver
 from netlens.attribution.cam import gradcam
+
+from helpers import assert_untouched, model_state
 
 
 def tiny_vit() -> nn.Module:

@@ -65,7 +65,7 @@ _SCRIPT = textwrap.dedent(
 
 
 def test_importing_and_using_netlens_leaves_tensor_untouched():
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     proc = subprocess.run(
         [sys.executable, "-c", _SCRIPT],
         cwd=root,

@@ -7,12 +7,13 @@ import collections
 
 import pytest
 import torch
-from conftest import assert_untouched, model_state
 from torch import nn
 
 import netlens as nl
 from netlens import metrics as M
 from netlens.targets import Segmentation, Similarity, TopK
+
+from helpers import assert_untouched, model_state
 
 
 class _Seg(nn.Module):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 import torch
 import torchvision
-from conftest import assert_untouched, model_state
 
 from netlens import FlatModel, UnknownLayerError
 from netlens.data import make_shapes
@@ -13,6 +12,8 @@ from netlens.optvis import objectives as obj
 from netlens.optvis.param import ImageParam, RawParam
 from netlens.optvis.render import Callback, OptVis, model_normalization
 from netlens.zoo import shapes_model
+
+from helpers import assert_untouched, model_state
 
 
 @pytest.fixture(scope="module")

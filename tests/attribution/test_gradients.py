@@ -7,14 +7,12 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable
-from typing import Any
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 import torchvision
-from conftest import EveryReluNet
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
@@ -30,24 +28,12 @@ from netlens.attribution.gradients import (
     smooth_grad,
 )
 
+from helpers import EveryReluNet, GuidedRelu
+
 F64 = torch.float64
 
 
 # -- oracles and models ----------------------------------------------------------------------
-
-class GuidedRelu(torch.autograd.Function):
-    """ReLU whose backward passes relu(grad) * 1[input > 0] (Springenberg et al., 2015)."""
-
-    @staticmethod
-    def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
-        ctx.save_for_backward(x)
-        return x.clamp(min=0)
-
-    @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
-        x, = ctx.saved_tensors
-        return grad.clamp(min=0) * (x > 0).to(grad.dtype)
-
 
 def guided_every_relu(net: EveryReluNet, x: torch.Tensor) -> torch.Tensor:
     """A hand-written copy of ``EveryReluNet.forward`` with every ReLU call guided."""

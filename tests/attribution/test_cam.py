@@ -16,12 +16,13 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import EveryReluNet
 from torch import nn
 
 from netlens.attribution import cam
 from netlens.attribution.gradients import guided_backprop
 from netlens.flat_model import FlatModel
+
+from helpers import EveryReluNet
 
 VARIANTS = [cam.gradcam, cam.hirescam, cam.gradcam_pp, cam.xgradcam, cam.layercam, cam.eigencam,
             cam.scorecam]
