@@ -3,6 +3,8 @@
 
     python3 tasks.py demo [-o DIR]     # sets everything up, runs the demo
     python3 tasks.py test [PYTEST ARGS] # sets everything up, runs the whole test suite
+    python3 tasks.py notebooks         # writes nbs/examples/*.ipynb from their .py sources
+    python3 tasks.py docs [--serve]    # builds the documentation site (strict) into site/
 
 Each creates a virtual environment in ``.venv`` (or ``$NETLENS_VENV``) on first use, installs
 ``requirements-dev.txt`` and netlens itself (editable) into it, and reinstalls only when those
@@ -52,8 +54,48 @@ def ensure_env() -> None:
     stamp.write_text(want)
 
 
+def write_notebooks(folder: Path = ROOT / "nbs" / "examples") -> int:
+    """Writes each ``<name>.ipynb`` in ``folder`` from its jupytext source ``<name>.py``.
+
+    The notebooks get no outputs and fixed cell ids, so the same sources always give the same
+    bytes; nothing is executed. Runs in the venv, which has jupytext (``python3 tasks.py
+    notebooks``). Returns 1, naming them, if some notebooks have no ``.py`` source.
+    """
+    import jupytext  # installed in the venv by requirements-dev.txt
+
+    for source in sorted(folder.glob("*.py")):
+        nb = jupytext.read(source)
+        for i, cell in enumerate(nb.cells):
+            cell["id"] = f"cell-{i:02d}"
+        text = jupytext.writes(nb, "ipynb").rstrip("\n") + "\n"
+        target = source.with_suffix(".ipynb")
+        if not target.exists() or target.read_text(encoding="utf-8") != text:
+            with open(target, "w", encoding="utf-8", newline="\n") as f:
+                f.write(text)
+            _say(f"wrote {target.relative_to(ROOT) if ROOT in target.parents else target}")
+    orphans = sorted(p.name for p in folder.glob("*.ipynb") if not p.with_suffix(".py").exists())
+    if orphans:
+        _say(f"no .py source for {', '.join(orphans)}: create it with `jupytext --set-formats "
+             f"ipynb,py:percent NOTEBOOK.ipynb` (see CONTRIBUTING.md)")
+        return 1
+    return 0
+
+
+# task -> the command it runs in the venv, given the arguments after the task's name
+COMMANDS = {
+    "demo": lambda rest: [str(PYTHON), "-m", "netlens", "demo", *rest],  # = `netlens demo`
+    "test": lambda rest: [str(PYTHON), "-m", "pytest", *rest],
+    "notebooks": lambda rest: [str(PYTHON), "-c",
+                               "import sys, tasks; sys.exit(tasks.write_notebooks())", *rest],
+    # the documentation site (mkdocs.yml, docs/): a strict build into site/; --serve: live preview
+    "docs": lambda rest: [str(PYTHON), "-m", "mkdocs",
+                          *(["serve", *(r for r in rest if r != "--serve")] if "--serve" in rest
+                            else ["build", "--strict", *rest])],
+}
+
+
 def main(argv: list[str]) -> int:
-    if not argv or argv[0] not in ("demo", "test", "setup"):
+    if not argv or argv[0] not in ("setup", *COMMANDS):
         print(__doc__)
         return 2
     task, rest = argv[0], argv[1:]
@@ -61,10 +103,7 @@ def main(argv: list[str]) -> int:
     env = dict(os.environ, PYTHONPATH=str(ROOT), MPLBACKEND="Agg")
     if task == "setup":
         return 0
-    if task == "demo":
-        cmd = [str(PYTHON), "-m", "netlens", "demo", *rest]  # = `netlens demo`
-    else:
-        cmd = [str(PYTHON), "-m", "pytest", *rest]
+    cmd = COMMANDS[task](rest)
     _say(" ".join(cmd[2:] if cmd[1] == "-m" else cmd))
     return subprocess.run(cmd, cwd=ROOT, env=env).returncode
 

@@ -96,6 +96,8 @@ class _Scripted(nn.Module):
     methods and occlusion need.
     """
 
+    script: torch.jit.ScriptModule  # set with object.__setattr__: not a submodule
+
     def __init__(self, script: torch.jit.ScriptModule) -> None:
         super().__init__()
         for p in script.parameters():  # only input gradients are ever wanted
@@ -603,13 +605,13 @@ def target_columns(values: Sequence[str] | None, top: int | None, output: Any, n
         raise CliError(f"got {len(parsed)} targets for {n} images; give one for all, one per "
                        "image, or several for a single image")
     columns = []
-    for k, (tokens, text) in enumerate(per_image):
+    for k, (tokens, token_texts) in enumerate(per_image):
         target = _combine(tokens, output)
         described = [_describe(tok, i, output, k, class_name, names) for i, tok in
                      enumerate(tokens)]
         columns.append(TargetColumn(target, [d[0] for d in described],
                                     [tok if isinstance(tok, int) else t.strip()
-                                     for tok, t in zip(tokens, text)],
+                                     for tok, t in zip(tokens, token_texts)],
                                     [d[1] for d in described]))
     return columns
 
@@ -730,6 +732,7 @@ def _describe(token: Any, i: int, output: Any, k: int, class_name: Any,
         return str(token), class_name(token, _classes(output))
     if isinstance(token, T.Class):
         classes = token.bind(output).classes
+        assert classes is not None  # a bound Class has its classes
         c = int(classes[i] if classes.numel() > 1 else classes[0])
         return str(c), class_name(c, _classes(output))
     if isinstance(token, T.Segmentation):

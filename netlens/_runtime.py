@@ -130,11 +130,11 @@ def check_count(value: object, name: str, minimum: int = 1) -> int:
 def check_real(value: object, name: str, *, minimum: float | None = None,
                what: str = "") -> float:
     """``value`` as a finite float (``>= minimum``), else a ``ValueError`` naming ``name``."""
-    ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
-    if not ok or (minimum is not None and value < minimum):  # type: ignore[operator]
+    if not (isinstance(value, numbers.Real) and not isinstance(value, bool)
+            and math.isfinite(value)) or (minimum is not None and value < minimum):
         bound = f" >= {minimum}" if minimum is not None else ""
         raise ValueError(f"{name} must be a finite number{bound}{what}, got {value!r}")
-    return float(value)  # type: ignore[arg-type]
+    return float(value)
 
 
 def check_generator(generator: object, like: torch.Tensor | torch.device | None = None,

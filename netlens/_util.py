@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from types import FrameType
 from typing import Any
 
 __all__ = ["NetlensWarning", "progress_bar", "user_stacklevel"]
@@ -36,7 +37,8 @@ class _NoBar:
 def user_stacklevel() -> int:
     """The ``stacklevel`` for ``warnings.warn`` that points at the user's line: the first frame
     outside netlens (and outside ``contextlib``, which runs our context managers)."""
-    frame, level = sys._getframe(1), 1
+    frame: FrameType | None = sys._getframe(1)
+    level = 1
     while frame is not None and frame.f_globals.get("__name__", "").partition(".")[0] in (
             "netlens", "contextlib"):
         frame, level = frame.f_back, level + 1

@@ -26,7 +26,8 @@ SHAPES_STD: tuple[float, float, float] = (1.0, 1.0, 1.0)
 
 SEGMENTATION_CLASSES: tuple[str, ...] = ("background", *SHAPES_CLASSES)
 """Output channels of :class:`ShapesSegNet`: 0 is the background (the distractor included),
-``k + 1`` is ``SHAPES_CLASSES[k]``; :func:`segmentation_labels` gives the true class per pixel."""
+``k + 1`` is ``SHAPES_CLASSES[k]``; :func:`~netlens.zoo.segmentation_labels` gives the true
+class per pixel."""
 
 
 class BasicBlock(nn.Module):

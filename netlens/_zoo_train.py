@@ -70,7 +70,7 @@ def fit(
         bar.close()
 
 
-def dense_targets(batch: ShapesBatch, shape: torch.Size, n_classes: int) -> torch.Tensor:
+def dense_targets(batch: ShapesBatch, shape: tuple[int, int], n_classes: int) -> torch.Tensor:
     """Per-cell class probabilities ``(B, n_classes + 2, h, w)``: background, classes, distractor.
 
     Each cell of the ``(h, w)`` feature map gets the fraction of its pixels covered by the object

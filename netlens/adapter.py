@@ -48,7 +48,7 @@ LayoutKind = Literal["nchw", "nhwc", "tokens", "vector", "other"]
 # Modules whose forward is a single activation call: that call belongs to the module itself.
 _ACTIVATION_MODULES = (nn.ReLU, nn.ReLU6, nn.Hardtanh)
 # Torch functions that are ReLU-family calls: name, and whether they always work in place.
-_RELU_FUNCTIONS: dict[Any, tuple[str, bool]] = {
+_RELU_FUNCTIONS: dict[Any, tuple[Literal[ActivationKind, "hardtanh"], bool]] = {
     F.relu: ("relu", False), F.relu_: ("relu", True), torch.relu: ("relu", False),
     torch.relu_: ("relu", True), torch.Tensor.relu: ("relu", False),
     torch.Tensor.relu_: ("relu", True), F.relu6: ("relu6", False), F.hardtanh: ("hardtanh", False),
@@ -99,7 +99,7 @@ def _activation_of(func: Any, args: tuple, kwargs: dict) -> tuple[ActivationKind
     if not inplace and func in (F.relu, F.relu6, F.hardtanh):
         position = 3 if func is F.hardtanh else 1
         inplace = bool(kwargs.get("inplace", args[position] if len(args) > position else False))
-    return kind, inplace  # type: ignore[return-value]
+    return kind, inplace
 
 
 @dataclasses.dataclass(frozen=True)

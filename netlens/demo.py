@@ -25,10 +25,13 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 from torch import Tensor
+
+if TYPE_CHECKING:
+    from .zoo import ShapesNet
 
 __all__ = ["Context", "Item", "StageResult", "STAGES", "compute", "make_context", "mosaic",
            "settings"]
@@ -178,7 +181,7 @@ def visualization_stage(ctx: Context) -> StageResult:
 
     conf = ctx.settings["visualization"]
     dreamer = NetDreamer(ctx.model)
-    fc = ctx.model.model.fc.weight
+    fc = _fc_weight(ctx)
     top3 = [int(c) for c in fc.argmax(1)][:conf["layer3_channels"]]
     acts = dreamer.features(ctx.batch.images, "layer2").mean((0, 2, 3))
     top2 = [int(c) for c in acts.argsort(descending=True)[:conf["layer2_channels"]]]
@@ -219,7 +222,7 @@ def dream_stage(ctx: Context) -> StageResult:
 
     dd, inv = ctx.settings["deep_dream"], ctx.settings["inversion"]
     dreamer = NetDreamer(ctx.model)
-    plus = int(ctx.model.model.fc.weight[SHAPES_CLASSES.index("plus")].argmax())
+    plus = int(_fc_weight(ctx)[SHAPES_CLASSES.index("plus")].argmax())
     shapes = ctx.batch.images[:1]
     small_photo = _resize(ctx.photo, max(32, ctx.settings["photo_size"] * 3 // 4))
     res = StageResult("dream", "Deep dream and feature inversion",
@@ -339,6 +342,13 @@ def mosaic(size: int, tiles: int = 40, *, generator: torch.Generator) -> Tensor:
     return image.reshape(size, size, 3).permute(2, 0, 1)[None].contiguous()
 
 
+def _fc_weight(ctx: Context) -> Tensor:
+    """The weight ``(classes, channels)`` of the shapes model's classifier ``fc``."""
+    # make_context's model is FlatModel(shapes_model()); torch types a submodule Tensor | Module
+    net = cast("ShapesNet", ctx.model.model)
+    return net.fc.weight
+
+
 def _random_vgg16_features(seed: int) -> torch.nn.Sequential:
     """torchvision's VGG16 ``features`` up to ``conv5_1``'s ReLU, initialized as torchvision
     initializes VGG, from ``seed`` (the classifier, 120M parameters, is never built)."""
@@ -350,6 +360,7 @@ def _random_vgg16_features(seed: int) -> torch.nn.Sequential:
         for m in features.modules():
             if isinstance(m, torch.nn.Conv2d):
                 torch.nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+                assert m.bias is not None  # VGG's convolutions have biases
                 torch.nn.init.zeros_(m.bias)
     return features.eval()
 

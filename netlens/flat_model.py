@@ -180,6 +180,8 @@ class FlatModel(nn.Module):
         TypeError: if ``model`` is not an ``nn.Module``.
     """
 
+    model: nn.Module
+
     def __init__(self, model: nn.Module, example_input: torch.Tensor | None = None) -> None:
         if isinstance(model, FlatModel):
             model = model.model
@@ -195,7 +197,8 @@ class FlatModel(nn.Module):
         self._example = example_input
         self._calls: dict[str, CallRecord] | None = None
         self._channels = input_channels(model)
-        self.traced_input_shape = None  # the shape of the input the layers were found with
+        # the shape of the input the layers were found with
+        self.traced_input_shape: tuple[int, ...] | None = None
         self._leaf_elements: int | None = None
 
     # -- discovery -------------------------------------------------------------------------
@@ -206,7 +209,7 @@ class FlatModel(nn.Module):
         if size is None:  # a HuggingFace vision model: its config's image_size
             size = getattr(getattr(self.model, "config", None), "image_size", None)
         size = size if isinstance(size, int) and not isinstance(size, bool) else 224
-        ref = next(self.model.parameters(), None)
+        ref: torch.Tensor | None = next(self.model.parameters(), None)
         if ref is None:
             ref = next(self.model.buffers(), torch.zeros(()))
         batch = 2 if self.model.training else 1  # BatchNorm in training mode needs B > 1
@@ -226,7 +229,7 @@ class FlatModel(nn.Module):
                     f"its layers ({type(e).__name__}: {e}); pass an input it accepts as "
                     "FlatModel(model, example_input=x)") from e
             self._calls = {c.name: c for c in calls}
-            self.traced_input_shape: tuple[int, ...] | None = tuple(example.shape)
+            self.traced_input_shape = tuple(example.shape)
         return self._calls
 
     @property
@@ -448,8 +451,8 @@ class FlatModel(nn.Module):
             self._calls, self.traced_input_shape = dict(cached["calls"]), cached["shape"]
             self._leaf_elements = cached["leaf_elements"]
             return
-        self._trace(x[:2])
-        _TRACES[self.model] = {"key": key, "calls": dict(self._calls),
+        calls = self._trace(x[:2])
+        _TRACES[self.model] = {"key": key, "calls": dict(calls),
                                "shape": self.traced_input_shape, "leaf_elements": None}
 
     def leaf_elements(self) -> int:
@@ -466,7 +469,7 @@ class FlatModel(nn.Module):
                     elements += int(torch.Size(c.shape[1:]).numel())
             self._leaf_elements = elements
             cached = _TRACES.get(self.model)
-            if cached is not None and cached["calls"].keys() == self._calls.keys():
+            if cached is not None and cached["calls"].keys() == self._trace().keys():
                 cached["leaf_elements"] = elements
         return self._leaf_elements
 

@@ -69,6 +69,7 @@ def attribution_figure(result: StageResult, methods: Sequence[str] | None = None
         _show(axes[i, 0], _rgb(item.image), item.caption, item.mask)
         for j, method in enumerate(methods, start=1):
             cell = result.groups[method][i]
+            assert cell.attr is not None  # the attribution stage's method items carry maps
             picture = overlay(cell.image[0], cell.attr[0], mean=None, std=None)
             _show(axes[i, j], picture, _nice(method) if i == 0 else None, cell.mask)
     return fig
@@ -230,7 +231,8 @@ def write(out_dir: str | Path, results: dict[str, StageResult], ctx: Context, *,
             save_array(out / rel, array)
             files.append({"path": rel, "kind": "array", "stage": stage, "method": name,
                           "shape": list(array.shape), "dtype": str(array.dtype)})
-        section = {"title": res.title, "text": f"{res.text} ({res.seconds:.1f} s)", "rows": rows}
+        section: dict[str, Any] = {"title": res.title,
+                                   "text": f"{res.text} ({res.seconds:.1f} s)", "rows": rows}
         if res.table is not None:
             section["table"], curves = _write_table(out, res.table, files)
             if curves:

@@ -69,8 +69,9 @@ class NetDreamer:
 
     Args:
         model: any ``nn.Module`` (in eval mode) or :class:`~netlens.FlatModel`; never changed.
-        mean, std: the model's input normalization (default: what
+        mean: the model's input normalization (default: what
             :func:`~netlens.optvis.render.model_normalization` finds).
+        std: the standard deviation of that normalization, as ``mean``.
     """
 
     def __init__(self, model: nn.Module, *, mean: Any = None, std: Any = None) -> None:
@@ -168,7 +169,7 @@ class NetDreamer:
         x = check_unit_image(image, batch=False)
         g = _generator(generator, self.fm)
         target = self.features(x, layer)
-        param = ImageParam(tuple(x.shape[-2:]), batch=x.shape[0], generator=g,
+        param = ImageParam((x.shape[-2], x.shape[-1]), batch=x.shape[0], generator=g,
                            device=x.device, dtype=x.dtype)
         objective = (obj.match(layer, target) - tv_weight * obj.total_variation()
                      - alpha_weight * obj.alpha_norm())
@@ -184,7 +185,7 @@ class NetDreamer:
         std = std if self._stats["std"] is None else self._stats["std"]
         with torch.no_grad(), self.fm.record(name) as rec:
             self.fm(normalize_input(x, mean, std), until=name)
-        return self.fm.layout(name).to_map(rec.activations[name], tuple(x.shape[-2:]))
+        return self.fm.layout(name).to_map(rec.activations[name], (x.shape[-2], x.shape[-1]))
 
 
 def _resize(x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:

@@ -84,7 +84,7 @@ class ModuleHook(Hook):
         **options: Any,
     ) -> None:
         super().__init__()
-        registrars = {
+        registrars: dict[str, Callable[..., RemovableHandle]] = {
             "forward": module.register_forward_hook,
             "forward_pre": module.register_forward_pre_hook,
             "full_backward": module.register_full_backward_hook,

@@ -20,7 +20,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import nn
@@ -65,13 +65,12 @@ class NetLens:
         return A.METHODS[method](self.fm, x, target, **options)
 
     def layer_channel_gradient(self, x: torch.Tensor, layer: str, channel: int,
-                               reduce: str = "mean", batch_size: int | None = None,
-                               ) -> torch.Tensor:
+                               reduce: Literal["mean", "sum"] = "mean",
+                               batch_size: int | None = None) -> torch.Tensor:
         """Input gradient of one channel of one layer ``(B, C, H, W)``; the same as
         ``saliency(x, nl.targets.Channel(layer, channel))``."""
         return A.layer_channel_gradient(self.fm, x, layer=layer, channel=channel,
-                                        reduce=reduce,  # type: ignore[arg-type]
-                                        batch_size=batch_size)
+                                        reduce=reduce, batch_size=batch_size)
 
     def __repr__(self) -> str:
         return f"NetLens({type(self.model).__name__})"
@@ -106,7 +105,7 @@ it is current)."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import nn
@@ -127,8 +126,8 @@ class NetLens:
     def attribute(self, method: str, x: torch.Tensor, target: TargetLike = None,
                   **options: Any) -> torch.Tensor: ...
     def layer_channel_gradient(self, x: torch.Tensor, layer: str, channel: int,
-                               reduce: str = "mean", batch_size: int | None = None,
-                               ) -> torch.Tensor: ...
+                               reduce: Literal["mean", "sum"] = "mean",
+                               batch_size: int | None = None) -> torch.Tensor: ...
 '''
 
 

@@ -4,7 +4,7 @@ it is current)."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import nn
@@ -25,8 +25,8 @@ class NetLens:
     def attribute(self, method: str, x: torch.Tensor, target: TargetLike = None,
                   **options: Any) -> torch.Tensor: ...
     def layer_channel_gradient(self, x: torch.Tensor, layer: str, channel: int,
-                               reduce: str = "mean", batch_size: int | None = None,
-                               ) -> torch.Tensor: ...
+                               reduce: Literal["mean", "sum"] = "mean",
+                               batch_size: int | None = None) -> torch.Tensor: ...
 
     def saliency(
         self,

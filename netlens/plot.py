@@ -11,7 +11,7 @@ Image tensors are expected normalized with ``mean``/``std`` (ImageNet's by defau
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
@@ -34,6 +34,7 @@ __all__ = [
     "overlay",
     "positive_negative_saliency",
     "show",
+    "show_maps",
 ]
 
 Reduce = Literal["abs_max", "max", "sum", "mean", "l2"]
@@ -287,6 +288,136 @@ def show(
                 axes[0].set_title(labels[i])
             else:
                 cell.suptitle(labels[i])
+    return fig
+
+
+def show_maps(
+    images: Tensor,
+    maps: Mapping[str, Tensor],
+    masks: Tensor | None = None,
+    *,
+    titles: Sequence[str] | None = None,
+    blend: bool = False,
+    cmap: str | Colormap = "inferno",
+    alpha: float = 0.5,
+    mean: Stats = IMAGENET_MEAN,
+    std: Stats = IMAGENET_STD,
+    reduce: Reduce | None = "abs_max",
+    clip: float | tuple[float, float] | None = 99.0,
+    outline: str | None = "cyan",
+    panel_size: float = 1.7,
+) -> Figure:
+    """Compare attribution maps side by side: one row per image, one column per map.
+
+    Each row shows the image, its mask (with ``masks``), then one panel per entry of ``maps``:
+    the map scaled to ``[0, 1]`` by :func:`normalize_map` (with ``reduce`` and ``clip``) and
+    drawn with ``cmap``, or with ``blend=True`` the heatmap blended over the image by
+    :func:`overlay`. With ``masks``, the outline of each image's mask (its 0.5 level) is drawn
+    over every map panel, so one can see at a glance whether a map points at the object. The
+    column titles (``"image"``, ``"ground truth"``, the keys of ``maps``) are set on the first
+    row only; with ``titles``, every row is titled, its image panel with the image's title.
+
+    Args:
+        images: ``(B, C, H, W)`` or one image ``(C, H, W)``, ``C`` in 1, 3, normalized with
+            ``mean``/``std``.
+        maps: column title -> attributions ``(B, C', H', W')`` of any size (``(C', H', W')`` for
+            one image); their channels are reduced with ``reduce``.
+        masks: ground-truth masks ``(B, 1, H'', W'')`` or ``(B, H'', W'')`` (bool or in
+            ``[0, 1]``), shown as a panel and outlined over the maps; ``None`` for neither.
+        titles: one title per image (e.g. its class), shown on its row's image panel.
+        blend: blend each map over its image (:func:`overlay`) instead of showing it alone.
+        cmap: colormap of the maps, also of the blended heatmaps.
+        alpha: heatmap weight with ``blend=True``, see :func:`overlay`.
+        mean: the mean ``images`` were normalized with; ``None`` if they were not shifted.
+        std: the std ``images`` were normalized with; ``None`` if they were not scaled.
+        reduce: channel reduction, see :func:`normalize_map`; must leave one channel.
+        clip: percentile clipping, see :func:`normalize_map`.
+        outline: colour of the mask outlines; ``None`` draws none.
+        panel_size: size of one panel in inches.
+
+    Returns:
+        A ``matplotlib.figure.Figure`` with ``B * (1 + len(maps))`` axes (one more per row with
+        ``masks``), row by row.
+
+    Raises:
+        TypeError: if ``images``, a map or ``masks`` is not a tensor.
+        ValueError: if the shapes or titles do not fit together, or a map keeps several channels.
+
+    Example:
+        >>> x = torch.rand(2, 3, 8, 8)
+        >>> fig = show_maps(x, {"a": torch.rand(2, 3, 8, 8), "b": torch.rand(2, 1, 4, 4)},
+        ...                 torch.rand(2, 1, 8, 8) > 0.5, mean=None, std=None)
+        >>> len(fig.axes)
+        8
+    """
+    if not isinstance(images, Tensor):
+        raise TypeError(f"images must be a torch.Tensor, got {type(images).__name__}")
+    single = images.ndim == 3
+    if single:
+        images = images[None]
+    if images.ndim != 4:
+        raise ValueError(
+            f"images must be (B, C, H, W) or (C, H, W), got shape {tuple(images.shape)}"
+        )
+    b = images.shape[0]
+    batched: dict[str, Tensor] = {}
+    for name, attr in maps.items():
+        if not isinstance(attr, Tensor):
+            raise TypeError(f"map {name!r} must be a torch.Tensor, got {type(attr).__name__}")
+        attr = attr[None] if single and attr.ndim == 3 else attr
+        if attr.ndim != 4 or attr.shape[0] != b:
+            raise ValueError(
+                f"map {name!r} must be (B, C', H', W') with B={b}, got shape {tuple(attr.shape)}"
+            )
+        batched[str(name)] = attr
+    if masks is not None:
+        if not isinstance(masks, Tensor):
+            raise TypeError(f"masks must be a torch.Tensor or None, got {type(masks).__name__}")
+        masks = masks[:, None] if masks.ndim == 3 else masks
+        if masks.ndim != 4 or masks.shape[0] != b or masks.shape[1] != 1:
+            raise ValueError(
+                f"masks must be (B, 1, H, W) or (B, H, W) with B={b}, got shape "
+                f"{tuple(masks.shape)}"
+            )
+    labels = _titles(titles, b)
+    columns = ["image", *(["ground truth"] if masks is not None else []), *batched]
+    panels: list[np.ndarray] = []
+    names: list[str] = []
+    for i in range(b):
+        img = to_numpy(images[i], mean, std)
+        panels.append(np.repeat(img, 3, axis=-1) if img.shape[-1] == 1 else img)
+        if masks is not None:
+            panels.append(masks[i, 0].detach().float().cpu().numpy())
+        for name, attr in batched.items():
+            if blend:
+                panels.append(overlay(images[i], attr[i], alpha, cmap, mean, std, reduce=reduce,
+                                      clip=clip))
+                continue
+            m = normalize_map(attr[i], reduce=reduce, clip=clip)
+            if m.shape[1] != 1:
+                raise ValueError(
+                    f"map {name!r} must reduce to one channel, got {m.shape[1]}; set reduce"
+                )
+            panels.append(m[0, 0].cpu().numpy())
+        if labels is not None:
+            names += [labels[i], *columns[1:]]
+        else:
+            names += columns if i == 0 else [""] * len(columns)
+    fig = grid(panels, names, ncols=len(columns), cmap=cmap, panel_size=panel_size)
+    if masks is not None and outline is not None:
+        first_map = 2
+        for k, ax in enumerate(fig.axes):
+            if k % len(columns) >= first_map:
+                mask = masks[k // len(columns), 0].detach().float().cpu().numpy()
+                if not mask.min() < 0.5 <= mask.max():
+                    continue  # no outline to draw (an empty or a full mask)
+                shown = ax.images[0].get_array()
+                assert shown is not None  # every map panel shows an image
+                h, w = shown.shape[:2]
+                # the mask's pixel centres in the panel's pixel coordinates, whatever its size
+                xs = (np.arange(mask.shape[1]) + 0.5) * w / mask.shape[1] - 0.5
+                ys = (np.arange(mask.shape[0]) + 0.5) * h / mask.shape[0] - 0.5
+                ax.contour(xs, ys, mask, levels=[0.5], colors=outline, linewidths=0.7)
     return fig
 
 

@@ -25,8 +25,8 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Callable, Sequence
-from typing import Any, Union
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, TypedDict, Union
 
 import torch
 import torch.nn.functional as F
@@ -44,6 +44,22 @@ __all__ = ["gram_matrix", "default_layers", "StyleTransferModule", "StyleTransfe
 
 Layers = Union[str, Sequence[str], None]
 _RANGE_TOL = 1e-4
+
+
+class _Placement(TypedDict):
+    """Where the images go: ``x.to(**placement)``."""
+
+    device: torch.device
+    dtype: torch.dtype
+
+
+def _tensor_sum(terms: Iterable[Tensor]) -> Tensor:
+    """``sum(terms)`` of at least one tensor (so never the builtin's start, 0)."""
+    total = sum(terms)
+    if not isinstance(total, Tensor):
+        raise TypeError(f"the style-transfer loss terms must be tensors, got {type(total).__name__}"
+                        "; a loss_func must return a tensor (e.g. F.mse_loss(prediction, target))")
+    return total
 
 
 def gram_matrix(features: Tensor) -> Tensor:
@@ -107,8 +123,10 @@ def default_layers(arch: nn.Module) -> tuple[tuple[str, ...], tuple[str, ...]]:
     for i, c in enumerate(calls):
         if c.type_name == "Conv2d":
             nxt = calls[i + 1] if i + 1 < len(calls) else None
-            rectified = nxt is not None and nxt.activation is not None
-            blocks[-1].append(nxt.name if rectified else c.name)  # type: ignore[union-attr]
+            if nxt is not None and nxt.activation is not None:  # read after its ReLU
+                blocks[-1].append(nxt.name)
+            else:
+                blocks[-1].append(c.name)
         elif "Pool" in c.type_name and blocks[-1]:
             blocks.append([])
     blocks = [b for b in blocks if b]
@@ -131,16 +149,18 @@ class StyleTransferModule:
         arch: any ``nn.Module`` (VGG ``features``, a whole classifier, a ResNet, ...) or a
             :class:`~netlens.FlatModel`, in eval mode; it is never changed.
         content_target: the content image ``(1 or B, C, H, W)`` (or ``(C, H, W)``) in [0, 1].
-        content_layers, style_layers: layer names (``FlatModel(arch).layer_names``); default
+        content_layers: layer names (``FlatModel(arch).layer_names``); default
             :func:`default_layers`.
+        style_layers: layer names, as ``content_layers``.
         style_target: a style image ``([1,] C, H, W)``, a batch of them, or a list of images
             of any sizes, in [0, 1].
         style_transform: ``features (B, C, h, w) -> statistics``; default :func:`gram_matrix`.
         loss_func: ``loss_func(prediction, target) -> scalar``; default mean squared error.
         style_weights: one weight >= 0 per style image, with a positive sum (normalized to 1);
             default equal weights.
-        mean, std: the model's input normalization; default
+        mean: the model's input normalization; default
             :func:`~netlens.optvis.render.model_normalization` (ImageNet's for torchvision).
+        std: the standard deviation of that normalization, as ``mean``.
 
     Raises:
         UnknownLayerError: a layer name the model lacks (with the closest names).
@@ -156,8 +176,8 @@ class StyleTransferModule:
     ) -> None:
         self.fm = arch if isinstance(arch, FlatModel) else FlatModel(arch)
         ref = next((p for p in self.fm.model.parameters() if p.is_floating_point()), None)
-        self._to = {"device": ref.device if ref is not None else torch.device("cpu"),
-                    "dtype": ref.dtype if ref is not None else torch.float32}
+        self._to: _Placement = {"device": ref.device if ref is not None else torch.device("cpu"),
+                                "dtype": ref.dtype if ref is not None else torch.float32}
         self.content_image = self._image(content_target, "content_target")
         if style_target is None:
             raise ValueError("give style_target=, one style image (1, C, H, W) or a list")
@@ -189,7 +209,7 @@ class StyleTransferModule:
                 raise ValueError(f"style_transform gives statistics of different shapes at layer "
                                  f"{name!r} for the style images; to mix them, it must not depend "
                                  "on the image size (as gram_matrix does not)")
-        self.style_targets = {n: sum(w * st[n] for w, st in zip(self.style_weights, stats))
+        self.style_targets = {n: _tensor_sum(w * st[n] for w, st in zip(self.style_weights, stats))
                               for n in self.style_layers}
 
     def objective(self, style_weight: float = 1e6, content_weight: float = 1.0,
@@ -216,12 +236,12 @@ class StyleTransferModule:
                 p.requires_grad_(False)
             with self.fm.record(names, detach=False) as rec:
                 self.fm(normalize_input(image, self.mean, self.std), until=stop)
-        hw = tuple(image.shape[-2:])
+        hw = (image.shape[-2], image.shape[-1])
         return {n: self.fm.layout(n).to_map(rec.activations[n], hw) for n in names}
 
     def content_loss(self, features: Callable[[str], Tensor]) -> Tensor:
         """Sum over content layers of ``loss_func(features(layer), content features)``."""
-        total = 0.0
+        total: Tensor | float = 0.0
         for name in self.content_layers:
             f, t = features(name), self.content_features[name]
             if f.shape[-2:] != t.shape[-2:] or t.shape[0] not in (1, f.shape[0]):
@@ -231,15 +251,17 @@ class StyleTransferModule:
                     f"{tuple(t.shape)} for the content image; optimize an image of the "
                     f"content's size ({h}x{w}) and batch ({t.shape[0]}, or 1 for any batch)")
             total = total + self.loss_func(f, t.expand_as(f))
-        return total  # type: ignore[return-value]
+        assert isinstance(total, Tensor)  # content_layers is never empty
+        return total
 
     def style_loss(self, features: Callable[[str], Tensor]) -> Tensor:
         """Sum over style layers of ``loss_func(style_transform(features(layer)), target)``."""
-        total = 0.0
+        total: Tensor | float = 0.0
         for name in self.style_layers:
             s = self.style_transform(features(name))
             total = total + self.loss_func(s, self.style_targets[name].expand_as(s))
-        return total  # type: ignore[return-value]
+        assert isinstance(total, Tensor)  # style_layers is never empty
+        return total
 
     def __repr__(self) -> str:
         h, w = self.content_image.shape[-2:]
@@ -314,10 +336,10 @@ class StyleTransferObjective(Objective):
             terms["style"] = m.style_loss(ctx.__getitem__)
         if "tv" in self.weights:
             terms["tv"] = _total_variation(ctx.image)
-        total = sum(self.weights[k] * v for k, v in terms.items())
+        total = _tensor_sum(self.weights[k] * v for k, v in terms.items())  # >= 1 term
         self._last = {k: v.detach() for k, v in terms.items()}
-        self._last["total"] = total.detach()  # type: ignore[union-attr]
-        return -total  # type: ignore[operator]
+        self._last["total"] = total.detach()
+        return -total
 
 
 class LossReporter(Callback):
@@ -369,7 +391,9 @@ def generate_style_transfer(
         input_img: the start ``(1 or B, C, H, W)`` in [0, 1], of the content's size; default the
             content image.
         num_steps: steps (forward + backward passes); 0 returns the rendered start image.
-        style_weight, content_weight, tv_weight: see :class:`StyleTransferObjective`.
+        style_weight: see :class:`StyleTransferObjective`.
+        content_weight: see :class:`StyleTransferObjective`.
+        tv_weight: see :class:`StyleTransferObjective`.
         optimizer: ``"lbfgs"``, ``"adam"`` or a function ``params -> Optimizer``.
         param: ``"raw"`` (the pixels), ``"fft"`` (a Fourier, colour-decorrelated
             :class:`~netlens.optvis.param.ImageParam` started from ``input_img``) or your own.

@@ -36,7 +36,7 @@ import copy
 import dataclasses
 import numbers
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Literal, Union
+from typing import Any, Literal, Union, cast
 
 import torch
 import torch.nn.functional as F
@@ -202,7 +202,7 @@ class Target:
         state = first.state()
         if len(parts) == 1 or not state:
             return first
-        new = {}
+        new: dict[str, Any] = {}
         for name, value in state.items():
             values = [p.state()[name] for p in parts]
             if all(v is None for v in values):
@@ -240,10 +240,12 @@ def as_target(target: TargetLike, batch: int | None = None) -> Target:
     elif isinstance(target, torch.Tensor):
         t = Class(target)
     elif isinstance(target, Sequence) and not isinstance(target, str):
-        if len(target) and all(isinstance(item, Target) for item in target):
-            t = Multi(list(target))
+        targets = [item for item in target if isinstance(item, Target)]
+        if len(target) and len(targets) == len(target):
+            t = Multi(targets)
         else:
-            t = Class(target)
+            # a sequence that is not all targets: Class checks that its items are ints
+            t = Class(cast("Sequence[int]", target))
     elif callable(target):
         t = Score(target)
     else:
@@ -451,8 +453,9 @@ class Multi(Target):
 
     @staticmethod
     def cat(parts: Sequence[Target]) -> Target:
-        return Multi([Target.cat([p.targets[j] for p in parts])  # type: ignore[attr-defined]
-                      for j in range(len(parts[0].targets))])  # type: ignore[attr-defined]
+        multis = cast("Sequence[Multi]", parts)  # cat is called on the parts' own class
+        return Multi([Target.cat([p.targets[j] for p in multis])
+                      for j in range(len(multis[0].targets))])
 
     def bind(self, output: Any) -> Multi:
         return Multi([t.bind(output) for t in self.targets])
@@ -507,8 +510,8 @@ class Output(Target):
 
     @staticmethod
     def cat(parts: Sequence[Target]) -> Target:
-        return Output(parts[0].field,  # type: ignore[attr-defined]
-                      Target.cat([p.target for p in parts]))  # type: ignore[attr-defined]
+        outputs = cast("Sequence[Output]", parts)  # cat is called on the parts' own class
+        return Output(outputs[0].field, Target.cat([p.target for p in outputs]))
 
     def bind(self, output: Any) -> Output:
         return Output(self.field, self.target.bind(self.pick(output)))
@@ -740,7 +743,8 @@ class Detection(Target):
         object.__setattr__(new, "labels", state.get("labels", self.labels))
         return new
 
-    def _predictions(self, output: Any) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    def _predictions(self, output: Any,
+                     ) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]]:
         """Per image ``(boxes (N, 4), scores (N, K) or (N, 1), labels (N,) or None)``."""
         if isinstance(output, (list, tuple)) and output and all(
                 isinstance(o, Mapping) for o in output):
@@ -856,10 +860,15 @@ class Similarity(Target):
     def replace(self, **state: Any) -> Similarity:
         return Similarity(state.get("reference", self.reference))
 
+    @property
+    def _reference(self) -> torch.Tensor:
+        assert self.reference is not None  # __post_init__ made it a (B, D) tensor
+        return self.reference
+
     def _embedding(self, output: Any) -> torch.Tensor:
         out = unwrap(output)
-        if out.dim() != 2 or out.shape[1] != self.reference.shape[1]:
-            raise ValueError(f"Similarity compares (B, {self.reference.shape[1]}) embeddings, "
+        if out.dim() != 2 or out.shape[1] != self._reference.shape[1]:
+            raise ValueError(f"Similarity compares (B, {self._reference.shape[1]}) embeddings, "
                              f"but the model returned {describe_output(output)}; flatten or "
                              "pool the output (e.g. a wrapper model), or give a reference of its "
                              "size")
@@ -867,13 +876,13 @@ class Similarity(Target):
 
     def bind(self, output: Any) -> Similarity:
         out = self._embedding(output)
-        if self.reference.shape[0] not in (1, out.shape[0]):
-            raise _batch_error(self.reference.shape[0], out.shape[0], "reference embeddings")
+        if self._reference.shape[0] not in (1, out.shape[0]):
+            raise _batch_error(self._reference.shape[0], out.shape[0], "reference embeddings")
         return self
 
     def score(self, output: Any) -> torch.Tensor:
         out = self._embedding(output)
-        ref = self.reference.to(out)
+        ref = self._reference.to(out)
         return F.cosine_similarity(out, ref.expand_as(out), dim=1)
 
 
@@ -923,7 +932,7 @@ class Channel(Target):
         reduce: ``"mean"`` or ``"sum"`` over the channel's positions.
     """
 
-    layer: str = ""  # type: ignore[assignment]
+    layer: str = ""
     channel: int = 0
     reduce: Literal["mean", "sum"] = "mean"
 

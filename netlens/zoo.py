@@ -296,7 +296,7 @@ def train(
         model = ShapesNet(n_classes)
         aux_head = nn.Conv2d(model.widths[3], n_classes + 2, 1)
     # channels_last is markedly faster for these convolutions on CPU.
-    model = model.to(device, memory_format=torch.channels_last)
+    model = model.to(device).to(memory_format=torch.channels_last)
     aux_head = aux_head.to(device)
     gen = torch.Generator().manual_seed(seed)
 
@@ -309,7 +309,7 @@ def train(
         logits = model.fc(torch.flatten(model.avgpool(feats), 1))
         loss = F.cross_entropy(logits, batch.labels)
         if aux_weight:
-            target = dense_targets(batch, feats.shape[-2:], n_classes)
+            target = dense_targets(batch, (feats.shape[-2], feats.shape[-1]), n_classes)
             loss = loss + aux_weight * F.cross_entropy(aux_head(feats), target)
         return loss
 
@@ -360,7 +360,7 @@ def train_segmentation(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = ShapesSegNet()
-    model = model.to(device, memory_format=torch.channels_last)
+    model = model.to(device).to(memory_format=torch.channels_last)
     gen = torch.Generator().manual_seed(seed)
 
     def step_loss(step: int) -> torch.Tensor:
@@ -396,7 +396,8 @@ def retrain(kind: str = "classifier", *, out: str | os.PathLike[str] | None = No
     Args:
         kind: ``"classifier"`` (:class:`ShapesNet`) or ``"segmentation"`` (:class:`ShapesSegNet`).
         out: the weights file; default the shipped one, inside the package.
-        steps, batch_size: default the shipped run's.
+        steps: default the shipped run's.
+        batch_size: default the shipped run's.
         seed: the training stream's seed.
         progress: show a progress bar.
 

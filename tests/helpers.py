@@ -1,12 +1,14 @@
-"""The suite's shared helpers: the small models, the torchvision model-zoo registry and the
-model-state check. Tests import them with ``from helpers import ...`` (``pytest.ini`` puts
-``tests/`` on the path); fixtures live in ``conftest.py``. No test imports another test module.
+"""The suite's shared helpers: the small models (``EveryReluNet`` and its ReLU oracles,
+``SmallCNN``, ``tiny_vit``), the torchvision model-zoo registry and the model-state check.
+Tests import them with ``from helpers import ...`` (``pytest.ini`` puts ``tests/`` on the
+path); fixtures live in ``conftest.py``. No test imports another test module.
 
 No test downloads weights: every torchvision model is built with random init and a fixed seed.
 """
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 from typing import Any
 
@@ -42,6 +44,75 @@ class EveryReluNet(nn.Module):
         x = F.relu(self.conv5(x))
         x = torch.relu(x.mean(dim=(2, 3)))
         return self.fc(x)
+
+
+class SmallCNN(nn.Sequential):
+    """The unit tests' small CNN: two 3x3 convolutions, each followed by an activation, and a
+    linear head, as the named children ``conv1, act1, conv2, act2, [pool,] flatten, fc``.
+
+    The defaults are the CAM tests' network: an in-place ReLU after ``conv1`` (hooks and rules
+    must handle it) and a stride-2 ``conv2``, so CAMs at ``act2`` are upsampled, then a mean
+    pool. Other tests pick what they depend on: a smooth activation (``nn.Softplus``, IG
+    completeness), a padding-free first convolution (``padding=(0, 1)``: a shift of the input
+    is compensated exactly in ``conv1``'s bias), a max pool (a non-linear head for occlusion),
+    or no pool (``pool=None``: the head reads every one of ``positions`` positions of
+    ``conv2``'s output, one input channel for the sanity checks).
+
+    Args:
+        classes: the head's outputs.
+        in_channels: the input's channels.
+        widths: the output channels of ``conv1`` and ``conv2``.
+        act: the activation's class (called without arguments, or ``inplace=True``).
+        inplace: whether ``act1`` is in place.
+        padding: the padding of ``conv1`` and ``conv2``.
+        stride: the stride of ``conv1`` and ``conv2``.
+        pool: ``"mean"`` or ``"max"`` over all positions, or None.
+        positions: how many positions of ``conv2``'s output the head reads when ``pool`` is
+            None (h * w for the input size the test uses).
+    """
+
+    def __init__(self, classes: int = 4, *, in_channels: int = 3,
+                 widths: tuple[int, int] = (6, 8), act: type[nn.Module] = nn.ReLU,
+                 inplace: bool = True, padding: tuple[int, int] = (1, 1),
+                 stride: tuple[int, int] = (1, 2), pool: str | None = "mean",
+                 positions: int = 1) -> None:
+        layers: dict[str, nn.Module] = {
+            "conv1": nn.Conv2d(in_channels, widths[0], 3, stride=stride[0], padding=padding[0]),
+            "act1": act(inplace=True) if inplace else act(),
+            "conv2": nn.Conv2d(widths[0], widths[1], 3, stride=stride[1], padding=padding[1]),
+            "act2": act(),
+        }
+        if pool is not None:
+            layers["pool"] = {"mean": nn.AdaptiveAvgPool2d, "max": nn.AdaptiveMaxPool2d}[pool](1)
+            positions = 1
+        layers["flatten"] = nn.Flatten()
+        layers["fc"] = nn.Linear(widths[1] * positions, classes)
+        super().__init__(collections.OrderedDict(layers))
+
+
+def small_cnn(classes: int = 4, *, dtype: torch.dtype = torch.float64, seed: int = 0,
+              **options: Any) -> SmallCNN:
+    """A :class:`SmallCNN` (``options`` are its keyword arguments), seeded, in eval mode."""
+    torch.manual_seed(seed)
+    return SmallCNN(classes, **options).to(dtype).eval()
+
+
+def tiny_vit(*, hidden_dim: int = 32, mlp_dim: int = 64, head_std: float | None = 0.1,
+             dtype: torch.dtype = torch.float64, seed: int = 0) -> nn.Module:
+    """A seeded two-layer torchvision ``VisionTransformer`` on 32 px images (8 px patches, a 4x4
+    token grid after the class token), in eval mode: the token-layer case of CAMs, contracts,
+    layouts and feature visualization. torchvision starts the head at zero, which makes every
+    class score's gradient zero; ``head_std`` redraws it (None keeps the zero head, for tests
+    that read inner layers only)."""
+    import torchvision
+
+    torch.manual_seed(seed)
+    vit = torchvision.models.VisionTransformer(
+        image_size=32, patch_size=8, num_layers=2, num_heads=2, hidden_dim=hidden_dim,
+        mlp_dim=mlp_dim)
+    if head_std is not None:
+        nn.init.normal_(vit.heads.head.weight, std=head_std)
+    return vit.to(dtype).eval()
 
 
 @dataclasses.dataclass(frozen=True)

@@ -7,6 +7,8 @@ from torch import nn
 
 from netlens.adapter import CallTracer, Layout, preserved_state, relu_calls, trace
 
+from helpers import tiny_vit
+
 # Issue #2: exact ReLU-family call counts, random init, one forward pass.
 RELU_COUNTS = [
     ("resnet18", {}, 64, 17, 0),
@@ -77,9 +79,7 @@ def test_trace_leaves_training_model_rng_and_buffers_alone():
 
 
 def test_vit_token_layers_become_maps():
-    torch.manual_seed(0)
-    vit = torchvision.models.VisionTransformer(
-        image_size=32, patch_size=8, num_layers=2, num_heads=2, hidden_dim=16, mlp_dim=32).eval()
+    vit = tiny_vit(hidden_dim=16, mlp_dim=32, head_std=None, dtype=torch.float32)
     x = torch.randn(2, 3, 32, 32)
     calls = {c.name: c for c in trace(vit, x)}
     layout = calls["encoder.layers.encoder_layer_1"].layout

@@ -512,9 +512,9 @@ def test_segmentation_and_detection_models_build_without_any_download(monkeypatc
         load_model("torchvision:resnet18", torch.device("cpu"), options={"min_size": 3})
 
 
-_DETECTOR = ["--model", "torchvision:fasterrcnn_mobilenet_v3_large_fpn", "--size", 64,
+_DETECTOR = ("--model", "torchvision:fasterrcnn_mobilenet_v3_large_fpn", "--size", 64,
              "--model-arg", "min_size=64", "--model-arg", "max_size=64", "--model-arg",
-             "box_score_thresh=0.0", "--device", "cpu"]
+             "box_score_thresh=0.0", "--device", "cpu")
 
 
 @pytest.mark.slow  # a random-init Faster R-CNN (MobileNetV3 FPN) at 64 px: about 8 s
@@ -543,7 +543,7 @@ def test_a_torchvision_detection_model_end_to_end(tmp_path, capsys, shapes_files
     for method, options in (("saliency", {}), ("gradcam", {"layer": layer})):
         saved = np.load(tmp_path / "a" / f"shape0_{method}_box0.npy")
         expected = METHODS[method](model, x, target, **options).numpy()
-        assert saved.shape == (1, 3 if method == "saliency" else 1, 64, 64)
+        assert saved.shape == (1, 3 if METHODS[method].output == "input" else 1, 64, 64)
         np.testing.assert_allclose(saved, expected, rtol=1e-5, atol=1e-12)
     assert f"{img}: {pred['boxes'].shape[0]} boxes (" in out and " at [" in out
     # an explicit box (a predicted one, rounded) with its label

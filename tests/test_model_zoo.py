@@ -10,16 +10,15 @@ from torch import nn
 
 from netlens import FlatModel
 
-from helpers import ZOO, assert_untouched, model_state, zoo_params
-
-_MODELS: dict[str, nn.Module] = {}
+from helpers import ZOO, ZooEntry, assert_untouched, model_state, zoo_params
 
 
-def built(entry) -> nn.Module:
-    if entry.builder not in _MODELS:
-        _MODELS.clear()  # keep one model alive at a time
-        _MODELS[entry.builder] = entry.build()
-    return _MODELS[entry.builder]
+@pytest.fixture(scope="module", params=zoo_params())
+def zoo(request: pytest.FixtureRequest) -> tuple[ZooEntry, nn.Module]:
+    """``(entry, model)`` of each zoo family. Module scope: pytest runs this module's tests of
+    one family together on one model and releases it before the next family is built (one model
+    alive at a time); each test checks that it leaves the model as it was."""
+    return request.param, request.param.build()
 
 
 def mid_layer(fm: FlatModel) -> str:
@@ -57,9 +56,8 @@ def test_zoo_is_complete():
     assert {"GoogLeNet", "Inception v3", "ViT", "Swin", "Swin v2", "MaxViT"} <= families
 
 
-@pytest.mark.parametrize("entry", zoo_params())
-def test_flat_model_on_zoo(entry):
-    model = built(entry)
+def test_flat_model_on_zoo(zoo):
+    entry, model = zoo
     before = model_state(model)
     x = entry.input(2, requires_grad=True)
     fm = FlatModel(model)
@@ -78,9 +76,8 @@ def test_flat_model_on_zoo(entry):
     assert_untouched(model, before)
 
 
-@pytest.mark.parametrize("entry", zoo_params())
-def test_model_restored_after_errors_in_forward_and_backward(entry):
-    model = built(entry)
+def test_model_restored_after_errors_in_forward_and_backward(zoo):
+    entry, model = zoo
     before = model_state(model)
     x = entry.input(1, requires_grad=True)
     fm = FlatModel(model, example_input=x.detach())

@@ -11,7 +11,7 @@ import torch  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 from netlens import plot  # noqa: E402
-from netlens.image import load  # noqa: E402
+from netlens.image import load, to_numpy  # noqa: E402
 
 
 def _gen() -> torch.Generator:
@@ -149,3 +149,73 @@ def test_grid(tmp_path):
         plot.grid([1, 2])
     with pytest.raises(ValueError, match="no images"):
         plot.grid([])
+
+
+def _shown(ax) -> np.ndarray:
+    return np.asarray(ax.images[0].get_array())
+
+
+def test_show_maps_panels_titles_and_data():
+    x = torch.rand(3, 3, 8, 8, generator=_gen())
+    maps = {"a": torch.randn(3, 3, 8, 8, generator=_gen()),
+            "b": torch.randn(3, 1, 4, 4, generator=_gen())}
+    masks = torch.zeros(3, 1, 8, 8, dtype=torch.bool)
+    masks[:, :, 2:6, 3:7] = True
+    fig = plot.show_maps(x, maps, masks, mean=None, std=None, clip=None)
+    assert isinstance(fig, Figure) and len(fig.axes) == 3 * 4  # image, mask, a, b per row
+    assert [ax.get_title() for ax in fig.axes[:4]] == ["image", "ground truth", "a", "b"]
+    assert all(ax.get_title() == "" for ax in fig.axes[4:])  # column titles: first row only
+    for i in range(3):
+        image, mask, a, b = fig.axes[4 * i: 4 * i + 4]
+        assert np.allclose(_shown(image), x[i].permute(1, 2, 0).numpy())
+        assert np.array_equal(_shown(mask), masks[i, 0].float().numpy())
+        ref_a = plot.normalize_map(maps["a"][i], clip=None)[0, 0].numpy()  # abs-max, [0, 1]
+        assert np.allclose(_shown(a), ref_a)
+        assert np.allclose(_shown(b), plot.normalize_map(maps["b"][i], clip=None)[0, 0].numpy())
+        assert _shown(b).shape == (4, 4) and _shown(a).min() == 0 and _shown(a).max() == 1
+        assert not image.collections and not mask.collections  # outlines on the maps only
+        assert a.collections and b.collections
+
+
+def test_show_maps_outline_follows_the_mask_at_the_map_resolution():
+    x = torch.rand(1, 3, 16, 16, generator=_gen())
+    masks = torch.zeros(1, 16, 16)
+    masks[0, 4:12, 8:16] = 1.0  # the right half of the middle rows
+    coarse = torch.rand(1, 1, 4, 4, generator=_gen())
+    fig = plot.show_maps(x, {"coarse": coarse, "fine": torch.rand(1, 1, 16, 16)}, masks,
+                         mean=None, std=None)
+    for ax, scale in ((fig.axes[2], 4), (fig.axes[3], 1)):
+        vertices = np.concatenate([path.vertices for path in ax.collections[0].get_paths()])
+        # the 0.5 level runs between the mask's pixel centres: x from 7.5 on, y from 3.5 to 11.5
+        # in mask pixels, which is the map's pixels times the scale
+        xs, ys = ((vertices + 0.5) * scale - 0.5).T
+        assert xs.min() == pytest.approx(7.5, abs=1e-6) and ys.min() == pytest.approx(3.5, abs=1e-6)
+        assert ys.max() == pytest.approx(11.5, abs=1e-6) and xs.max() == pytest.approx(15, abs=1e-6)
+
+
+def test_show_maps_blend_titles_and_single_image():
+    x = torch.randn(2, 3, 8, 8, generator=_gen())  # ImageNet-normalized by default
+    attr = torch.randn(2, 1, 2, 2, generator=_gen())
+    fig = plot.show_maps(x, {"cam": attr}, blend=True, titles=["cat", "dog"], alpha=0.3)
+    assert len(fig.axes) == 4
+    assert [ax.get_title() for ax in fig.axes] == ["cat", "cam", "dog", "cam"]
+    for i in range(2):
+        assert np.allclose(_shown(fig.axes[2 * i]), to_numpy(x[i]))  # ImageNet's stats undone
+        assert np.allclose(_shown(fig.axes[2 * i + 1]),
+                           plot.overlay(x[i], attr[i], alpha=0.3, cmap="inferno"))
+    one = plot.show_maps(x[0], {"cam": attr[0]})  # (C, H, W) with (C', H', W')
+    assert len(one.axes) == 2 and not one.axes[1].collections
+
+
+def test_show_maps_errors():
+    x = torch.rand(2, 3, 8, 8)
+    with pytest.raises(ValueError, match="B=2"):
+        plot.show_maps(x, {"a": torch.rand(3, 1, 8, 8)})
+    with pytest.raises(ValueError, match="one channel"):
+        plot.show_maps(x, {"a": torch.rand(2, 3, 8, 8)}, reduce=None)
+    with pytest.raises(ValueError, match="masks"):
+        plot.show_maps(x, {}, torch.rand(2, 2, 8, 8))
+    with pytest.raises(ValueError, match="titles"):
+        plot.show_maps(x, {}, titles=["one"])
+    with pytest.raises(TypeError, match="map 'a'"):
+        plot.show_maps(x, {"a": np.zeros((2, 1, 8, 8))})

@@ -1,6 +1,6 @@
-"""Style transfer (issue 5, CONTRIBUTING.md test H22): Gram matrices, losses, L-BFGS and Adam
-runs, the
-Fourier parameterization, several styles, any backbone, the model left alone, clear errors.
+"""Style transfer (CONTRIBUTING.md test H22; issue 5): Gram matrices, losses, L-BFGS and Adam
+runs, the Fourier parameterization, several styles, any backbone, the model left alone, clear
+errors.
 
 Most tests use a random-init 4-conv feature net at 32 px; the oracles are written here from the
 definitions (Gatys et al., 2016), with plain forward passes and no netlens code."""

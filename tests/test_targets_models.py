@@ -1,4 +1,4 @@
-"""Targets on real model families (issue 12, "what must hold").
+"""Targets on real model families (CONTRIBUTING.md tests A1 and C10-C11 there; issue 12).
 
 For each target kind, ``saliency`` equals ``torch.autograd.grad`` of the bound target's score,
 computed here by hand, on torchvision ``fcn_resnet50`` and ``deeplabv3_mobilenet_v3_large``
@@ -98,23 +98,30 @@ FAMILIES = {
     "hf_vit": Family(_hf_vit, 32, "classifier"),
     "embedding": Family(_embedding, 16, "layer4"),
 }
-_BUILT: dict[tuple[str, torch.dtype], tuple[nn.Module, torch.Tensor, Any]] = {}
 F32 = torch.float32
+Built = tuple[nn.Module, torch.Tensor, Any]
 
 
-def family(name: str, dtype: torch.dtype = torch.float64,
-           ) -> tuple[nn.Module, torch.Tensor, Any]:
-    """``(model, x, clean output)`` of a family: eval mode, seeded; two images."""
-    if (name, dtype) not in _BUILT:
-        torch.manual_seed(0)
-        model = FAMILIES[name].build().to(dtype).eval()
-        size = FAMILIES[name].size
-        g = torch.Generator().manual_seed(1)
-        x = torch.rand(2, 3, size, size, generator=g, dtype=torch.float64).to(dtype)
-        with torch.no_grad():
-            out = model(x)
-        _BUILT[name, dtype] = (model, x, out)
-    return _BUILT[name, dtype]
+@pytest.fixture(scope="module")
+def family() -> Callable[..., Built]:
+    """``family(name, dtype=float64)``: ``(model, x, clean output)`` of a family, eval mode,
+    seeded, two images; built once for this module. Every test that uses it leaves the model as
+    it was (``untouched`` or ``assert_untouched``)."""
+    built: dict[tuple[str, torch.dtype], Built] = {}
+
+    def get(name: str, dtype: torch.dtype = torch.float64) -> Built:
+        if (name, dtype) not in built:
+            torch.manual_seed(0)
+            model = FAMILIES[name].build().to(dtype).eval()
+            size = FAMILIES[name].size
+            g = torch.Generator().manual_seed(1)
+            x = torch.rand(2, 3, size, size, generator=g, dtype=torch.float64).to(dtype)
+            with torch.no_grad():
+                out = model(x)
+            built[name, dtype] = (model, x, out)
+        return built[name, dtype]
+
+    return get
 
 
 # -- per-image parameters, from the clean output -----------------------------------------------
@@ -234,7 +241,8 @@ def _marks(case: Case) -> list:
     return [pytest.mark.slow] if case.family in SLOW_FAMILIES else []
 
 
-def target_of(case: Case, dtype: torch.dtype = torch.float64) -> Any:
+def target_of(family: Callable[..., Built], case: Case,
+              dtype: torch.dtype = torch.float64) -> Any:
     _, _, out = family(case.family, dtype)
     return case.make(out)
 
@@ -285,9 +293,9 @@ def hand_gradient(case: Case, model: nn.Module, x: torch.Tensor, target: Any) ->
 
 # -- 1. saliency is autograd of the target's score -----------------------------------------------
 @pytest.mark.parametrize("case", [pytest.param(c, id=c.id, marks=_marks(c)) for c in CASES])
-def test_saliency_equals_autograd_of_the_target_score(case, untouched):
+def test_saliency_equals_autograd_of_the_target_score(case, untouched, family):
     model, x, _ = family(case.family)
-    target = target_of(case)
+    target = target_of(family, case)
     want = hand_gradient(case, model, x, target)
     assert want.abs().sum() > 0, "the hand-computed score does not depend on the input"
     k = k_of(target)
@@ -298,13 +306,13 @@ def test_saliency_equals_autograd_of_the_target_score(case, untouched):
     torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-12 * want.abs().max().item())
 
 
-def test_per_image_parameters_are_per_image():
+def test_per_image_parameters_are_per_image(family):
     """A per-image target on image 1 alone is the target of image 1 in the batch: the chunks
     take each image's classes, masks, boxes and references."""
     for case in (CASE["fcn-multi"], CASE["faster_rcnn-detection"],
                  CASE["embedding-similarity"]):  # masks and classes, boxes, references
         model, x, _ = family(case.family)
-        target = T.as_target(target_of(case))
+        target = T.as_target(target_of(family, case))
         both = nl.attribution.saliency(model, x, target)
         alone = nl.attribution.saliency(model, x[1:], target.take(slice(1, 2)))
         torch.testing.assert_close(both[1:], alone, rtol=1e-9, atol=1e-14, msg=case.id)
@@ -314,15 +322,14 @@ def test_per_image_parameters_are_per_image():
 # -- 2. every method with every target, batched, model untouched ---------------------------------
 def options(method: str, case: Case, x: torch.Tensor, **extra: Any) -> dict[str, Any]:
     """The method's cheap options, a generator where it takes one, the case's CAM layer, and
-    occlusion windows of half the image (4 windows)."""
+    windows of half the image (4 windows) where it takes windows (occlusion)."""
     spec = METHODS[method]
     opts = dict(spec.cheap)
     if "generator" in spec.parameters:
         opts["generator"] = torch.Generator().manual_seed(0)
     if spec.layer and case.layer is not None:
         opts["layer"] = case.layer
-    if method == "occlusion":
-        opts.update(window=x.shape[2] // 2, stride=x.shape[2] // 2)
+    opts.update(spec.options_for({"window": x.shape[2] // 2, "stride": x.shape[2] // 2}))
     opts.update(extra)
     return opts
 
@@ -335,13 +342,20 @@ def run(method: str, model: nn.Module, x: torch.Tensor, target: Any, opts: dict)
     return METHODS[method](model, x, target, **opts)
 
 
-# One method per loop over chunks: input gradients, noisy or path points, a CAM layer's maps
-# with and without gradients, Score-CAM's masked images, occluded images.
+# Named on purpose: one method per loop over chunks: input gradients, noisy or path points, a
+# CAM layer's maps with and without gradients, Score-CAM's masked images, occluded images.
 CHUNKED = {"saliency", "smooth_grad", "gradcam", "eigencam", "scorecam", "occlusion"}
 MATRIX = [pytest.param(m, c, id=f"{m}-{c.id}", marks=_marks(c)) for c in CASES for m in METHODS]
 
 
-def test_the_cases_cover_every_target_kind():
+def test_the_named_methods_are_registry_methods():
+    """The hand-picked representatives above still name methods (a renamed method would
+    silently drop out of them)."""
+    assert CHUNKED | set(MIDWAY_METHODS) | set(BAD_METHODS) <= set(METHODS)
+    assert {METHODS[m].family for m in CHUNKED} == {"gradient", "cam", "perturbation"}
+
+
+def test_the_cases_cover_every_target_kind(family):
     def kinds(target: Any) -> set[str]:
         t = T.as_target(target)
         if isinstance(t, T.Multi):
@@ -350,7 +364,7 @@ def test_the_cases_cover_every_target_kind():
             return {f"Output({t.field!r}, {type(t.target).__name__})"}
         return {type(t).__name__}
 
-    everything = set().union(*(kinds(target_of(c)) for c in CASES))
+    everything = set().union(*(kinds(target_of(family, c)) for c in CASES))
     assert everything == {
         "Class", "Score", "Segmentation", "Detection", "Similarity", "Regression", "Channel",
         "TopK", "Output('aux', Segmentation)", "Output('out', Segmentation)",
@@ -359,9 +373,9 @@ def test_the_cases_cover_every_target_kind():
 
 
 @pytest.mark.parametrize("method, case", MATRIX)
-def test_every_method_runs_with_every_target(method, case, untouched):
+def test_every_method_runs_with_every_target(method, case, untouched, family):
     model, x, _ = family(case.family, F32)
-    target = target_of(case, F32)
+    target = target_of(family, case, F32)
     k = k_of(target)
     # Single targets one image per pass (the chunks take per-image parameters) in one method of
     # each chunk loop, several targets with both images in one pass.
@@ -382,18 +396,18 @@ class Failure(RuntimeError):
     """The injected failure."""
 
 
-# Every method on the cheap families; on the others, one method of each way of running passes:
-# input gradients under backward rules, noisy points after a clean binding pass, a CAM layer's
-# interception, masked passes, occluded passes.
+# Every method on the cheap families; on the others, named on purpose, one method of each way of
+# running passes: input gradients under backward rules, noisy points after a clean binding
+# pass, a CAM layer's interception, masked passes, occluded passes.
+MIDWAY_METHODS = ("guided_backprop", "smooth_grad", "gradcam", "scorecam", "occlusion")
 MIDWAY = [pytest.param(n, m, id=f"{n}-{m}", marks=[pytest.mark.slow] if n in SLOW_FAMILIES
                        else [])
           for n in FAMILIES for m in METHODS
-          if n in ("hf_vit", "embedding") or m in (
-              "guided_backprop", "smooth_grad", "gradcam", "scorecam", "occlusion")]
+          if n in ("hf_vit", "embedding") or m in MIDWAY_METHODS]
 
 
 @pytest.mark.parametrize("name, method", MIDWAY)
-def test_model_untouched_after_a_failure_midway(name, method):
+def test_model_untouched_after_a_failure_midway(name, method, family):
     """The model's last module raises in the second forward pass (one image per pass): inside
     the method, with its hooks, rules and interceptions in place."""
     model, x, out = family(name, F32)
@@ -420,7 +434,7 @@ def test_model_untouched_after_a_failure_midway(name, method):
 
 
 @pytest.mark.parametrize("method", list(METHODS))
-def test_model_untouched_after_an_invalid_option(method):
+def test_model_untouched_after_an_invalid_option(method, family):
     model, x, out = family("hf_vit", F32)
     before = model_state(model)
     with pytest.raises(ValueError, match="batch_size must be a positive int"), \
@@ -471,9 +485,9 @@ BAD = [
     ("faster_rcnn", lambda out: T.Detection(torch.tensor([[0.0, 0, 1, 1]] * 2)), ValueError,
      r"box \[0.0, 0.0, 1.0, 1.0\] of image 0 matches no predicted box.*box_score_thresh"),
 ]
-# Targets are bound in the pass (saliency, CAMs, occlusion: per chunk) or before the passes
-# (integrated gradients, SmoothGrad: explicit classes from one image's output); the heavier
-# families go through one method of each.
+# Named on purpose: targets are bound in the pass (saliency, CAMs, occlusion: per chunk) or
+# before the passes (integrated gradients, SmoothGrad: explicit classes from one image's
+# output); the heavier families go through one method of each.
 BAD_METHODS = ["saliency", "integrated_gradients", "gradcam", "occlusion"]
 
 
@@ -482,7 +496,8 @@ BAD_METHODS = ["saliency", "integrated_gradients", "gradcam", "occlusion"]
                  marks=[pytest.mark.slow] if b[0] in SLOW_FAMILIES else [])
     for i, b in enumerate(BAD) for m in BAD_METHODS
     if b[0] in ("hf_vit", "embedding") or m in ("saliency", "integrated_gradients")])
-def test_bad_targets_name_the_output_and_the_fix(name, make, error, message, method, untouched):
+def test_bad_targets_name_the_output_and_the_fix(name, make, error, message, method, untouched,
+                                                 family):
     model, x, out = family(name, F32)
     opts = options(method, Case(name, "bad", make), x)
     with untouched(model), pytest.raises(error, match=message):
@@ -491,7 +506,7 @@ def test_bad_targets_name_the_output_and_the_fix(name, make, error, message, met
 
 # -- 5. CAM layers on these families ------------------------------------------------------------
 @pytest.mark.parametrize("name", ["fcn", "deeplab"])
-def test_segmentation_cams_default_to_the_main_head(name, untouched):
+def test_segmentation_cams_default_to_the_main_head(name, untouched, family):
     """torchvision segmentation models run ``aux_classifier`` after ``classifier``; the main
     output does not depend on it, so it is not the default CAM layer (its CAM was blank)."""
     model, x, out = family(name)
@@ -511,7 +526,7 @@ def test_segmentation_cams_default_to_the_main_head(name, untouched):
 
 
 @pytest.mark.slow
-def test_detector_cam_layers(untouched):
+def test_detector_cam_layers(untouched, family):
     """The RoI features ``(rois, 256, 7, 7)`` are not per-image maps: never the default, and an
     error naming the fix when asked for; the default (a proposal-network layer) is one no box
     score depends on, which gradient CAMs say instead of returning a blank map."""
@@ -533,7 +548,7 @@ def test_detector_cam_layers(untouched):
         assert eigen.shape == (2, 1, 64, 64)
 
 
-def test_vit_cam_layer_and_attention_implementations(untouched):
+def test_vit_cam_layer_and_attention_implementations(untouched, family):
     """The default CAM layer of the HF ViT is the token layer before its last attention (patch
     tokens still reach the class token there); SDPA and eager attention give the same
     saliency and Grad-CAM (hooks and layouts work with both)."""
@@ -565,7 +580,7 @@ def test_vit_cam_layer_and_attention_implementations(untouched):
     torch.testing.assert_close(eager_cam, cam, rtol=1e-5, atol=1e-6 * cam.abs().max().item())
 
 
-def test_channel_target_before_the_cam_layer_names_the_fix(untouched):
+def test_channel_target_before_the_cam_layer_names_the_fix(untouched, family):
     """At 16 px, ResNet-18's layer3 and layer4 are 1 x 1: the default CAM layer is layer2,
     which a Channel target of layer1 never reaches (its forward pass stops after layer1)."""
     model, x, _ = family("embedding", F32)
@@ -575,7 +590,7 @@ def test_channel_target_before_the_cam_layer_names_the_fix(untouched):
 
 
 @pytest.mark.slow
-def test_detector_resizing_its_input(untouched):
+def test_detector_resizing_its_input(untouched, family):
     """A 48 x 40 image, which the detector's transform resizes to 64 px inside: its boxes are
     in input pixels, and saliency is still autograd of the box scores, at the input's size."""
     model, _, _ = family("faster_rcnn")

@@ -193,11 +193,11 @@ def test_train_segmentation_command(tmp_path: Path, capsys: pytest.CaptureFixtur
 
 @pytest.mark.slow
 def test_attributions_of_the_true_class_point_into_the_object(model: ShapesSegNet) -> None:
-    # The issue: on 200 fresh images, Grad-CAM and integrated gradients with a Segmentation
-    # target for the true class put their arg-max inside the object at least 90% and 60% of
-    # the time. Measured on these images: Grad-CAM (default layer, `classifier`) 1.00, IG from
-    # a blurred baseline 0.92 (0.95 on seed 777). From the default black baseline IG gets 0.485:
-    # see the next test.
+    # Required (CONTRIBUTING.md D14 for the segmentation model): on 200 fresh images, Grad-CAM
+    # and integrated gradients with a Segmentation target for the true class put their arg-max
+    # inside the object at least 90% and 60% of the time. Measured on these images: Grad-CAM
+    # (default layer, `classifier`) 1.00, IG from a blurred baseline 0.92 (0.95 on seed 777).
+    # From the default black baseline IG gets 0.485: see the next test.
     batch = make_shapes(200, seed=LOCALIZATION_SEED)
     target = nl.targets.Segmentation(batch.labels + 1)
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from types import MappingProxyType
+from typing import TypedDict
 
 import torch
 
@@ -44,14 +45,24 @@ from .gradients import (
     smooth_grad,
 )
 from .occlusion import occlusion
-from .registry import AttributionMethod, MethodSpec
+from .registry import AttributionMethod, Family, MethodSpec, OutputKind
 
 Target = TargetLike
 """What ``target=`` accepts (see :mod:`netlens.targets`)."""
 
 _SELVARAJU = ("Selvaraju et al., \"Grad-CAM: Visual Explanations from Deep Networks via "
               "Gradient-based Localization\", ICCV 2017")
-_CAM = {"output": "map", "family": "cam", "layer": True}
+
+
+class _SpecFields(TypedDict):
+    """The :class:`MethodSpec` fields that all CAMs share."""
+
+    output: OutputKind
+    family: Family
+    layer: bool
+
+
+_CAM: _SpecFields = {"output": "map", "family": "cam", "layer": True}
 
 _SPECS = [
     MethodSpec("saliency", saliency, "input", "gradient",

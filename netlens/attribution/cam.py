@@ -106,6 +106,7 @@ class CamContext:
         channels-last layers included): ``(n,)`` or ``(n, K)``; no gradients."""
         def replace(_: str, output: Any) -> Any:
             t = first_tensor(output)
+            assert t is not None  # the layer's output holds the activations it was read from
             return _with_first(output, self.layout.from_map(maps.to(t.dtype), t))
 
         with self.fm.intercept(self.layer, replace):
@@ -116,7 +117,8 @@ class CamVariant(Protocol):
     """The override point of a CAM: ``weights(context) -> (B, [K,] C)`` channel weights or
     ``(B, [K,] C, h, w)`` contributions; ``gradients`` says whether it needs ``G``."""
 
-    gradients: bool
+    @property
+    def gradients(self) -> bool: ...
 
     def __call__(self, ctx: CamContext) -> torch.Tensor: ...
 
@@ -130,6 +132,17 @@ class _FromAG:
 
     def __call__(self, ctx: CamContext) -> torch.Tensor:
         return self.fn(ctx.A if self.gradients else ctx.activations, ctx.gradients)
+
+
+@dataclasses.dataclass(frozen=True)
+class _FromContext:
+    """A variant whose weights are a function of the whole :class:`CamContext`."""
+
+    fn: Callable[[CamContext], torch.Tensor]
+    gradients: bool = True
+
+    def __call__(self, ctx: CamContext) -> torch.Tensor:
+        return self.fn(ctx)
 
 
 # -- the shared pipeline -------------------------------------------------------------------------
@@ -171,11 +184,11 @@ def _spatial_layer(fm: FlatModel, layer: str | None) -> str:
     return name
 
 
-def _with_first(output: object, t: torch.Tensor) -> object:
+def _with_first(output: Any, t: torch.Tensor) -> object:
     """``output`` with its first tensor replaced by ``t``."""
     if isinstance(output, torch.Tensor):
         return t
-    items = list(output)  # type: ignore[call-overload]
+    items = list(output)
     i = next(k for k, item in enumerate(items) if isinstance(item, torch.Tensor))
     items[i] = t
     if hasattr(output, "_fields"):  # a namedtuple
@@ -260,7 +273,7 @@ def _reaches(t: torch.Tensor, leaf: torch.Tensor) -> bool:
         seen.add(node)
         if getattr(node, "variable", None) is leaf:
             return True
-        stack.extend(n for n, _ in node.next_functions)
+        stack.extend(n for n, _ in node.next_functions if n is not None)
     return False
 
 
@@ -506,7 +519,7 @@ def _scorecam_weights(ctx: CamContext) -> torch.Tensor:
     return torch.softmax(scores.view(batch, channels, ctx.k).transpose(1, 2), dim=2)
 
 
-_scorecam_weights.gradients = False  # type: ignore[attr-defined]
+_scorecam_variant = _FromContext(_scorecam_weights, gradients=False)
 
 
 def scorecam(
@@ -526,9 +539,10 @@ def scorecam(
         batch_size: masked images per forward pass (also images per pass when recording the
             layer); default from the memory budget. The result does not depend on it.
         progress: show a progress bar: None when it takes over 2 s, True always, False never.
-        Other arguments, returns and raises as :func:`gradcam`.
+
+    Other arguments, returns and raises as :func:`gradcam`.
     """
-    return cam_driver(model, x, target, _scorecam_weights, layer=layer,
+    return cam_driver(model, x, target, _scorecam_variant, layer=layer,
                       interpolate=interpolate, relu=relu, batch_size=batch_size,
                       progress=progress)[0]
 

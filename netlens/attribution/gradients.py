@@ -166,7 +166,7 @@ def saliency(
         targets per image ``(B, K, C, H, W)`` (one forward pass, one batched backward call).
 
     Raises:
-        ValueError, TypeError: bad input or target (see :func:`~netlens.attribution.prepare`).
+        ValueError, TypeError: bad input or target (see :func:`~netlens._runtime.prepare`).
         RuntimeError: under ``torch.inference_mode()``.
 
     Example:

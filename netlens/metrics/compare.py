@@ -7,7 +7,7 @@ import os
 import threading
 import time
 from collections.abc import Sequence
-from typing import Any, Callable
+from typing import Any, Callable, Literal
 
 import torch
 from torch import nn
@@ -220,7 +220,8 @@ def compare(
         gen = torch.Generator()
         gen.seed()
     quiet = False if progress is False else None
-    records, curves = [], {}
+    records: list[dict[str, Any]] = []
+    curves: dict[str, dict[str, tuple[torch.Tensor, torch.Tensor]]] = {}
     with progress_bar(len(named) * (1 + len(metrics)), progress, "compare") as bar:
         for name, fn in named:
             opts = options.get(name, {})
@@ -275,7 +276,8 @@ def _metric(metric: str, fm: nn.Module, net: nn.Module, x: torch.Tensor, attr: t
     mo.setdefault("progress", progress)
     mo.setdefault("generator", gen)
     if metric.startswith("road_"):
-        curve = fa.road(fm, x, attr, t, order=metric[5:], **mo)
+        order: Literal["morf", "lerf"] = "morf" if metric == "road_morf" else "lerf"
+        curve = fa.road(fm, x, attr, t, order=order, **mo)
     else:
         curve = getattr(fa, metric)(fm, x, attr, t, **mo)
     return (curve.aopc if metric == "pixel_flipping" else curve.auc), curve

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
-from typing import Callable, Literal
+from typing import TYPE_CHECKING, Callable, Literal, TypedDict
 
 import torch
 import torch.nn.functional as F
@@ -33,6 +33,9 @@ from ..attribution import baseline_image
 from ..flat_model import FlatModel
 from ..targets import Target, TargetLike
 from ._maps import Reduce, bind_single, check_attr, saliency_map, target_score
+
+if TYPE_CHECKING:
+    from typing import Unpack  # Python 3.11+; the annotations are never evaluated
 
 __all__ = [
     "Curve", "auc", "deletion", "insertion", "pixel_flipping", "road", "noisy_linear_imputation",
@@ -398,6 +401,14 @@ def road(
 
 # -- confidence ------------------------------------------------------------------------------
 
+class _ConfidenceOptions(TypedDict, total=False):
+    """The options of :func:`confidence_scores` that its two metrics pass on."""
+
+    reduce: Reduce
+    batch_size: int | None
+    max_memory: int | None
+
+
 def confidence_scores(
     model: nn.Module, x: torch.Tensor, attr: torch.Tensor, target: TargetLike = None, *,
     reduce: Reduce = "auto", batch_size: int | None = None, max_memory: int | None = None,
@@ -421,7 +432,7 @@ def confidence_scores(
 
 
 def average_drop(model: nn.Module, x: torch.Tensor, attr: torch.Tensor, target: TargetLike = None,
-                 **options: object) -> torch.Tensor:
+                 **options: Unpack[_ConfidenceOptions]) -> torch.Tensor:
     """``(B,)`` relative drop in the target probability when the image is masked by its map,
     ``max(0, Y - O) / Y`` (Chattopadhay et al., WACV 2018; its mean x 100 is the paper's
     "average drop %"). Lower is better. Options as :func:`confidence_scores`.
@@ -431,14 +442,15 @@ def average_drop(model: nn.Module, x: torch.Tensor, attr: torch.Tensor, target: 
         >>> average_drop(lin, torch.rand(2, 1, 2, 2), torch.ones(2, 1, 2, 2), 0).tolist()
         [0.0, 0.0]
     """
-    y, o = confidence_scores(model, x, attr, target, **options)  # type: ignore[arg-type]
+    y, o = confidence_scores(model, x, attr, target, **options)
     return (y - o).clamp(min=0) / y.clamp(min=torch.finfo(y.dtype).tiny)
 
 
 def increase_in_confidence(model: nn.Module, x: torch.Tensor, attr: torch.Tensor,
-                           target: TargetLike = None, **options: object) -> torch.Tensor:
+                           target: TargetLike = None, **options: Unpack[_ConfidenceOptions],
+                           ) -> torch.Tensor:
     """``(B,)`` 1.0 where masking the image by its map *raises* the target probability, else 0.0
     (Chattopadhay et al. 2018; the mean x 100 is the paper's "% increase in confidence").
     Higher is better. Options as :func:`confidence_scores`."""
-    y, o = confidence_scores(model, x, attr, target, **options)  # type: ignore[arg-type]
+    y, o = confidence_scores(model, x, attr, target, **options)
     return (o > y).to(y.dtype)

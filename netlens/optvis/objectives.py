@@ -22,9 +22,12 @@ from __future__ import annotations
 
 import numbers
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, Union
+from typing import TYPE_CHECKING, Any, Union, cast
 
 import torch
+
+if TYPE_CHECKING:
+    from typing import TypeGuard  # Python 3.10+; the annotations are never evaluated
 
 __all__ = [
     "Objective",
@@ -103,7 +106,7 @@ class Objective:
         if _is_scalar(other):
             if other == 0:  # so that sum(objectives) works
                 return self
-            c, a = float(other), self  # type: ignore[arg-type]
+            c, a = float(other), self
             return Objective(lambda ctx: a(ctx) + c, f"{a.name} + {c:g}", layers=a.layers,
                              needs_output=a.needs_output)
         return self._join(_check(other, "+"), lambda u, v: u + v, "+")
@@ -112,7 +115,7 @@ class Objective:
 
     def __sub__(self, other: object) -> Objective:
         if _is_scalar(other):
-            return self + (-float(other))  # type: ignore[arg-type]
+            return self + (-float(other))
         return self._join(_check(other, "-"), lambda u, v: u - v, "-")
 
     def __rsub__(self, other: object) -> Objective:
@@ -125,15 +128,15 @@ class Objective:
         if not _is_scalar(other):
             raise TypeError(f"an objective can be multiplied by a number only, not by "
                             f"{type(other).__name__}")
-        return self._scaled(float(other), f"{float(other):g} * {_paren(self.name)}")  # type: ignore[arg-type]
+        return self._scaled(float(other), f"{float(other):g} * {_paren(self.name)}")
 
     __rmul__ = __mul__
 
     def __truediv__(self, other: object) -> Objective:
-        if not _is_scalar(other) or float(other) == 0:  # type: ignore[arg-type]
+        if not _is_scalar(other) or float(other) == 0:
             raise TypeError(f"an objective can be divided by a non-zero number only, got "
                             f"{other!r}")
-        return self._scaled(1.0 / float(other), f"{_paren(self.name)} / {float(other):g}")  # type: ignore[arg-type]
+        return self._scaled(1.0 / float(other), f"{_paren(self.name)} / {float(other):g}")
 
 
 def as_objective(obj: Objective | Callable[[Context], torch.Tensor]) -> Objective:
@@ -312,7 +315,7 @@ def l2(centre: float = 0.5) -> Objective:
 
 
 # -- helpers -------------------------------------------------------------------------------
-def _is_scalar(v: object) -> bool:
+def _is_scalar(v: object) -> TypeGuard[numbers.Real | torch.Tensor]:
     if isinstance(v, torch.Tensor):
         return v.dim() == 0 and not v.requires_grad
     return isinstance(v, numbers.Real) and not isinstance(v, bool)
@@ -336,7 +339,8 @@ def _index(v: object, what: str) -> int:
 
 
 def _positive(v: object, what: str) -> float:
-    if isinstance(v, bool) or not isinstance(v, numbers.Real) or not v > 0:
+    # cast: the stub of numbers.Real declares only < and <=; every Real compares like a float
+    if isinstance(v, bool) or not isinstance(v, numbers.Real) or not cast(float, v) > 0:
         raise ValueError(f"{what} must be a number > 0, got {v!r}")
     return float(v)
 
@@ -350,9 +354,12 @@ def _check_channel(a: torch.Tensor, c: int, layer_name: str) -> None:
 def _rows(a: torch.Tensor, batch: Batch) -> torch.Tensor:
     if batch is None:
         return a
-    idx = [batch] if isinstance(batch, numbers.Integral) else list(batch)
-    if not idx or any(isinstance(i, bool) or not isinstance(i, numbers.Integral) for i in idx):
+    # int is a numbers.Integral at run time; naming it lets the type checker narrow `batch`
+    items: list[object] = [batch] if isinstance(batch, (int, numbers.Integral)) else list(batch)
+    if not items or any(isinstance(i, bool) or not isinstance(i, numbers.Integral)
+                        for i in items):
         raise ValueError(f"batch must be an image index or a list of them, got {batch!r}")
+    idx = cast("list[int]", items)  # every item is an Integral (checked above)
     if max(idx) >= a.shape[0] or min(idx) < -a.shape[0]:
         raise ValueError(f"batch={batch!r} is out of range for a batch of {a.shape[0]} images")
     return a[idx]

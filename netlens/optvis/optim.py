@@ -24,7 +24,7 @@ class ProjectedAdam(torch.optim.Adam):
         super().__init__(params, lr=lr)
         self.box = box
 
-    def step(self, closure: Any = None) -> Any:  # type: ignore[override]
+    def step(self, closure: Any = None) -> Any:
         loss = super().step(closure)
         if self.box is not None:
             with torch.no_grad():

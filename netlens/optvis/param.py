@@ -180,6 +180,9 @@ class ImageParam(Param):
         (torch.Size([2, 3, 31, 40]), True)
     """
 
+    scale: Tensor  # buffer, registered when fft
+    color: Tensor  # buffer, registered when decorrelate
+
     def __init__(
         self,
         size: int | tuple[int, int] | None = None,

@@ -23,7 +23,7 @@ import math
 import numbers
 import warnings
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any, Union
+from typing import Any, Union, cast
 
 import torch
 from torch import nn
@@ -87,8 +87,9 @@ class OptVis:
             :class:`RawParam` its steps can run away: prefer ``"lbfgs"``.)
         lr: the learning rate of the default optimizer.
         size: the side (or ``(H, W)``) of the default parameterization.
-        mean, std: the model's input normalization, applied inside the loop; default
+        mean: the model's input normalization, applied inside the loop; default
             :func:`model_normalization`. Pass ``mean=0.0, std=1.0`` for none.
+        std: the standard deviation of that normalization, as ``mean``.
         generator: the source of randomness of the default param and of the transforms; default a
             fresh, nondeterministically seeded CPU generator. The global random state is never used.
         redirect_steps: if the first step gives some image no gradient at all (the objective
@@ -225,7 +226,8 @@ class OptVis:
             last.append(value.detach())
             return -value.detach()
 
-        optimizer.step(closure)
+        # torch's stub types a closure as returning a float; optimizers take the loss tensor
+        optimizer.step(cast("Callable[[], float]", closure))
         return last[-1]
 
     def _read(self, pending: list[torch.Tensor]) -> None:
@@ -252,7 +254,7 @@ class OptVis:
 
     def _evaluate(self, image: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         self._acts: dict[str, torch.Tensor] = {}
-        self._hw = tuple(x.shape[-2:])
+        self._hw = (x.shape[-2], x.shape[-1])
         output = None
         if self._layers or self.objective.needs_output:
             x = normalize_input(x, *self._stats)

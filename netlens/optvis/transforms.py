@@ -49,7 +49,7 @@ _PAD_MODES = ("constant", "reflect", "replicate")
 class Transform:
     """Base of the transforms: ``t(x, generator=None)`` maps ``(B, C, H, W)`` to a batch."""
 
-    __slots__ = ()
+    __slots__: tuple[str, ...] = ()
     n_random = 0  # how many uniform numbers one call draws
 
     def __call__(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
@@ -78,6 +78,8 @@ class Pad(Transform):
     """Pads ``w`` pixels on every side (see :func:`pad`)."""
 
     __slots__ = ("w", "mode", "value")
+    mode: str
+    value: float
 
     def __init__(self, w: int, mode: str = "reflect", value: float = 0.5) -> None:
         self.w = _check_int(w, "pad width w", 0)

@@ -15,15 +15,7 @@ from netlens.adapter import Layout
 from netlens.attribution import CamContext, cam_driver
 from netlens.attribution.cam import gradcam
 
-from helpers import assert_untouched, model_state
-
-
-def tiny_vit() -> nn.Module:
-    torch.manual_seed(0)
-    vit = torchvision.models.VisionTransformer(
-        image_size=32, patch_size=8, num_layers=2, num_heads=2, hidden_dim=32, mlp_dim=64)
-    nn.init.normal_(vit.heads.head.weight, std=0.1)  # torchvision starts the head at zero
-    return vit.double().eval()
+from helpers import assert_untouched, model_state, tiny_vit
 
 
 def tiny_swin() -> nn.Module:

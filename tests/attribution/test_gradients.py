@@ -17,6 +17,7 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 from netlens import UnknownLayerError
+from netlens.attribution import METHODS, gradients
 from netlens.attribution.gradients import (
     BLUR_SIGMA,
     NetlensWarning,
@@ -28,7 +29,7 @@ from netlens.attribution.gradients import (
     smooth_grad,
 )
 
-from helpers import EveryReluNet, GuidedRelu
+from helpers import EveryReluNet, GuidedRelu, small_cnn
 
 F64 = torch.float64
 
@@ -46,7 +47,8 @@ def guided_every_relu(net: EveryReluNet, x: torch.Tensor) -> torch.Tensor:
     return net.fc(r(h.mean(dim=(2, 3))))
 
 
-_RELUS = {F.relu, F.relu_, torch.relu, torch.relu_, torch.Tensor.relu, torch.Tensor.relu_}
+_RELUS = frozenset({F.relu, F.relu_, torch.relu, torch.relu_, torch.Tensor.relu,
+                    torch.Tensor.relu_})
 
 
 class GuidedReluMode(TorchFunctionMode):
@@ -67,12 +69,9 @@ def grad_of(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor,
     return torch.autograd.grad(out[torch.arange(len(x)), target].sum(), x)[0]
 
 
-def small_cnn(act: type[nn.Module] = nn.Softplus, classes: int = 3,
-              padding: int = 1) -> nn.Module:
-    torch.manual_seed(0)
-    return nn.Sequential(
-        nn.Conv2d(3, 6, 3, padding=padding), act(), nn.Conv2d(6, 6, 3, padding=1), act(),
-        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(6, classes)).double().eval()
+# helpers.small_cnn with two 6-channel stride-1 convolutions, an activation given per test
+# (Softplus: a smooth network for IG's completeness), a mean pool and 3 classes.
+CNN = {"classes": 3, "widths": (6, 6), "inplace": False, "stride": (1, 1)}
 
 
 def images(b: int = 4, size: int = 8, dtype: torch.dtype = F64, seed: int = 1) -> torch.Tensor:
@@ -112,14 +111,14 @@ def f_gain(model: nn.Module, x: torch.Tensor, b: torch.Tensor, t: torch.Tensor) 
 
 
 def test_ig_completeness_on_a_smooth_network():
-    model, x, t = small_cnn(nn.Softplus), images(4), torch.tensor([0, 1, 2, 0])
+    model, x, t = small_cnn(act=nn.Softplus, **CNN), images(4), torch.tensor([0, 1, 2, 0])
     attr = integrated_gradients(model, x, t, steps=16)
     gap = attr.sum(dim=(1, 2, 3)) - f_gain(model, x, torch.zeros_like(x), t)
     assert gap.abs().max() <= 1e-8, gap
 
 
 def test_ig_completeness_converges_on_a_relu_network():
-    model, x, t = small_cnn(nn.ReLU), images(4), torch.tensor([0, 1, 2, 0])
+    model, x, t = small_cnn(act=nn.ReLU, **CNN), images(4), torch.tensor([0, 1, 2, 0])
     _, d16 = integrated_gradients(model, x, t, steps=16, return_delta=True)
     _, d256 = integrated_gradients(model, x, t, steps=256, return_delta=True)
     gain = f_gain(model, x, torch.zeros_like(x), t)
@@ -169,7 +168,7 @@ def test_ig_matches_a_riemann_oracle_with_the_same_alphas(every_relu_net, method
 
 
 def test_ig_baselines():
-    model, x, t = small_cnn(nn.Softplus), images(2, 12), torch.tensor([0, 2])
+    model, x, t = small_cnn(act=nn.Softplus, **CNN), images(2, 12), torch.tensor([0, 2])
     ig = integrated_gradients
     torch.testing.assert_close(ig(model, x, t, steps=4, baseline="zeros"),
                                ig(model, x, t, steps=4))
@@ -235,7 +234,7 @@ def test_guided_backprop_on_torchvision_functional_and_reused_relus(name, builde
 
 
 def test_guided_backprop_without_relu_warns_and_is_the_gradient():
-    model = small_cnn(nn.GELU)
+    model = small_cnn(act=nn.GELU, **CNN)
     x = images(2)
     with pytest.warns(NetlensWarning, match="no ReLU"):
         got = guided_backprop(model, x, 1)
@@ -338,17 +337,33 @@ def test_layer_channel_gradient_errors(every_relu_net, untouched):
 
 # -- B9 batch, target and chunk invariance ---------------------------------------------------
 
-ALL = {
-    "saliency": lambda m, x, t, **kw: saliency(m, x, t, **kw),
-    "input_x_gradient": lambda m, x, t, **kw: input_x_gradient(m, x, t, **kw),
-    "guided_backprop": lambda m, x, t, **kw: guided_backprop(m, x, t, **kw),
-    "integrated_gradients": lambda m, x, t, **kw: integrated_gradients(m, x, t, steps=5, **kw),
-    "smooth_grad": lambda m, x, t, **kw: smooth_grad(
-        m, x, t, n=3, generator=kw.pop("generator", seeded(0)), **kw),
-    "layer_channel_gradient": lambda m, x, t, **kw: layer_channel_gradient(
-        m, x, layer="conv4", channel=t if isinstance(t, int) else 1, **kw),
-}
-DETERMINISTIC = [k for k in ALL if k != "smooth_grad"]
+def registry_method(name: str) -> Callable[..., torch.Tensor]:
+    """The registry's method with its cheap options, and a fresh seeded generator when it is
+    stochastic (so two calls give the same result)."""
+    spec = METHODS[name]
+
+    def run(model: nn.Module, x: torch.Tensor, target, **options) -> torch.Tensor:
+        if spec.stochastic:
+            options.setdefault("generator", seeded(0))
+        return spec(model, x, target, **{**spec.cheap, **options})
+
+    return run
+
+
+# Every method of the registry that this module defines, and layer_channel_gradient, which is
+# not a registry method: it reads one channel of a layer and takes no target.
+ALL = {name: registry_method(name) for name, spec in METHODS.items()
+       if spec.fn.__module__ == gradients.__name__}
+TARGETED = list(ALL)
+ALL["layer_channel_gradient"] = lambda m, x, t, **kw: layer_channel_gradient(
+    m, x, layer="conv4", channel=t if isinstance(t, int) else 1, **kw)
+DETERMINISTIC = [k for k in ALL if k not in METHODS or not METHODS[k].stochastic]
+
+
+def test_the_generated_cases_run_this_modules_functions():
+    for fn in (saliency, input_x_gradient, guided_backprop, integrated_gradients, smooth_grad):
+        assert fn.__name__ in TARGETED and METHODS[fn.__name__].fn is fn, fn.__name__
+    assert "smooth_grad" not in DETERMINISTIC and "layer_channel_gradient" in DETERMINISTIC
 
 
 @pytest.mark.parametrize("name", DETERMINISTIC)
@@ -361,8 +376,7 @@ def test_a_batch_equals_single_calls(every_relu_net, name):
     torch.testing.assert_close(batch, singles, rtol=1e-10, atol=1e-12)
 
 
-@pytest.mark.parametrize("name", ["saliency", "guided_backprop", "integrated_gradients",
-                                  "smooth_grad"])
+@pytest.mark.parametrize("name", TARGETED)
 def test_target_none_is_the_argmax(every_relu_net, name):
     x = images(5)
     with torch.no_grad():
@@ -370,6 +384,8 @@ def test_target_none_is_the_argmax(every_relu_net, name):
     assert torch.equal(ALL[name](every_relu_net, x, None), ALL[name](every_relu_net, x, argmax))
 
 
+# Named on purpose: the options of this module's two multi-pass methods that change how their
+# passes are drawn and combined.
 @pytest.mark.parametrize("name,options", [
     ("integrated_gradients", {"steps": 7, "method": "gausslegendre"}),
     ("integrated_gradients", {"steps": 6, "method": "riemann_trapezoid", "baseline": "uniform",
@@ -393,11 +409,11 @@ def test_results_do_not_depend_on_the_chunking(every_relu_net, name, options):
 # -- B7 input invariance (Kindermans et al., 2019) -------------------------------------------
 
 def test_input_invariance():
-    model = small_cnn(nn.ReLU, padding=0)
+    model = small_cnn(act=nn.ReLU, padding=(0, 1), **CNN)
     shift = torch.tensor([0.5, -1.0, 2.0], dtype=F64).view(1, 3, 1, 1)
     shifted = copy.deepcopy(model)
     with torch.no_grad():  # model(x) == shifted(x + shift)
-        shifted[0].bias -= (shifted[0].weight * shift).sum(dim=(1, 2, 3))
+        shifted.conv1.bias -= (shifted.conv1.weight * shift).sum(dim=(1, 2, 3))
     x, t = images(3), torch.tensor([0, 1, 2])
     xs = x + shift
     with torch.no_grad():
@@ -422,8 +438,7 @@ def test_relu_rescaling_invariance(every_relu_net):
         scaled.conv1.bias *= 3
         scaled.conv2.weight /= 3
     x = images(4)
-    for name in ("saliency", "guided_backprop", "integrated_gradients", "smooth_grad",
-                 "input_x_gradient"):
+    for name in TARGETED:
         torch.testing.assert_close(ALL[name](scaled, x, T4), ALL[name](every_relu_net, x, T4),
                                    rtol=1e-9, atol=1e-12, msg=name)
 
@@ -456,9 +471,6 @@ def error_net() -> nn.Module:
     return nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 4, 3, padding=1),
                          Boom(only_with_grad=True), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
                          nn.Flatten(), nn.Linear(4, 3))
-
-
-ERROR_LAYER = {"layer_channel_gradient": "4"}
 
 
 @pytest.mark.parametrize("name", list(ALL))

@@ -1,4 +1,5 @@
-"""Ground truth: on the shipped shapes model, explanations point at the object (issues #3, #6).
+"""Ground truth: on the shipped shapes model, explanations point at the object (CONTRIBUTING.md
+tests D14, D15, F18; issues #3, #6).
 
 500 fresh images (a seed never used in training). Pointing game: the arg-max of the map lies in
 the object mask. Relevance mass: the share of the map's positive mass inside the mask. Both come
@@ -19,12 +20,20 @@ from netlens.metrics._maps import method_reduce
 from netlens.zoo import shapes_model
 
 N_IMAGES = 500
-OPTIONS = {  # fewer passes than the defaults keep the test at seconds per method
-    "smooth_grad": {"n": 8, "generator": torch.Generator().manual_seed(0), "progress": False},
-    "integrated_gradients": {"steps": 16, "progress": False},
-    "occlusion": {"window": 16, "stride": 8, "progress": False},
-    "scorecam": {"progress": False},
-}
+# Fewer passes than the defaults keep the test at seconds per method: SmoothGrad's samples,
+# integrated gradients' steps, occlusion's windows (each method gets the options it takes).
+PASSES = {"n": 8, "steps": 16, "window": 16, "stride": 8}
+
+
+def options(method: str) -> dict:
+    """``PASSES`` for the method, no progress bar, a seeded generator if it is stochastic."""
+    spec = METHODS[method]
+    opts = spec.options_for(PASSES)
+    if spec.progress:
+        opts["progress"] = False
+    if spec.stochastic:
+        opts["generator"] = torch.Generator().manual_seed(0)
+    return opts
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +57,7 @@ def attributions(shapes):
                 cache[method] = M.centre_map(model, batch.images)
             else:
                 cache[method] = METHODS[method](model, batch.images, batch.labels,
-                                                **OPTIONS.get(method, {}))
+                                                **options(method))
         return cache[method]
 
     return get
@@ -75,14 +84,14 @@ def test_method_localizes_the_object(shapes, attributions, method):
     area = masks.float().mean().item()
     pointing = M.pointing_game(attr, masks, reduce=reduce).mean().item()
     print(f"{method}: pointing {pointing:.3f}, relevance mass {mass:.3f} (area {area:.3f})")
-    if method == "deconvnet":
+    if method == "deconvnet":  # named on purpose: a measured exception, explained below
         # DeconvNet ignores the forward ReLU masks, so its map reconstructs image edges more than
         # the class evidence (Nie et al., ICML 2018): on these 500 images its mass is 0.066 for
         # an area of 0.057, above a random map's but not by 1.5x.
         assert mass > area, "deconvnet does not beat a random map on relevance mass"
         return
     assert mass > 1.5 * area, f"{method} does not beat a random map on relevance mass"
-    if method == "gradcam":
+    if method == "gradcam":  # named on purpose: CONTRIBUTING.md test D14's pointing game
         assert pointing >= 0.90
 
 

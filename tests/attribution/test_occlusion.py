@@ -10,6 +10,8 @@ from torch import nn
 from netlens.attribution.occlusion import occlusion
 from netlens.flat_model import FlatModel
 
+from helpers import SmallCNN, small_cnn
+
 
 class Linear(nn.Module):
     """f(x)_k = sum(w_k * x): class 0 uses w, class 1 uses -w."""
@@ -96,15 +98,9 @@ def test_bad_arguments_name_the_argument(kwargs, arg, untouched):
 
 
 # -- Captum ----------------------------------------------------------------------------------
-class SmallCNN(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.features = nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), nn.ReLU(),
-                                      nn.Conv2d(6, 8, 3, stride=2), nn.ReLU())
-        self.fc = nn.Linear(8, 4)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(self.features(x).amax(dim=(2, 3)))
+# The small CNN of the Captum and contract checks: a max-pooled head (a non-linear score of the
+# occluded images), a stride-2, padding-free second convolution.
+CNN = {"inplace": False, "padding": (1, 0), "pool": "max"}
 
 
 def images(batch: int, h: int, w: int, dtype: torch.dtype = torch.float64) -> torch.Tensor:
@@ -125,8 +121,7 @@ def captum_occlusion(model, x, t, window, stride, baseline):
 
 @pytest.mark.parametrize("window, stride", [((3, 3), (2, 2)), ((4, 5), (3, 2)), ((13, 2), (4, 1))])
 def test_matches_captum_on_a_small_cnn(window, stride):
-    torch.manual_seed(0)
-    model = SmallCNN().double().eval()
+    model = small_cnn(**CNN)
     x, t = images(2, 13, 11), [1, 3]
     theirs = captum_occlusion(model, x, t, window, stride, 0.3)
     ours = occlusion(model, x, t, window=window, stride=stride, baseline=0.3, batch_size=9)
@@ -150,8 +145,7 @@ def test_matches_captum_on_resnet18():
 
 # -- contracts -------------------------------------------------------------------------------
 def test_batch_size_invariance_and_batch_equals_single_calls():
-    torch.manual_seed(0)
-    model = SmallCNN().double().eval()
+    model = small_cnn(**CNN)
     x, t = images(5, 13, 11), [0, 3, 1, 2, 3]
     ref = occlusion(model, x, t, window=5, stride=4, batch_size=1000)
     for bs in (1, 7):
@@ -166,8 +160,7 @@ def test_batch_size_invariance_and_batch_equals_single_calls():
 
 
 def test_contracts(untouched):
-    torch.manual_seed(0)
-    model = SmallCNN().eval()
+    model = small_cnn(dtype=torch.float32, **CNN)
     for dtype in (torch.float32, torch.float64):
         model = model.to(dtype)
         x = images(2, 13, 11, dtype)
@@ -180,7 +173,7 @@ def test_contracts(untouched):
     with torch.no_grad():
         torch.testing.assert_close(occlusion(model, x, [0, 1], window=4, stride=2), out)
     torch.testing.assert_close(occlusion(FlatModel(model), x, [0, 1], window=4, stride=2), out)
-    # train mode works too (SmallCNN has no dropout or batch norm, so the map is the same)
+    # train mode works too (the CNN has no dropout or batch norm, so the map is the same)
     model.train()
     with untouched(model):
         torch.testing.assert_close(occlusion(model, x, [0, 1], window=4, stride=2), out)
@@ -189,12 +182,14 @@ def test_contracts(untouched):
 class Flaky(SmallCNN):
     """Runs twice (layer discovery and the unoccluded pass), then raises inside its forward."""
 
-    calls = 0
+    def __init__(self) -> None:
+        super().__init__(**CNN)
+        self.calls = 0
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        Flaky.calls += 1
-        if Flaky.calls > 2:
-            self.features[0](x)
+        self.calls += 1
+        if self.calls > 2:
+            self.conv1(x)
             raise RuntimeError("a layer failed")
         return super().forward(x)
 

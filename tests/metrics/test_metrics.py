@@ -1,4 +1,5 @@
-"""netlens.metrics on toy models whose answers are known by hand (issue #6).
+"""netlens.metrics on toy models whose answers are known by hand (CONTRIBUTING.md tests D15,
+F18; issue #6).
 
 The workhorse is a bias-free linear model ``f(x)_c = <W_c, x>``: its true attribution for class
 ``c`` is ``W_c * x``, so the best deletion order, the pointing-game answer and the curves can be

@@ -13,7 +13,7 @@ from netlens.optvis.param import ImageParam, RawParam
 from netlens.optvis.render import Callback, OptVis, model_normalization
 from netlens.zoo import shapes_model
 
-from helpers import assert_untouched, model_state
+from helpers import assert_untouched, model_state, tiny_vit
 
 
 @pytest.fixture(scope="module")
@@ -193,9 +193,7 @@ def test_ctrl_c_returns_the_image_so_far(shapes):
 
 
 def test_token_layers_of_a_vit():
-    torch.manual_seed(0)
-    vit = torchvision.models.VisionTransformer(image_size=32, patch_size=8, num_layers=2,
-                                               num_heads=2, hidden_dim=32, mlp_dim=64).eval()
+    vit = tiny_vit(head_std=None, dtype=torch.float32)  # a channel objective: no head needed
     layer = "encoder.layers.encoder_layer_1.mlp"
     vis = OptVis(vit, obj.channel(layer, 5), size=32, generator=_gen())
     before = vis.value()

@@ -17,7 +17,7 @@ def test_ruff_is_clean():
             [sys.executable, "-m", "ruff", "--version"], capture_output=True).returncode != 0:
         pytest.skip("ruff is not installed (pip install ruff, or use python3 tasks.py test)")
     result = subprocess.run([sys.executable, "-m", "ruff", "check", "netlens", "tests",
-                             "benchmarks", "tasks.py", "setup.py"],
+                             "benchmarks", "nbs", "tasks.py", "setup.py"],
                             cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
 

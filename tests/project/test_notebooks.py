@@ -1,4 +1,8 @@
-"""Every example notebook in ``nbs/examples/`` runs top to bottom.
+"""Every example notebook in ``nbs/examples/`` matches its source and runs top to bottom.
+
+Each notebook ``<name>.ipynb`` is generated from its jupytext percent-format source ``<name>.py``
+by ``python3 tasks.py notebooks`` (``tasks.write_notebooks``); the sync tests fail when a pair
+differs and name the command that fixes it.
 
 Each notebook is executed by nbclient in a fresh kernel that runs *this* interpreter
 (``sys.executable -m ipykernel_launcher``), so it sees the same environment as the tests whatever
@@ -8,11 +12,14 @@ into the repository), with ``MPLBACKEND=Agg`` and the repository root on ``PYTHO
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
+import shutil
 import sys
 from pathlib import Path
 
+import jupytext
 import nbclient
 import nbformat
 import pytest
@@ -23,6 +30,8 @@ from nbclient.exceptions import CellExecutionError
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "nbs" / "examples"
 NOTEBOOKS = sorted(EXAMPLES.glob("*.ipynb"))
+SOURCES = sorted(EXAMPLES.glob("*.py"))
+FIX = "python3 tasks.py notebooks"
 ATTRIBUTION_NOTEBOOKS = ("Visual-Gradient_backprop.ipynb", "Visual-Grad_CAM.ipynb",
                          "occlusion.ipynb")
 CELL_TIMEOUT_S = 300
@@ -56,12 +65,105 @@ def _execute(path: Path, workdir: Path) -> nbformat.NotebookNode:
                                      resources={"metadata": {"path": str(workdir)}})
     failure = None
     try:
-        client.execute(cwd=str(workdir), env=_kernel_env(workdir))
+        # cleanup_kc: shut the kernel down afterwards, which nbclient does not do for a kernel
+        # manager it did not create; a kernel left running slows down the next notebooks
+        client.execute(cwd=str(workdir), env=_kernel_env(workdir), cleanup_kc=True)
     except CellExecutionError as error:  # its message holds the cell's source and traceback
         failure = _ANSI.sub("", str(error))
     if failure is not None:  # failed outside the except block: no chained traceback
         pytest.fail(f"{path.name}: a cell failed\n{failure}", pytrace=False)
     return nb
+
+
+def _cells(nb: nbformat.NotebookNode) -> list[tuple[str, str]]:
+    return [(cell.cell_type, cell.source) for cell in nb.cells]
+
+
+def _out_of_sync(folder: Path) -> list[str]:
+    """One message per problem: a source without its notebook or the reverse, or a notebook
+    whose cells (types and sources) differ from what jupytext makes of its source."""
+    problems = []
+    for source in sorted(folder.glob("*.py")):
+        notebook = source.with_suffix(".ipynb")
+        if not notebook.exists():
+            problems.append(f"{source.name} has no {notebook.name}: run `{FIX}`")
+            continue
+        want, have = _cells(jupytext.read(source)), _cells(nbformat.read(notebook, as_version=4))
+        if want != have:
+            k = next((i for i, (w, h) in enumerate(zip(want, have)) if w != h),
+                     min(len(want), len(have)))
+            problems.append(
+                f"{notebook.name} is out of sync with its source {source.name} (cell {k} differs; "
+                f"{len(want)} cells in the source, {len(have)} in the notebook): edit "
+                f"{source.name}, then run `{FIX}`")
+    for notebook in sorted(folder.glob("*.ipynb")):
+        if not notebook.with_suffix(".py").exists():
+            problems.append(
+                f"{notebook.name} has no source {notebook.stem}.py: create it with `jupytext "
+                f"--set-formats ipynb,py:percent {notebook.name}`, then run `{FIX}`")
+    return problems
+
+
+def _tasks():
+    """``tasks.py`` as a module (it is a script in the repository root, not a package)."""
+    spec = importlib.util.spec_from_file_location("netlens_tasks", ROOT / "tasks.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_notebooks_match_their_sources():
+    assert SOURCES, f"no notebook sources in {EXAMPLES}"
+    problems = _out_of_sync(EXAMPLES)
+    assert not problems, "\n".join(problems)
+
+
+def test_sync_check_reports_a_pair_that_differs(tmp_path: Path):
+    for path in (EXAMPLES / "evaluation.py", EXAMPLES / "evaluation.ipynb"):
+        shutil.copy(path, tmp_path / path.name)
+    assert _out_of_sync(tmp_path) == []
+    source = tmp_path / "evaluation.py"
+    text = source.read_text(encoding="utf-8")
+    source.write_text(text.replace("torch.manual_seed(0)", "torch.manual_seed(1)", 1),
+                      encoding="utf-8")
+    [problem] = _out_of_sync(tmp_path)
+    assert "evaluation.ipynb is out of sync with its source evaluation.py" in problem
+    assert FIX in problem
+    source.write_text(text + "\n# %%\nprint('one more cell')\n", encoding="utf-8")
+    [problem] = _out_of_sync(tmp_path)
+    assert "evaluation.ipynb" in problem and FIX in problem
+    (tmp_path / "evaluation.ipynb").unlink()
+    assert _out_of_sync(tmp_path) == [f"evaluation.py has no evaluation.ipynb: run `{FIX}`"]
+    source.rename(tmp_path / "other.py")
+    shutil.copy(EXAMPLES / "evaluation.ipynb", tmp_path / "evaluation.ipynb")
+    problems = _out_of_sync(tmp_path)
+    assert len(problems) == 2 and "evaluation.ipynb has no source evaluation.py" in problems[1]
+
+
+def test_task_writes_the_stored_notebooks_byte_for_byte(tmp_path: Path):
+    for source in SOURCES:
+        shutil.copy(source, tmp_path / source.name)
+    tasks = _tasks()
+    assert tasks.write_notebooks(tmp_path) == 0
+    first = {p.name: p.read_bytes() for p in tmp_path.glob("*.ipynb")}
+    assert tasks.write_notebooks(tmp_path) == 0  # deterministic: the same bytes again
+    assert {p.name: p.read_bytes() for p in tmp_path.glob("*.ipynb")} == first
+    stale = [name for name, data in first.items() if (EXAMPLES / name).read_bytes() != data]
+    assert not stale, f"{stale} differ from what `{FIX}` writes: run it"
+    (tmp_path / "orphan.ipynb").write_bytes(first["evaluation.ipynb"])
+    assert tasks.write_notebooks(tmp_path) == 1  # a notebook without a source is an error
+
+
+@pytest.mark.parametrize("source", SOURCES, ids=[p.stem for p in SOURCES])
+def test_notebook_says_it_is_generated(source: Path):
+    nb = nbformat.read(source.with_suffix(".ipynb"), as_version=4)
+    first = nb.cells[0]
+    assert first.cell_type == "markdown", f"{source.name}: the first cell must be the note"
+    for words in (f"{source.name}`", f"{source.stem}.ipynb", f"`{FIX}`", "Edit the `.py`"):
+        assert words in first.source, f"{source.name}: the first cell's note lacks {words!r}"
+    assert nb.metadata["jupytext"]["formats"] == "ipynb,py:percent"
+    assert nb.metadata["netlens"]["generated_from"] == source.name
+    assert nb.metadata["netlens"]["regenerate"] == FIX
 
 
 def test_example_notebooks_are_found():

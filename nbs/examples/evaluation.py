@@ -1,0 +1,135 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     notebook_metadata_filter: language_info,netlens
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+#   language_info:
+#     name: python
+#   netlens:
+#     edit: evaluation.py, not this notebook
+#     generated_from: evaluation.py
+#     regenerate: python3 tasks.py notebooks
+# ---
+
+# %% [markdown]
+# > `nbs/examples/evaluation.py` is the source of this notebook (jupytext percent format);
+# > `evaluation.ipynb` is generated from it by `python3 tasks.py notebooks`. Edit the `.py`, not the
+# > `.ipynb`.
+
+# %% [markdown]
+# # Which explanation can I trust?
+#
+# An attribution map always *looks* like an explanation. `nl.metrics` measures whether it
+# is one, on three questions:
+#
+# - **Faithfulness**: when the pixels the map ranks highest are removed, does the model's
+#   score fall fast (deletion, low AUC)? When they are put back first, does it rise fast
+#   (insertion, high AUC)?
+# - **Localization**: when we know where the evidence is (an object mask), does the map
+#   point there (pointing game) and put its mass there (relevance mass, rank accuracy)?
+# - **Sanity** (Adebayo et al. 2018): when the model's weights are replaced by random ones,
+#   does the explanation change? If not, it describes the image, not the model.
+#
+# We use the shapes model that ships with netlens: its images come with the object's
+# mask, so localization has a ground truth. Two reference maps set the bar: a uniform
+# `random` map and a `centre` bump (objects are often near the middle).
+
+# %%
+# %matplotlib inline
+import torch
+from IPython.display import Markdown, display
+
+import netlens as nl
+from netlens.attribution import METHODS
+
+torch.manual_seed(0)
+model = nl.zoo.shapes_model()
+batch = nl.data.make_shapes(16, seed=4242)      # images the model never saw
+x, y, masks = batch.images, batch.labels, batch.masks
+print(x.shape, masks.shape, f"object area: {masks.float().mean():.3f} of the image")
+
+# %% [markdown]
+# ## Every method, every metric, one table
+#
+# `nl.metrics.compare` runs each method once (timing it and measuring its peak memory),
+# then every metric on its maps. Input attributions are read as |attribution| summed over
+# the colour channels; CAMs and occlusion as they are. Fewer integration steps and
+# SmoothGrad samples than the defaults keep this notebook fast; the curves use 6 steps.
+
+# %%
+options = {
+    "integrated_gradients": {"steps": 16},
+    "smooth_grad": {"n": 8},
+    "occlusion": {"window": 16, "stride": 8},
+}
+table = nl.metrics.compare(
+    model, x, y, masks=masks,
+    methods=[*METHODS, "random", "centre"],
+    metrics=["deletion", "insertion", "pointing_game", "relevance_mass",
+             "relevance_rank", "sparseness"],
+    options=options,
+    metric_options={"deletion": {"steps": 6}, "insertion": {"steps": 6}},
+    generator=torch.Generator().manual_seed(0), progress=False)
+display(Markdown(table.to_markdown()))
+
+# %% [markdown]
+# Arrows say which way is better. `seconds` is the attribution's own runtime on these 16
+# images, `peak_mb` its peak memory above the start (the CUDA allocator's figure on a GPU,
+# the sampled resident memory on a CPU, so small numbers are noisy). The table is a list
+# of records: `table[0]`, `table.to_dataframe()` with pandas, `str(table)` for Markdown.
+#
+# The perturbation curves behind the AUCs:
+
+# %%
+fig = nl.metrics.plot_curves(table)
+fig
+
+# %% [markdown]
+# ## The metrics one by one
+#
+# Every metric is also a plain function that returns one value per image, so that it can
+# be averaged, plotted or tested as you like. The same numbers for Grad-CAM by hand:
+
+# %%
+cam = nl.attribution.gradcam(model, x, y)
+curve = nl.metrics.deletion(model, x, cam, y, steps=8, progress=False)
+print("deletion AUC per image:", curve.auc.numpy().round(2))
+print("pointing game:", nl.metrics.pointing_game(cam, masks).mean().item())
+print("relevance mass:", round(nl.metrics.relevance_mass(cam, masks).mean().item(), 3))
+print("average drop:", round(nl.metrics.average_drop(model, x, cam, y).mean().item(), 3))
+road = nl.metrics.road(model, x, cam, y, fractions=(0.1, 0.3, 0.5),
+                       generator=torch.Generator().manual_seed(0), progress=False)
+print("ROAD (most relevant first) at 0/10/30/50%:", road.mean.numpy().round(3))
+
+# %% [markdown]
+# ## Sanity check: randomize the model, layer by layer
+#
+# `model_randomization` redraws the weights of a *copy* of the model from the top layer
+# down (cascading) and compares each explanation with the trained model's. Vanilla
+# gradients and Grad-CAM lose their similarity quickly; guided backprop stays similar
+# while half of the network is random: it mostly reconstructs the image (Adebayo et al.,
+# "Sanity Checks for Saliency Maps", 2018). The caller's model is untouched.
+
+# %%
+sanity = nl.metrics.model_randomization(
+    model, x[:6], y[:6], methods=["saliency", "gradcam", "guided_backprop"],
+    generator=torch.Generator().manual_seed(0), progress=False)
+half = len(sanity.layers) // 2
+for method, values in sanity.mean("spearman").items():
+    print(f"{method:16s} signed Spearman with half the layers random: {values[half]:.2f}")
+fig = nl.metrics.plot_randomization(sanity)
+fig
+
+# %% [markdown]
+# `cascading=False` randomizes one layer at a time instead (the independent variant), and
+# `layers=[...]` restricts the test to some layers. Any model works: the layers are the
+# modules with parameters, in the order the forward pass calls them.
