@@ -48,7 +48,10 @@ def ensure_env() -> None:
     if stamp.exists() and stamp.read_text().strip() == want:
         return
     _say("installing requirements-dev.txt (torch and torchvision take about a minute)")
-    _run(PYTHON, "-m", "pip", "install", "--disable-pip-version-check", "-q", "-r", REQUIREMENTS)
+    # --no-compile: byte-compiling all of torch at install time costs more than compiling the
+    # modules a run imports
+    _run(PYTHON, "-m", "pip", "install", "--disable-pip-version-check", "-q", "--no-compile",
+         "-r", REQUIREMENTS)
     _run(PYTHON, "-m", "pip", "install", "--disable-pip-version-check", "-q", "--no-deps",
          "--no-build-isolation", "-e", ROOT)
     stamp.write_text(want)

@@ -7,8 +7,11 @@ Models: ``shapes``, ``torchvision:NAME`` (classification, segmentation and detec
 ``field:NAME[:TARGET]`` and ``channel:LAYER:C`` (:func:`parse_target`, :func:`target_columns`).
 
 Every anticipated failure (a missing file, an unknown model, a state_dict where a model was
-expected, an unreadable image, CUDA asked for but absent) raises :class:`CliError` with one line
-that names the problem and the fix; :mod:`netlens.cli` prints it and exits with status 2.
+expected, an unreadable image, CUDA asked for but absent, an output folder under a file or not
+writable, an output that would replace an input or a file netlens did not write) raises
+:class:`CliError` with one line that names the problem and the fix; :mod:`netlens.cli` prints it
+and exits with status 2. :class:`OutputFolder` keeps the rules of the output folder
+(:data:`OUTPUT_FOLDER_RULES`).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from __future__ import annotations
 import ast
 import difflib
 import inspect
+import json
 import os
 import re
 import shlex
@@ -31,8 +35,9 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["CliError", "LoadedModel", "Session", "TargetColumn", "TARGET_SYNTAX", "check_paths",
-           "default_layer", "load_images", "load_model", "output_kind", "parse_model_args",
+__all__ = ["CliError", "LoadedModel", "MANIFEST", "OUTPUT_FOLDER_RULES", "OutputFolder",
+           "Session", "TargetColumn", "TARGET_SYNTAX", "check_paths", "default_layer",
+           "load_images", "load_model", "os_error_message", "output_kind", "parse_model_args",
            "parse_target", "pixels", "predictions", "resolve_device", "say", "split_names",
            "stems", "target_columns"]
 
@@ -251,12 +256,242 @@ def check_paths(paths: Sequence[str], what: str) -> None:
                            f"(e.g. {os.path.join(p, '*.jpg')})")
 
 
+MANIFEST = "manifest.json"
+"""The name of the manifest netlens writes in every output folder."""
+
+OUTPUT_FOLDER_RULES = (
+    "netlens never writes over an input, nor over a file it did not write: it replaces only "
+    "the files that the folder's manifest.json (written by netlens) lists, and stops with one "
+    "line naming any other file an output would replace (give -o a new or empty folder, or "
+    "remove the file); until a run has finished, its manifest.json says complete: false and "
+    "lists no files")
+"""How netlens treats an output folder, for help texts (``-o``) and the README."""
+
+
+class OutputFolder:
+    """The output folder of a command, and the rules netlens keeps there.
+
+    netlens replaces only files it wrote: those listed by the folder's ``manifest.json`` when
+    netlens wrote it (``files``, ``earlier_files``, ``netlens_files``), never an input of the
+    run, a link or a folder. Any other existing file that an output would replace stops the
+    command with one line: up front for the names a command knows early (:meth:`claim`), else
+    before that write (:meth:`path`). Before the first write the folder's manifest is replaced
+    by an incomplete one (``"complete": false``, no ``files``, ``netlens_files``: what netlens
+    wrote or is writing there), so an interrupted run leaves no manifest that lies; the real
+    one is written last, by :meth:`Session.finish`.
+
+    Args:
+        path: the ``-o`` folder; checked at once (not a file, writable), created by
+            :meth:`create`.
+        inputs: the run's input files, never written over.
+        command: the command line, recorded in the incomplete manifest.
+        params: the run's parameters, recorded in it too.
+
+    Raises:
+        CliError: the folder lies under a file, cannot be written, or holds a ``manifest.json``
+            that netlens did not write.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, inputs: Sequence[str] = (),
+                 command: str = "netlens", params: Mapping[str, Any] | None = None) -> None:
+        self.root = Path(path)
+        self.inputs = [Path(p) for p in inputs]
+        self.command, self.params = command, dict(params or {})
+        self.device = "cpu"
+        _check_folder(self.root)
+        self.owned = _owned(self.root)
+        self.claimed: dict[str, None] = {}  # names this run will write, in order
+        self.begun: list[str] = []  # names whose writing has begun
+        self.marked: set[str] = set()  # names the incomplete manifest lists
+        self.snapshot: dict[str, int] | None = None  # for begin(): the files before the run
+        self.claim([MANIFEST])
+
+    def create(self) -> None:
+        """Creates the folder (and its parents)."""
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise CliError(f"cannot create the output folder {self.root} "
+                           f"({_strerror(e)}); give -o a folder you can write to") from None
+
+    def claim(self, names: Sequence[str]) -> None:
+        """Checks the names of outputs to come before any work, so a refusal wastes none."""
+        for name in names:
+            name = Path(name).as_posix()
+            self._check(name)
+            self.claimed[name] = None
+
+    def path(self, name: str) -> Path:
+        """The path to write the output ``name`` at, checked; recorded as netlens's first."""
+        name = Path(name).as_posix()
+        if name not in self.begun:
+            self._check(name)
+        self.claimed[name] = None
+        if name not in self.marked:
+            self.marked |= set(self.claimed)
+            self._write_incomplete(sorted(self.marked - {MANIFEST}))
+        self.begun.append(name)
+        return self.root / name
+
+    def begin(self) -> None:
+        """For a writer whose file names are not known up front (the demo): refuses a folder
+        holding any file netlens did not write, replaces its manifest (if any) by an incomplete
+        one and notes what is there, so :meth:`written` sees what the run adds."""
+        for rel in self._scan():
+            if rel not in self.owned or (self.root / rel).is_symlink():
+                raise CliError(f"{self.root / rel} exists and netlens did not write it (no "
+                               f"manifest.json of netlens in {self.root} lists it); give -o a "
+                               "new or empty folder, or remove the file")
+        self.snapshot = self._scan()
+        self.marked |= set(self.claimed)
+        if MANIFEST in self.snapshot:
+            self._write_incomplete(())
+
+    def written(self) -> list[str]:
+        """The outputs written so far (or begun: one may be partial), without repeats."""
+        names = [n for n in dict.fromkeys(self.begun) if (self.root / n).is_file()]
+        if self.snapshot is not None:
+            names += sorted(n for n, t in self._scan().items()
+                            if n != MANIFEST and self.snapshot.get(n) != t and n not in names)
+        return names
+
+    def _scan(self) -> dict[str, int]:
+        """Every file under the folder (links too) and its modification time; not temporary
+        manifests."""
+        if not self.root.is_dir():
+            return {}
+        return {p.relative_to(self.root).as_posix(): p.lstat().st_mtime_ns
+                for p in sorted(self.root.rglob("*"))
+                if (p.is_file() or p.is_symlink()) and not p.name.startswith(f".{MANIFEST}.")}
+
+    def earlier(self, records: Sequence[str]) -> list[str]:
+        """Files of earlier netlens runs that are still there and not among ``records``."""
+        return sorted(n for n in self.owned - set(records) - {MANIFEST}
+                      if (self.root / n).is_file() and not (self.root / n).is_symlink())
+
+    def abandon(self) -> None:
+        """After an interruption or an error: the incomplete manifest lists exactly what was
+        written (best effort: the run is failing already)."""
+        if self.marked:
+            try:
+                names = self.written()
+                if names or (self.root / MANIFEST).is_file():
+                    self._write_incomplete(sorted(set(names)))
+            except Exception:
+                pass
+
+    def _write_incomplete(self, names: Sequence[str]) -> None:
+        from . import export
+
+        try:
+            export.write_manifest(
+                self.root, command=self.command, params=self.params, seed=None, files=[],
+                device=self.device, check=False,
+                extra={"complete": False,
+                       "note": "a netlens run began writing here and did not finish; "
+                               "netlens_files are the files netlens wrote or was writing",
+                       "netlens_files": sorted({*self.earlier(()), *names})})
+        except OSError as e:
+            raise CliError(f"cannot write {self.root / MANIFEST} ({_strerror(e)}); give -o a "
+                           "folder you can write to") from None
+
+    def _check(self, name: str) -> None:
+        target = self.root / name
+        for p in self.inputs:
+            if _same_file(target, p):
+                raise CliError(f"the output {target} would replace the input {p}; give -o "
+                               "another folder")
+        if target.is_symlink():
+            raise CliError(f"{target} is a link, which netlens does not write through; give -o "
+                           "a new or empty folder, or remove the link")
+        if target.is_dir():
+            raise CliError(f"{target} is a folder where netlens writes a file; give -o a new or "
+                           "empty folder, or remove the folder")
+        if target.exists() and name not in self.owned and name not in self.begun:
+            raise CliError(f"{target} exists and netlens did not write it (no manifest.json "
+                           f"of netlens in {self.root} lists it); give -o a new or empty folder, "
+                           "or remove the file")
+
+
+def _check_folder(path: Path) -> None:
+    """Refuses an output folder under a file or in a place that cannot be written, up front."""
+    probe = path
+    while not probe.exists() and probe != probe.parent and not probe.is_symlink():
+        probe = probe.parent
+    if probe.exists() and not probe.is_dir():
+        where = "is" if probe == path else "lies under"
+        raise CliError(f"the output folder {path} {where} {probe}, which is a file, not a "
+                       "folder; give -o a folder (new, empty or one netlens wrote)")
+    if probe.is_dir() and not os.access(probe, os.W_OK | os.X_OK):
+        readonly = hasattr(os, "statvfs") and bool(os.statvfs(probe).f_flag & os.ST_RDONLY)
+        why = "a read-only file system" if readonly else "permission denied"
+        raise CliError(f"cannot write the output folder {path}: {probe} is not writable "
+                       f"({why}); give -o a folder you can write to")
+
+
+def _owned(folder: Path) -> set[str]:
+    """The files that the folder's netlens manifest says netlens wrote, with the manifest."""
+    path = folder / MANIFEST
+    if not path.is_file() or path.is_symlink():
+        return set()
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return set()
+    if not (isinstance(manifest, dict) and isinstance(manifest.get("versions"), dict)
+            and "netlens" in manifest["versions"]):
+        return set()
+    names = {MANIFEST}
+    for key in ("files", "earlier_files", "netlens_files"):
+        for entry in manifest.get(key) or []:
+            rel = entry.get("path") if isinstance(entry, dict) else entry
+            if isinstance(rel, str) and not Path(rel).is_absolute() and ".." not in Path(rel).parts:
+                names.add(Path(rel).as_posix())
+    return names
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    if os.path.realpath(a) == os.path.realpath(b):
+        return True
+    try:
+        return os.path.samefile(a, b)  # hard links
+    except OSError:
+        return False
+
+
+def _strerror(e: OSError) -> str:
+    return (e.strerror or _first_line(e)).lower()
+
+
+def os_error_message(e: OSError, out: str | os.PathLike[str] | None) -> str:
+    """One line for an OS error of a run: the path and the problem, and for a path in the
+    output folder ``out`` the fix."""
+    problem = e.strerror or _first_line(e)
+    if not e.filename:
+        return f"{type(e).__name__}: {problem}"
+    if out is not None and _inside(Path(str(e.filename)), Path(out)):
+        return (f"cannot write {e.filename}: {problem}; free some space or fix the folder's "
+                "permissions, or give -o another folder")
+    return f"{e.filename}: {problem}"
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    try:
+        Path(os.path.abspath(path)).relative_to(os.path.abspath(folder))
+        return True
+    except ValueError:
+        return False
+
+
 class Session:
     """One command's run: what every command does first and last.
 
-    First: check the image paths, resolve the device, load the model (refused if it is a
-    TorchScript archive and ``layers``), wrap it in a :class:`~netlens.FlatModel`, create the
-    output folder. Last (:meth:`finish`): write ``manifest.json`` and say what was written.
+    First: check the image paths and the output folder (:class:`OutputFolder`: the names of
+    ``outputs`` too), resolve the device, load the model (refused if it is a TorchScript archive
+    and ``layers``), wrap it in a :class:`~netlens.FlatModel`, create the output folder. Every
+    file is written at a path from :meth:`path`. Last (:meth:`finish`): write ``manifest.json``
+    and say what was written. The folder is also ``args.output_folder``, for
+    :func:`netlens.cli.main`'s report of an interrupted or failed run.
 
     Args:
         args: the parsed command line (``device``, ``seed``, ``quiet``, ``model``, ``weights``,
@@ -264,16 +499,27 @@ class Session:
         paths: image paths to check first; default ``args.images``.
         layers: the command reads layers by name, which TorchScript archives hide.
         raw: :meth:`images` returns raw ``[0, 1]`` pixels instead of model-normalized ones.
+        outputs: names of outputs known before the model is loaded, checked first.
+        argv: the command line, for the manifest of an unfinished run.
     """
 
     def __init__(self, args: Any, *, paths: Sequence[str] | None = None, layers: bool = False,
-                 raw: bool = False) -> None:
+                 raw: bool = False, outputs: Sequence[str] = (),
+                 argv: Sequence[str] | None = None) -> None:
         from .flat_model import FlatModel
 
         self.args, self.raw, self.start = args, raw, time.perf_counter()
         paths = getattr(args, "images", None) if paths is None else paths
         check_paths(paths or [], "image")  # fail before loading a model
+        inputs = [*(paths or []), *(v for v in (args.model, args.weights)
+                                    if v is not None and os.path.isfile(v))]
+        command = shlex.join(["netlens", *(argv if argv is not None else [args.command])])
+        self.folder = OutputFolder(args.out, inputs=inputs, command=command,
+                                   params=self._params({}))
+        args.output_folder = self.folder  # from here on, main can report what was written
+        self.folder.claim(outputs)
         self.device = resolve_device(args.device)
+        self.folder.device = str(self.device)
         self.loaded = load_model(args.model, self.device, weights=args.weights, seed=args.seed,
                                  options=parse_model_args(getattr(args, "model_arg", None)))
         if layers and self.loaded.scripted:
@@ -288,7 +534,15 @@ class Session:
             raise CliError(f"--size must be at least 8 pixels, got {self.size}")
         self.progress = False if args.quiet else None
         self.out = Path(args.out)
-        self.out.mkdir(parents=True, exist_ok=True)
+        self.folder.create()
+
+    def claim(self, names: Sequence[str]) -> None:
+        """Checks the names of outputs to come (:meth:`OutputFolder.claim`): before the work."""
+        self.folder.claim(names)
+
+    def path(self, name: str) -> Path:
+        """Where to write the output ``name``, checked (:meth:`OutputFolder.path`)."""
+        return self.folder.path(name)
 
     def images(self, paths: Sequence[str]) -> torch.Tensor:
         """The images ``(N, 3, S, S)`` at ``--size``, normalized for the model unless ``raw``."""
@@ -353,13 +607,25 @@ class Session:
         """Writes ``manifest.json`` (every option, ``params``, the files) and says so."""
         from . import export
 
-        everything = {k: v for k, v in vars(self.args).items() if k not in ("run", "debug")}
-        manifest = export.write_manifest(
-            self.out, command=shlex.join(["netlens", *argv]), params={**everything, **params},
-            seed=self.args.seed, files=records, device=str(self.device),
-            extra={"seconds": round(time.perf_counter() - self.start, 3)})
+        paths = [Path(r["path"]).as_posix() for r in records]
+        try:
+            manifest = export.write_manifest(
+                self.out, command=shlex.join(["netlens", *argv]), params=self._params(params),
+                seed=self.args.seed, files=records, device=str(self.device),
+                extra={"seconds": round(time.perf_counter() - self.start, 3), "complete": True,
+                       "earlier_files": self.folder.earlier(paths)})
+        except OSError as e:
+            if e.errno is None:  # a listed file is missing: a command's mistake, not the user's
+                raise
+            raise CliError(f"cannot write {self.out / MANIFEST} ({_strerror(e)}); give -o a "
+                           "folder you can write to") from None
         say(self.args, f"wrote {len(records)} files and {manifest} in "
             f"{time.perf_counter() - self.start:.1f} s")
+
+    def _params(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        """Every option of the command line, then ``params``."""
+        skip = ("run", "debug", "output_folder")
+        return {**{k: v for k, v in vars(self.args).items() if k not in skip}, **params}
 
 
 def split_names(values: Sequence[str], registry: Any, what: str = "method") -> list[str]:

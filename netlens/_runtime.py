@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import math
 import numbers
+import warnings
 from collections.abc import Iterator
 from typing import Any
 
@@ -25,8 +26,8 @@ import torch
 from torch import nn
 
 from ._util import NetlensWarning, progress_bar, user_stacklevel
-from .adapter import first_tensor, preserved_state
-from .flat_model import FlatModel, check_input
+from .adapter import first_tensor, model_lock, preserved_state
+from .flat_model import FlatModel, check_input, model_dtype
 from .targets import Class, Target, TargetLike, as_target, describe_output
 from .targets import _class_scores as class_scores
 
@@ -34,7 +35,7 @@ __all__ = [
     "DEFAULT_MAX_MEMORY", "as_flat", "prepare", "guarded", "chunks", "auto_batch_size",
     "check_count", "check_generator", "check_real", "check_unit_image", "bind", "bind_part",
     "model_output", "scores_of", "grad", "with_k", "progress_bar", "user_stacklevel",
-    "NetlensWarning", "first_tensor",
+    "NetlensWarning", "first_tensor", "TRAINING_WARNING", "warn_if_training",
 ]
 
 # Default working-memory budget for multiplied passes (IG steps, SmoothGrad samples, occlusion
@@ -62,19 +63,58 @@ def prepare(model: nn.Module, x: torch.Tensor) -> tuple[FlatModel, torch.Tensor]
         raise RuntimeError("attribution needs gradients, which torch.inference_mode() disables; "
                            "call it outside the inference_mode block (torch.no_grad() is fine)")
     fm = as_flat(model)
-    check_input(x, fm._channels, finite=True)
+    check_input(x, fm._channels, finite=True, dtype=model_dtype(fm.model))
     return fm, x.detach()
 
 
-@contextlib.contextmanager
-def guarded(fm: FlatModel) -> Iterator[FlatModel]:
-    """Runs a method with gradients enabled, leaving the model's state exactly as it was.
+TRAINING_WARNING = (
+    "the model is in training mode; netlens explains it in eval mode (BatchNorm statistics and "
+    "dropout frozen) and leaves it in training mode; call model.eval() to silence this")
 
-    Gradients are enabled even inside a caller's ``torch.no_grad()``; parameters keep their
-    ``requires_grad`` and ``.grad`` (methods only differentiate with respect to inputs).
+
+def warn_if_training(model: nn.Module) -> None:
+    """The :data:`TRAINING_WARNING`, pointing at the user's line (shown once per place), if any
+    module of ``model`` is in training mode."""
+    if any(m.training for m in model.modules()):
+        warnings.warn(TRAINING_WARNING, NetlensWarning, stacklevel=user_stacklevel())
+
+
+@contextlib.contextmanager
+def guarded(fm: FlatModel | nn.Module) -> Iterator[FlatModel | nn.Module]:
+    """Runs a method in eval mode with gradients enabled, alone on its model, leaving the
+    model's state and the global random state exactly as they were.
+
+    * **Eval mode.** Every module's ``training`` flag is off inside the block and restored
+      after it: a model in training mode is explained as in eval mode (BatchNorm uses its
+      running statistics and does not update them, dropout is the identity), so maps are
+      deterministic, the model is left in training mode, and a :class:`NetlensWarning` says so
+      (once per calling line).
+    * **Gradients** are enabled even inside a caller's ``torch.no_grad()``; parameters keep
+      their ``requires_grad`` and ``.grad`` (methods only differentiate with respect to
+      inputs).
+    * **The global random state** (CPU, and the CUDA devices of the model) is the same after
+      the block: stochastic methods draw from their ``generator=``.
+    * **One call at a time per model.** The model's re-entrant lock
+      (:func:`netlens.adapter.model_lock`) is held for the whole block, so two threads
+      explaining one model take turns (hooks and rules live on the shared modules) while calls
+      on different models run in parallel; nested blocks of one thread re-enter it.
+    * **Errors** raised inside propagate unchanged, ``KeyboardInterrupt`` included, after the
+      state is restored.
+
+    Args:
+        fm: the model, or a :class:`~netlens.FlatModel` of it.
+
+    Yields:
+        ``fm``.
     """
-    with preserved_state(fm.model), torch.enable_grad():
-        yield fm
+    model = fm.model if isinstance(fm, FlatModel) else fm
+    with model_lock(model):
+        warn_if_training(model)
+        devices = sorted({t.device.index or 0 for t in (*model.parameters(), *model.buffers())
+                          if t.device.type == "cuda"})
+        with torch.random.fork_rng(devices=devices), preserved_state(model, eval=True), \
+                torch.enable_grad():
+            yield fm
 
 
 def chunks(total: int, batch_size: int) -> Iterator[slice]:

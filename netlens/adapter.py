@@ -16,7 +16,9 @@ Three things break interpretability code on real architectures, and this module 
   channels-last), never guessed from a square root.
 * **Leaving the model as it was.** :func:`preserved_state` restores ``training``,
   ``requires_grad``, ``inplace`` flags, parameter ``.grad`` and, on request, buffers, also when
-  the body raised.
+  the body raised; with ``eval=True`` the model runs in eval mode inside the block.
+  :func:`model_lock` is the one re-entrant lock per model that serializes everything netlens
+  does with a model's modules (hooks, rules, mode), so that threads sharing a model do not mix.
 
 Names of calls: a module call is named by its dotted name, its k-th call in one forward pass
 (k >= 1) as ``"name:k"``; a functional activation call made inside module ``m`` is named
@@ -27,6 +29,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import threading
+import weakref
 from collections.abc import Callable, Iterator
 from typing import Any, Literal
 
@@ -39,7 +43,7 @@ from .hooks import HookDict, ModuleHook
 
 __all__ = [
     "ActivationKind", "Call", "CallRecord", "CallTracer", "Layout", "preserved_state", "trace",
-    "relu_calls", "split_call_name", "first_tensor", "copy_inputs",
+    "relu_calls", "split_call_name", "first_tensor", "copy_inputs", "model_lock",
 ]
 
 ActivationKind = Literal["relu", "relu6"]
@@ -423,14 +427,19 @@ class CallTracer(TorchFunctionMode):
 def trace(model: nn.Module, x: torch.Tensor) -> list[CallRecord]:
     """Runs one forward pass without gradients and returns every call, in start order.
 
-    The model's state (``training``, buffers such as BatchNorm statistics, flags) is restored
-    afterwards, so tracing a model in training mode does not change its running statistics,
-    and the global random state is left as it was.
+    The pass runs in eval mode (the layers of a model in training mode are its eval-mode
+    layers: an auxiliary head that runs only in training is not among them) and the model's
+    state (``training``, buffers such as BatchNorm statistics, flags) is restored afterwards;
+    the global random state is left as it was.
     """
     devices = [x.device] if x.device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices), preserved_state(model, buffers=True), \
-            torch.no_grad(), CallTracer(model) as tracer:
-        model(x)  # forked RNG: dropout in training mode must not advance the caller's RNG
+    # Under the model's lock: the tracer's hooks live on the shared modules, where another
+    # thread's forward pass would run through them. Eval mode: the layers netlens explains are
+    # those of eval mode (a batch of one passes BatchNorm, dropout draws nothing).
+    with model_lock(model), torch.random.fork_rng(devices=devices), \
+            preserved_state(model, buffers=True, eval=True), torch.no_grad(), \
+            CallTracer(model) as tracer:
+        model(x)  # forked RNG: a model drawing random numbers must not advance the caller's
     return sorted(tracer.calls, key=lambda c: c.order)
 
 
@@ -445,13 +454,45 @@ def relu_calls(model: nn.Module, x: torch.Tensor) -> list[CallRecord]:
     return [c for c in trace(model, x) if c.activation is not None]
 
 
+# One re-entrant lock per model (weak keys: a lock never keeps a model alive), created under a
+# global lock so that two threads asking at once get the same one.
+_LOCKS: weakref.WeakKeyDictionary[nn.Module, threading.RLock] = weakref.WeakKeyDictionary()
+_LOCKS_GUARD = threading.Lock()
+_SHARED_LOCK = threading.RLock()  # for the rare module that cannot be a weak key
+
+
+def model_lock(model: nn.Module) -> threading.RLock:
+    """The re-entrant lock of ``model`` (the same object for every call on the same module).
+
+    netlens holds it while its hooks, rules or eval mode are on the model's modules (a method
+    call, the tracing pass), so that two threads explaining one model take turns; calls on
+    different models do not wait for each other. The model itself is not changed.
+    """
+    with _LOCKS_GUARD:
+        try:
+            lock = _LOCKS.get(model)
+            if lock is None:
+                lock = _LOCKS[model] = threading.RLock()
+        except TypeError:  # unhashable (a custom __eq__ without __hash__) or not weak-referable
+            lock = _SHARED_LOCK
+        return lock
+
+
 @contextlib.contextmanager
-def preserved_state(model: nn.Module, *, buffers: bool = False) -> Iterator[nn.Module]:
+def preserved_state(model: nn.Module, *, buffers: bool = False,
+                    eval: bool = False) -> Iterator[nn.Module]:
     """Restores the model's mutable state when the block ends, also after an exception.
 
     Restored: every module's ``training`` flag and ``inplace`` attribute, every parameter's
     ``requires_grad`` and ``.grad``, and with ``buffers=True`` the values of all buffers (e.g.
     BatchNorm running statistics that a forward pass in training mode would update).
+
+    Args:
+        model: the model.
+        buffers: also restore the values of all buffers.
+        eval: run the block in eval mode: every module's ``training`` flag is off inside it
+            (BatchNorm uses and keeps its running statistics, dropout is the identity) and
+            back as it was after it.
     """
     modules = list(model.modules())
     training = [m.training for m in modules]
@@ -463,6 +504,10 @@ def preserved_state(model: nn.Module, *, buffers: bool = False) -> Iterator[nn.M
     flags = [(p.requires_grad, p.grad) for p in params]
     saved_buffers = [(b, b.detach().clone()) for b in model.buffers()] if buffers else []
     try:
+        if eval:
+            for m, was_training in zip(modules, training):
+                if was_training:
+                    m.training = False  # the flag itself: a module's train() may be overridden
         yield model
     finally:
         # Only what changed is written back: a method call restores a large model in microseconds.

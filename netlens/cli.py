@@ -25,12 +25,16 @@ from collections.abc import Sequence
 from typing import Any, NoReturn
 
 from ._cli_io import (
+    MANIFEST,
+    OUTPUT_FOLDER_RULES,
     TARGET_SYNTAX,
     CliError,
+    OutputFolder,
     Session,
     TargetColumn,
     default_layer,
     load_images,
+    os_error_message,
     pixels,
     predictions,
     resolve_device,
@@ -57,8 +61,15 @@ class _Parser(argparse.ArgumentParser):
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Runs ``netlens ARGS``; returns the exit status (0 ok, 2 bad input, 1 unexpected)."""
-    argv = list(sys.argv[1:] if argv is None else argv)
+    """Runs ``netlens ARGS``; returns the exit status (0 ok, 2 bad input, 1 unexpected, 130
+    interrupted)."""
+    try:
+        return _main(list(sys.argv[1:] if argv is None else argv))
+    except KeyboardInterrupt:  # while parsing, before a command began
+        return _fail("interrupted; no files written", 130)
+
+
+def _main(argv: list[str]) -> int:
     try:
         args = _parser().parse_args(argv)
     except _UsageError as e:
@@ -69,13 +80,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args.run(args, argv)
         return 0
-    except CliError as e:
-        return _fail(str(e), 2)
     except KeyboardInterrupt:
-        return _fail("interrupted", 130)
+        return _fail(_interrupted(args), 130)
     except Exception as e:
+        folder = getattr(args, "output_folder", None)
+        if folder is not None:  # the unfinished manifest lists exactly what was written
+            folder.abandon()
+        if isinstance(e, CliError):
+            return _fail(str(e), 2)
         if args.debug:
             raise
+        if isinstance(e, OSError) and e.filename:  # a path the user can fix: full, read-only
+            return _fail(os_error_message(e, getattr(args, "out", None)), 2)
         if isinstance(e, (ValueError, TypeError, KeyError)) and _raised_by_netlens(e):
             return _fail(_message(e), 2)  # the library's own check of bad input
         if type(e).__name__ == "OutOfMemoryError":
@@ -83,6 +99,20 @@ def main(argv: Sequence[str] | None = None) -> int:
                          1)
         return _fail(f"unexpected {type(e).__name__}: {_message(e)} (rerun with --debug for "
                      "the traceback)", 1)
+
+
+def _interrupted(args: argparse.Namespace) -> str:
+    """The line for Ctrl-C: what was written, and that no manifest of the run was."""
+    folder = getattr(args, "output_folder", None)
+    if folder is None:
+        return "interrupted; no files written"
+    folder.abandon()
+    written = folder.written()
+    if not written:
+        return "interrupted; no files written"
+    shown = ", ".join(written[:4]) + (f" and {len(written) - 4} more" if len(written) > 4 else "")
+    return (f"interrupted; the files written so far are {shown} in {folder.root}; no manifest "
+            f"written ({folder.root / MANIFEST} says complete: false)")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -133,7 +163,8 @@ def _parser() -> argparse.ArgumentParser:
     def command(name: str, run: Any, help: str, out: str, model: str | None = "shapes",
                 ) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help, description=help)
-        p.add_argument("-o", "--out", default=out, help=f"output folder (default {out})")
+        p.add_argument("-o", "--out", default=out, help=f"output folder (default {out}); "
+                       f"{OUTPUT_FOLDER_RULES}")
         common_options(p, None if model is None else 0)
         if model is not None:
             model_options(p, model)
@@ -246,9 +277,15 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _demo(args: argparse.Namespace, argv: list[str]) -> None:
+    import shlex
+
     from . import gallery
 
+    folder = OutputFolder(args.out, command=shlex.join(["netlens", *argv]))
+    args.output_folder = folder
     device = resolve_device(args.device)
+    folder.device = str(device)
+    folder.begin()
     start = time.perf_counter()
     seed = {} if args.seed is None else {"seed": args.seed}
     manifest = gallery.run(args.out, small=args.small, device=device, progress=not args.quiet,
@@ -283,16 +320,18 @@ def _attribute(args: argparse.Namespace, argv: list[str]) -> None:
     from .attribution import METHODS
 
     methods = split_names(args.method or ["gradcam"], METHODS)
-    run = Session(args)
+    names = stems(args.images)
+    run = Session(args, outputs=[f"{stem}.png" for stem in names], argv=argv)
     _check_scripted(run, methods, args.layer)
     x = run.images(args.images)
     output = run.output(x)
     columns = _targets(run, args, output, len(args.images))
     options = _method_options(args, methods, run, x, output)
+    run.claim([f"{stem}_{method}_{column.tags[i]}.{ext}" for method in methods
+               for column in columns for i, stem in enumerate(names) for ext in ("png", "npy")])
     records: list[dict] = []
-    names = stems(args.images)
     for i, stem in enumerate(names):
-        image = export.save_image(run.out / f"{stem}.png", pixels(x[i], run.loaded))
+        image = export.save_image(run.path(f"{stem}.png"), pixels(x[i], run.loaded))
         records.append({"path": image.name, "kind": "image", "stage": "input",
                         "image": args.images[i]})
     for method in methods:
@@ -302,9 +341,9 @@ def _attribute(args: argparse.Namespace, argv: list[str]) -> None:
                 base = f"{stem}_{method}_{column.tags[i]}"
                 about = {"method": method, "image": args.images[i], "target": column.specs[i],
                          "class": column.classes[i]}
-                export.save_overlay(run.out / f"{base}.png", x[i:i + 1], attr[i:i + 1],
+                export.save_overlay(run.path(f"{base}.png"), x[i:i + 1], attr[i:i + 1],
                                     mean=run.loaded.mean, std=run.loaded.std)
-                export.save_array(run.out / f"{base}.npy", attr[i:i + 1])
+                export.save_array(run.path(f"{base}.npy"), attr[i:i + 1])
                 records += [{"path": f"{base}.png", "kind": "image", "stage": "overlay", **about},
                             {"path": f"{base}.npy", "kind": "array", "stage": "raw",
                              "shape": list(attr[i:i + 1].shape), **about}]
@@ -323,7 +362,9 @@ def _dream(args: argparse.Namespace, argv: list[str]) -> None:
     from . import export
     from .generate import NetDreamer
 
-    run = Session(args, layers=True, raw=True)
+    names = stems(args.images)
+    run = Session(args, layers=True, raw=True, outputs=[f"{s}_dream.png" for s in names],
+                  argv=argv)
     x = run.images(args.images)
     layer = run.layer(args.layer)
     dreamer = NetDreamer(run.fm, mean=run.loaded.mean, std=run.loaded.std)
@@ -331,8 +372,8 @@ def _dream(args: argparse.Namespace, argv: list[str]) -> None:
                              lr=args.lr, progress=run.progress,
                              generator=torch.Generator().manual_seed(args.seed))
     records = []
-    for i, stem in enumerate(stems(args.images)):
-        path = export.save_image(run.out / f"{stem}_dream.png", out[i])
+    for i, stem in enumerate(names):
+        path = export.save_image(run.path(f"{stem}_dream.png"), out[i])
         records.append({"path": path.name, "kind": "image", "stage": "dream", "layer": layer,
                         "channel": args.channel, "image": args.images[i]})
     run.finish(argv, records, {"layer": layer})
@@ -346,30 +387,33 @@ def _visualize(args: argparse.Namespace, argv: list[str]) -> None:
 
     if not args.classes and not args.channels:
         raise CliError("give --class C and/or --channel LAYER:C (see netlens visualize --help)")
-    run = Session(args, layers=bool(args.channels), raw=True)
+    run = Session(args, layers=bool(args.channels), raw=True, argv=argv)
     size = min(run.loaded.size, 128) if args.size is None else run.size
     dreamer = NetDreamer(run.fm, mean=run.loaded.mean, std=run.loaded.std)
     common = {"size": size, "steps": args.steps, "lr": args.lr, "progress": run.progress}
-    records = []
     classes = run.scores(torch.zeros(1, 3, size, size, device=run.device)).shape[-1]
-    for c in args.classes or []:
-        index = run.class_index(c, classes)
-        image = dreamer.class_visualization(
-            index, generator=torch.Generator().manual_seed(args.seed), **common)
-        path = export.save_image(run.out / f"class_{index}.png", image[0])
-        records.append({"path": path.name, "kind": "image", "stage": "class", "target": index,
-                        "class": run.class_name(index, classes)})
-    for spec in args.channels or []:
+    indices = [run.class_index(c, classes) for c in args.classes or []]
+    channels = []
+    for spec in args.channels or []:  # every name checked before the first optimization
         layer, _, channel = spec.rpartition(":")
         if not layer or not channel.isdigit():
             raise CliError(f"--channel {spec!r} is not LAYER:C (e.g. layer3:7)")
         layer = run.layer(layer)
+        channels.append((layer, int(channel), f"channel_{layer.replace(':', '-')}_{channel}.png"))
+    run.claim([f"class_{index}.png" for index in indices] + [name for *_, name in channels])
+    records = []
+    for index in indices:
+        image = dreamer.class_visualization(
+            index, generator=torch.Generator().manual_seed(args.seed), **common)
+        path = export.save_image(run.path(f"class_{index}.png"), image[0])
+        records.append({"path": path.name, "kind": "image", "stage": "class", "target": index,
+                        "class": run.class_name(index, classes)})
+    for layer, channel, name in channels:
         image = dreamer.channel_visualization(
-            layer, int(channel), generator=torch.Generator().manual_seed(args.seed), **common)
-        name = f"channel_{layer.replace(':', '-')}_{channel}.png"
-        path = export.save_image(run.out / name, image[0])
+            layer, channel, generator=torch.Generator().manual_seed(args.seed), **common)
+        path = export.save_image(run.path(name), image[0])
         records.append({"path": path.name, "kind": "image", "stage": "channel", "layer": layer,
-                        "channel": int(channel)})
+                        "channel": channel})
     run.finish(argv, records, {"size": size})
 
 
@@ -379,7 +423,9 @@ def _style(args: argparse.Namespace, argv: list[str]) -> None:
     from . import export
     from .style_transfer import StyleTransferModule, generate_style_transfer
 
-    run = Session(args, paths=[args.content, *args.style], layers=True, raw=True)
+    stem = "_".join(stems([args.content] + args.style))
+    run = Session(args, paths=[args.content, *args.style], layers=True, raw=True,
+                  outputs=[f"{stem}_style.png"], argv=argv)
     features = getattr(run.loaded.model, "features", None)
     arch = features if isinstance(features, nn.Module) else run.loaded.model  # VGG: features
     content = run.images([args.content])
@@ -390,8 +436,7 @@ def _style(args: argparse.Namespace, argv: list[str]) -> None:
                                   content_weight=args.content_weight, tv_weight=args.tv_weight,
                                   optimizer=args.optimizer, progress=run.progress)
     losses = {k: float(v) for k, v in module.losses(out).items()}
-    stem = "_".join(stems([args.content] + args.style))
-    path = export.save_image(run.out / f"{stem}_style.png", out[0])
+    path = export.save_image(run.path(f"{stem}_style.png"), out[0])
     say(args, f"content loss {losses['content']:.4g}, style loss {losses['style']:.4g}")
     run.finish(argv, [{"path": path.name, "kind": "image", "stage": "style",
                        "content_layers": module.content_layers,
@@ -414,7 +459,7 @@ def _eval(args: argparse.Namespace, argv: list[str]) -> None:
     known = {**METHODS, "random": None, "centre": None}
     methods = split_names(args.method or list(metrics.DEFAULT_METHODS), known)
     chosen = None if args.metric is None else split_names(args.metric, metrics.METRICS, "metric")
-    run = Session(args)
+    run = Session(args, outputs=["metrics.md", "metrics.json", "curves.png"], argv=argv)
     _check_scripted(run, methods, None)
     masks = None
     if args.shapes is not None:
@@ -440,12 +485,12 @@ def _eval(args: argparse.Namespace, argv: list[str]) -> None:
                             progress=run.progress,
                             generator=torch.Generator(device=run.device).manual_seed(args.seed))
     markdown = table.to_markdown()
-    (run.out / "metrics.md").write_text(markdown + "\n", encoding="utf-8")
-    (run.out / "metrics.json").write_text(json.dumps(list(table), indent=1) + "\n",
-                                          encoding="utf-8")
+    run.path("metrics.md").write_text(markdown + "\n", encoding="utf-8")
+    run.path("metrics.json").write_text(json.dumps(list(table), indent=1) + "\n",
+                                        encoding="utf-8")
     records = [{"path": "metrics.md", "kind": "table"}, {"path": "metrics.json", "kind": "table"}]
     if any(c for c in table.curves.values()):
-        metrics.plot_curves(table).savefig(run.out / "curves.png", dpi=100)
+        metrics.plot_curves(table).savefig(run.path("curves.png"), dpi=100)
         records.append({"path": "curves.png", "kind": "image", "stage": "curves"})
     say(args, markdown)
     run.finish(argv, records, {"methods": methods, "metrics": table.metrics,

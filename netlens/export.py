@@ -156,6 +156,9 @@ def write_manifest(
 ) -> Path:
     """Write ``out_dir/manifest.json``: what was run, with which versions, and what came out.
 
+    The file is written to a temporary file in ``out_dir`` and renamed over ``manifest.json``,
+    so the folder holds the previous manifest or the new one, never a half-written one.
+
     Args:
         out_dir: the output folder; every record's path is relative to it.
         command: the command line that produced the folder (a string or its argv list).
@@ -209,8 +212,8 @@ def write_manifest(
         "files": records,
     }
     path = _prepare(out / "manifest.json")
-    path.write_text(json.dumps(manifest, indent=1, default=_jsonable, ensure_ascii=False) + "\n",
-                    encoding="utf-8")
+    _replace_atomically(path, json.dumps(manifest, indent=1, default=_jsonable,
+                                         ensure_ascii=False) + "\n")
     return path
 
 
@@ -323,6 +326,29 @@ def _prepare(path: str | os.PathLike[str]) -> Path:
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
     return out
+
+
+def _replace_atomically(path: Path, text: str) -> None:
+    """Writes ``text`` to a temporary file beside ``path`` and renames it over ``path``, so that
+    a reader (or a run interrupted mid-write) sees the old file or the new one, never half."""
+    import tempfile
+
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # as a plain open() would have made it, not mkstemp's 600
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
 
 
 def _write_png(path: str | os.PathLike[str], arr: np.ndarray) -> Path:

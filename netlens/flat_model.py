@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import threading
 import weakref
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Literal
@@ -39,23 +40,48 @@ from .adapter import (
     _StopForward,
     copy_inputs,
     first_tensor,
+    model_lock,
     split_call_name,
 )
 from .hooks import HookDict, ModuleHook, TensorHook
 
-__all__ = ["FlatModel", "Recording", "UnknownLayerError", "check_input", "input_channels"]
+__all__ = ["FlatModel", "Recording", "UnknownLayerError", "check_input", "input_channels",
+           "model_dtype"]
 
 # Layers found by earlier FlatModels of the same model object, so that the pure attribution
 # functions, which wrap a plain module in a new FlatModel on every call, do not pay one extra
-# forward pass per call. An entry is reused only when the model's modules (identity and
-# train/eval mode) and the input's shape, dtype and device are unchanged; otherwise the model is
-# traced again. Weak keys: the cache never keeps a model alive, and holds no tensor.
+# forward pass per call. An entry is reused only when the model's modules (identity) and the
+# input's shape, dtype and device are unchanged; otherwise the model is traced again (layers are
+# always found in eval mode, so the mode is not part of the key). Weak keys: the cache never
+# keeps a model alive, and holds no tensor. Entries are built under the model's lock and
+# published whole, by one assignment (a thread never sees half an entry).
 _TRACES: weakref.WeakKeyDictionary[nn.Module, dict[str, Any]] = weakref.WeakKeyDictionary()
+_TRACES_GUARD = threading.Lock()  # the dictionary itself, shared by every model
 
 
 def _trace_key(model: nn.Module, x: torch.Tensor) -> tuple:
-    modules = tuple((id(m), m.training) for m in model.modules())
+    modules = tuple(id(m) for m in model.modules())
     return modules, tuple(x.shape[1:]), x.dtype, x.device
+
+
+def _cached_trace(model: nn.Module) -> dict[str, Any] | None:
+    with _TRACES_GUARD:
+        try:
+            return _TRACES.get(model)
+        except TypeError:  # a module that cannot be a weak key is traced every time
+            return None
+
+
+def _publish_trace(model: nn.Module, entry: dict[str, Any]) -> None:
+    with _TRACES_GUARD, contextlib.suppress(TypeError):
+        _TRACES[model] = entry
+
+
+def _note(error: BaseException, note: str) -> None:
+    """Adds ``note`` to an exception's notes (Python >= 3.11; older ones leave it unchanged)."""
+    add_note = getattr(error, "add_note", None)
+    if add_note is not None:
+        add_note(note)
 
 
 class UnknownLayerError(ValueError, KeyError):
@@ -73,19 +99,59 @@ def input_channels(model: nn.Module) -> int | None:
     return None
 
 
-def check_input(x: Any, channels: int | None = None, *, finite: bool = False) -> torch.Tensor:
+def model_dtype(model: nn.Module) -> torch.dtype | None:
+    """The floating dtype of all of the model's floating parameters, or None (no floating
+    parameters, or several dtypes: a mixed-precision model)."""
+    dtypes = {p.dtype for p in model.parameters() if p.is_floating_point()}
+    return dtypes.pop() if len(dtypes) == 1 else None
+
+
+_DTYPE_METHODS = {torch.float32: "float", torch.float64: "double", torch.float16: "half",
+                  torch.bfloat16: "bfloat16"}
+
+
+def _convert(name: str, dtype: torch.dtype) -> str:
+    method = _DTYPE_METHODS.get(dtype)
+    return f"{name}.{method}()" if method else f"{name}.to({dtype})"
+
+
+def _uncompiled(model: nn.Module) -> nn.Module:
+    """The module a ``torch.compile``d model wraps (it computes the same function and its
+    modules can be hooked; the compiled wrapper's graph cannot), with a warning; else ``model``.
+    """
+    import sys
+
+    eval_frame = sys.modules.get("torch._dynamo.eval_frame")  # absent: nothing was compiled
+    wrapper = getattr(eval_frame, "OptimizedModule", None)
+    if wrapper is None or not isinstance(model, wrapper):
+        return model
+    import warnings
+
+    from ._util import NetlensWarning, user_stacklevel
+
+    warnings.warn("the model is compiled with torch.compile; netlens explains the module it "
+                  "wraps (model._orig_mod, the same function and weights), run uncompiled, "
+                  "because hooks and backward rules need the eager modules; pass model._orig_mod "
+                  "to silence this", NetlensWarning, stacklevel=user_stacklevel())
+    return _uncompiled(model._orig_mod)
+
+
+def check_input(x: Any, channels: int | None = None, *, finite: bool = False,
+                dtype: torch.dtype | None = None) -> torch.Tensor:
     """Validates an image batch at the library boundary.
 
     Args:
         x: the input; must be a floating tensor of shape (B, C, H, W).
         channels: the expected C, or None to accept any.
         finite: also reject NaN and infinite values (costs one reduction).
+        dtype: the model's parameter dtype (:func:`model_dtype`), or None to accept any; not
+            checked under ``torch.autocast``, which casts per operation.
 
     Returns:
         ``x`` unchanged.
 
     Raises:
-        TypeError: ``x`` is not a floating-point tensor.
+        TypeError: ``x`` is not a floating-point tensor, or not of the model's dtype.
         ValueError: wrong rank, channel count, empty batch or non-finite values.
     """
     if not isinstance(x, torch.Tensor):
@@ -94,6 +160,10 @@ def check_input(x: Any, channels: int | None = None, *, finite: bool = False) ->
     if not x.is_floating_point():
         raise TypeError(f"expected a floating-point input, got dtype {x.dtype}; "
                         "convert it with x.float() (and scale uint8 images to [0, 1])")
+    if dtype is not None and x.dtype != dtype and not torch.is_autocast_enabled(x.device.type):
+        raise TypeError(f"the input is {x.dtype} but the model's parameters are {dtype}; "
+                        f"convert the input with {_convert('x', dtype)} (or the model with "
+                        f"{_convert('model', x.dtype)})")
     if x.dim() != 4:
         hint = " (add the batch dimension with x.unsqueeze(0))" if x.dim() == 3 else ""
         raise ValueError(f"expected an image batch of shape (B, C, H, W), got shape "
@@ -127,6 +197,7 @@ class Recording:
         self.gradients: dict[str, torch.Tensor] = {}
         self._hooks: HookDict | None = None
         self._exit: Callable[[], None] | None = None
+        self._lock: threading.RLock | None = None
 
     def _store(self, name: str, output: Any) -> None:
         t = first_tensor(output)
@@ -144,6 +215,10 @@ class Recording:
         return store
 
     def __enter__(self) -> Recording:
+        # The hooks live on the shared modules: the model's lock keeps other threads' netlens
+        # calls out of them until the block ends.
+        self._lock = model_lock(self._fm.model)
+        self._lock.acquire()
         self._hooks = HookDict().__enter__()
         try:
             self._exit = self._fm._install(self.names, self._store, self._hooks)
@@ -158,9 +233,14 @@ class Recording:
                 self._exit()
         finally:
             self._exit = None
-            if self._hooks is not None:
-                self._hooks.__exit__(*exc_info)
-            self._hooks = None
+            try:
+                if self._hooks is not None:
+                    self._hooks.__exit__(*exc_info)
+            finally:
+                self._hooks = None
+                lock, self._lock = self._lock, None
+                if lock is not None:
+                    lock.release()
 
 
 class FlatModel(nn.Module):
@@ -170,7 +250,8 @@ class FlatModel(nn.Module):
     or changed, and hooks exist only inside :meth:`record` blocks and ``until=`` passes.
 
     Args:
-        model: any ``nn.Module`` (a ``FlatModel`` is unwrapped).
+        model: any ``nn.Module`` (a ``FlatModel`` is unwrapped; a ``torch.compile``d model is
+            its ``_orig_mod``, the same function, with a warning).
         example_input: an input used once to discover the layers. If omitted, the first real
             forward pass is used, or, when names are needed before that, a zero image with the
             channels of the first convolution and the model's ``image_size`` (or its
@@ -185,6 +266,7 @@ class FlatModel(nn.Module):
     def __init__(self, model: nn.Module, example_input: torch.Tensor | None = None) -> None:
         if isinstance(model, FlatModel):
             model = model.model
+        model = _uncompiled(model)
         if isinstance(model, torch.jit.ScriptModule):
             raise TypeError("FlatModel cannot look inside a TorchScript module (it has no module "
                             "hooks and its layers are compiled); load the eager model instead, "
@@ -217,20 +299,28 @@ class FlatModel(nn.Module):
                            dtype=ref.dtype if ref.is_floating_point() else torch.float32)
 
     def _trace(self, x: torch.Tensor | None = None) -> dict[str, CallRecord]:
-        if self._calls is None:
-            from .adapter import trace
+        calls = self._calls
+        if calls is not None:
+            return calls
+        # Built once: under the model's lock a racing first call waits, then finds the layers.
+        with model_lock(self.model):
+            if self._calls is None:
+                from .adapter import trace
 
-            example = x if x is not None else self._default_input()
-            try:
-                calls = trace(self.model, example)
-            except Exception as e:
-                raise ValueError(
-                    f"could not run the model on an input of shape {tuple(example.shape)} to find "
-                    f"its layers ({type(e).__name__}: {e}); pass an input it accepts as "
-                    "FlatModel(model, example_input=x)") from e
-            self._calls = {c.name: c for c in calls}
-            self.traced_input_shape = tuple(example.shape)
-        return self._calls
+                example = x if x is not None else self._default_input()
+                try:
+                    found = trace(self.model, example)
+                except Exception as e:
+                    # The model's own error, with its own type (a RuntimeError of a layer, a
+                    # KeyboardInterrupt is no Exception and passes untouched): netlens only
+                    # says what it was doing.
+                    _note(e, f"netlens: raised while running the model once on an input of shape "
+                             f"{tuple(example.shape)} to find its layers; if the model needs "
+                             "another input, pass one as FlatModel(model, example_input=x)")
+                    raise
+                self.traced_input_shape = tuple(example.shape)
+                self._calls = {c.name: c for c in found}  # published whole, last
+            return self._calls
 
     @property
     def layers(self) -> list[CallRecord]:
@@ -409,7 +499,7 @@ class FlatModel(nn.Module):
             UnknownLayerError: for a name that is not a layer call of the model.
         """
         names = [names] if isinstance(names, str) else list(names)
-        with HookDict() as hooks:
+        with model_lock(self.model), HookDict() as hooks:  # hooks on shared modules: one thread
             teardown = self._install(names, fn, hooks, inputs)
             try:
                 yield
@@ -442,18 +532,33 @@ class FlatModel(nn.Module):
         return max(main, key=lambda c: c.end_order).name
 
     def ensure_traced(self, x: torch.Tensor) -> None:
-        """Finds the layers with ``x`` (a few images of it) if they are not known yet."""
-        if self._calls is not None or self._example is not None:
+        """Finds the layers with ``x`` (a few images of it) if they are not known yet, or were
+        found at another input size (or from ``example_input`` of another size): the shapes,
+        and what depends on them (the default CAM layer, the token grids), follow the input
+        size of the method that calls this first (every method does). A forward pass alone
+        (``fm(x)``) never traces again."""
+        if self._calls is None and self._example is not None:
+            self._trace()  # the example finds them (then compared below)
+        if self._calls is not None and self._traced_at(x):
             return
-        key = _trace_key(self.model, x)
-        cached = _TRACES.get(self.model)
-        if cached is not None and cached["key"] == key:
-            self._calls, self.traced_input_shape = dict(cached["calls"]), cached["shape"]
-            self._leaf_elements = cached["leaf_elements"]
-            return
-        calls = self._trace(x[:2])
-        _TRACES[self.model] = {"key": key, "calls": dict(calls),
-                               "shape": self.traced_input_shape, "leaf_elements": None}
+        with model_lock(self.model):
+            if self._calls is not None and self._traced_at(x):  # a racing call found them
+                return
+            self._calls = self._leaf_elements = None  # found at another size: again at this one
+            key = _trace_key(self.model, x)
+            cached = _cached_trace(self.model)
+            if cached is not None and cached["key"] == key:
+                self.traced_input_shape = cached["shape"]
+                self._leaf_elements = cached["leaf_elements"]
+                self._calls = dict(cached["calls"])  # published last
+                return
+            calls = self._trace(x[:2])
+            _publish_trace(self.model, {"key": key, "calls": dict(calls),
+                                        "shape": self.traced_input_shape, "leaf_elements": None})
+
+    def _traced_at(self, x: torch.Tensor) -> bool:
+        traced = self.traced_input_shape
+        return traced is None or tuple(traced[1:]) == tuple(x.shape[1:])
 
     def leaf_elements(self) -> int:
         """Elements per image of all leaf modules' outputs at the traced input size: what
@@ -468,8 +573,9 @@ class FlatModel(nn.Module):
                 if next(module.children(), None) is None:  # leaves only: containers repeat them
                     elements += int(torch.Size(c.shape[1:]).numel())
             self._leaf_elements = elements
-            cached = _TRACES.get(self.model)
-            if cached is not None and cached["calls"].keys() == self._trace().keys():
+            cached = _cached_trace(self.model)
+            if cached is not None and cached["shape"] == self.traced_input_shape \
+                    and cached["calls"].keys() == self._trace().keys():
                 cached["leaf_elements"] = elements
         return self._leaf_elements
 
@@ -483,9 +589,11 @@ class FlatModel(nn.Module):
         """Runs the model; with ``until=name`` stops right after that layer and returns its
         output (still in the autograd graph). Nothing after the layer is computed."""
         if isinstance(x, torch.Tensor) and (self._channels is not None or x.dim() == 4):
-            check_input(x, self._channels)  # an image model: fail early, with the fix
+            # an image model: fail early, with the fix
+            check_input(x, self._channels, dtype=model_dtype(self.model))
         if isinstance(x, torch.Tensor):
-            self.ensure_traced(x)  # once, on two images: not a second pass over the whole batch
+            if self._calls is None and self._example is None:
+                self.ensure_traced(x)  # once, on two images: not a second pass over the batch
         if until is None:
             return self.model(x, *args, **kwargs)
         box: list[Any] = []
@@ -494,7 +602,7 @@ class FlatModel(nn.Module):
             box.append(output)
             raise _StopForward(name)
 
-        with HookDict() as hooks:
+        with model_lock(self.model), HookDict() as hooks:
             teardown = self._install([until], stop, hooks)
             try:
                 self.model(x, *args, **kwargs)

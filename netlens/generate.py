@@ -9,6 +9,8 @@
 
 Images go in and come out as ``(B, 3, H, W)`` tensors in ``[0, 1]``, *not* normalized: the
 model's normalization (:func:`~netlens.optvis.render.model_normalization`) is applied inside.
+An image must have the model's channel count (a grayscale image for a colour model is refused,
+with the fix), and every method needs gradients, so none runs under ``torch.inference_mode()``.
 
 Example:
     >>> import torchvision
@@ -22,6 +24,7 @@ Example:
 from __future__ import annotations
 
 import numbers
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -31,10 +34,18 @@ from torch import nn
 
 from ._runtime import check_count as _check_int
 from ._runtime import check_unit_image
-from .flat_model import FlatModel
+from ._util import NetlensWarning, user_stacklevel
+from .flat_model import FlatModel, input_channels
 from .optvis import objectives as obj
 from .optvis.param import ImageParam, RawParam
-from .optvis.render import OptVis, model_device, model_normalization, normalize_input
+from .optvis.render import (
+    OptVis,
+    check_channels,
+    check_grad_mode,
+    model_device,
+    model_normalization,
+    normalize_input,
+)
 from .optvis.transforms import jitter
 
 __all__ = ["NetDreamer"]
@@ -81,14 +92,27 @@ class NetDreamer:
     def _optvis(self, objective: obj.Objective, param: nn.Module, **options: Any) -> OptVis:
         return OptVis(self.fm, objective, param, **self._stats, **options)
 
+    def _start(self, size: int | tuple[int, int], batch: int,
+               generator: torch.Generator) -> ImageParam:
+        """The 1/f start image of the visualizations, with the model's channels."""
+        c = input_channels(self.fm.model) or 3
+        return ImageParam(size, batch=batch, channels=c, decorrelate=c == 3, generator=generator,
+                          device=model_device(self.fm.model))
+
+    def _image(self, image: object) -> torch.Tensor:
+        x = check_unit_image(image, batch=False)
+        check_channels(int(x.shape[1]), self.fm.model, "the image")
+        return x
+
     def channel_visualization(
         self, layer: str, channel: int, *, size: int | tuple[int, int] = 128, steps: int = 256,
         batch: int = 1, lr: float = 0.05, transforms: Any = None, progress: bool | None = None,
         generator: torch.Generator | None = None,
     ) -> torch.Tensor:
         """The image that most excites ``channel`` of ``layer``: ``(batch, 3, H, W)`` in [0, 1]."""
+        check_grad_mode("channel_visualization")
         g = _generator(generator, self.fm)
-        param = ImageParam(size, batch=batch, generator=g, device=model_device(self.fm.model))
+        param = self._start(size, batch, g)
         vis = self._optvis(obj.channel(layer, channel), param, transforms=transforms, lr=lr,
                            generator=g)
         return vis.vis((steps,), progress=progress)[-1]
@@ -99,8 +123,9 @@ class NetDreamer:
         generator: torch.Generator | None = None,
     ) -> torch.Tensor:
         """The image that most raises the logit of class ``c``: ``(batch, 3, H, W)`` in [0, 1]."""
+        check_grad_mode("class_visualization")
         g = _generator(generator, self.fm)
-        param = ImageParam(size, batch=batch, generator=g, device=model_device(self.fm.model))
+        param = self._start(size, batch, g)
         vis = self._optvis(obj.class_logit(c), param, transforms=transforms, lr=lr, generator=g)
         return vis.vis((steps,), progress=progress)[-1]
 
@@ -127,9 +152,18 @@ class NetDreamer:
             jitter_px: random translation before each step (0 for none).
 
         Returns:
-            ``(B, 3, H, W)`` in ``[0, 1]``, with ``image``'s dtype and device.
+            ``(B, 3, H, W)`` in ``[0, 1]``, with ``image``'s dtype and device. A Ctrl-C
+            (``KeyboardInterrupt``) stops the whole run, as it stops :meth:`OptVis.vis
+            <netlens.optvis.OptVis.vis>`: no further step or octave runs, and the dream so far
+            (the detail of the octaves done, at the full size) is returned with a warning.
+
+        Raises:
+            ValueError: an image without the model's channel count (repeat a grayscale one with
+                ``x.expand(-1, 3, -1, -1)``), out of [0, 1], or a bad option.
+            RuntimeError: under ``torch.inference_mode()``.
         """
-        x = check_unit_image(image, batch=False)
+        check_grad_mode("deep_dream")
+        x = self._image(image)
         _check_int(octaves, "octaves", 1)
         _check_int(steps, "steps", 0)
         if not isinstance(octave_scale, numbers.Real) or not octave_scale > 1:
@@ -145,14 +179,24 @@ class NetDreamer:
         detail = torch.zeros_like(_resize(x, sizes[0]))
         out = x
         transforms = [jitter(jitter_px)] if jitter_px > 0 else []
-        for size in sizes:
+        for i, size in enumerate(sizes):
             base = _resize(x, size)
             start = (base + _resize(detail, size)).clamp(0, 1)
             param = RawParam(start)
             vis = self._optvis(objective, param, transforms=transforms, generator=g,
                                optimizer=lambda p: _NormalizedAscent(p, lr), lr=lr)
-            out = vis.vis((steps,), progress=progress)[-1]
+            vis._warn_interrupt = False  # one warning below, for the whole run
+            try:
+                out = vis.vis((steps,), progress=progress)[-1]
+                interrupted = vis.interrupted
+            except KeyboardInterrupt:  # before the octave's first step (finding the layers)
+                out, interrupted = start, True
             detail = out - base
+            if interrupted:
+                warnings.warn(f"interrupted at octave {i + 1} of {len(sizes)}: returning the dream "
+                              "so far", NetlensWarning, stacklevel=user_stacklevel())
+                out = (x + _resize(detail, (h, w))).clamp(0, 1) if i < len(sizes) - 1 else out
+                break
         return out.to(x.dtype)
 
     def inverted_image(
@@ -165,8 +209,13 @@ class NetDreamer:
 
         Returns:
             ``(B, 3, H, W)`` in ``[0, 1]``, the size of ``image``.
+
+        Raises:
+            ValueError: an image without the model's channel count, or out of [0, 1].
+            RuntimeError: under ``torch.inference_mode()``.
         """
-        x = check_unit_image(image, batch=False)
+        check_grad_mode("inverted_image")
+        x = self._image(image)
         g = _generator(generator, self.fm)
         target = self.features(x, layer)
         param = ImageParam((x.shape[-2], x.shape[-1]), batch=x.shape[0], generator=g,
@@ -178,13 +227,15 @@ class NetDreamer:
 
     def features(self, image: torch.Tensor, layer: str) -> torch.Tensor:
         """The layer's output for ``image`` (in [0, 1]) as a detached ``[B, C, h, w]`` map."""
-        x = check_unit_image(image, batch=False)
+        x = self._image(image)
         name = self.fm.resolve_layer(layer)
         mean, std = model_normalization(self.fm)
         mean = mean if self._stats["mean"] is None else self._stats["mean"]
         std = std if self._stats["std"] is None else self._stats["std"]
+        x_in = normalize_input(x, mean, std)
+        self.fm.ensure_traced(x_in)  # the layers at this size (before the recording's hooks)
         with torch.no_grad(), self.fm.record(name) as rec:
-            self.fm(normalize_input(x, mean, std), until=name)
+            self.fm(x_in, until=name)
         return self.fm.layout(name).to_map(rec.activations[name], (x.shape[-2], x.shape[-1]))
 
 

@@ -37,7 +37,14 @@ from .flat_model import FlatModel
 from .optvis.objectives import Context, Objective
 from .optvis.optim import LBFGS, ProjectedAdam
 from .optvis.param import ImageParam, RawParam
-from .optvis.render import Callback, OptVis, model_normalization, normalize_input
+from .optvis.render import (
+    Callback,
+    OptVis,
+    check_channels,
+    check_grad_mode,
+    model_normalization,
+    normalize_input,
+)
 
 __all__ = ["gram_matrix", "default_layers", "StyleTransferModule", "StyleTransferObjective",
            "LossReporter", "generate_style_transfer"]
@@ -189,6 +196,7 @@ class StyleTransferModule:
             raise ValueError(f"the content and style images have different channel counts "
                              f"{sorted(channels)}; give them all the model's channels (e.g. "
                              "x.expand(-1, 3, -1, -1) for a grayscale image)")
+        check_channels(channels.pop(), self.fm.model, "the content image")
         self.style_weights = _normalized_weights(style_weights, len(styles))
         self.style_transform, self.loss_func = style_transform, loss_func
         d_mean, d_std = model_normalization(self.fm)
@@ -409,7 +417,9 @@ def generate_style_transfer(
     Raises:
         ValueError: an input image of another size or range, an unknown optimizer or param,
             negative weights, a non-finite loss (lower ``lr``).
+        RuntimeError: under ``torch.inference_mode()``, which disables gradients.
     """
+    check_grad_mode("style transfer")
     if not isinstance(module, StyleTransferModule):
         raise TypeError(f"module must be a StyleTransferModule, got {type(module).__name__}")
     if isinstance(num_steps, bool) or not isinstance(num_steps, numbers.Integral) or \

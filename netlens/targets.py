@@ -5,7 +5,9 @@ the output. Every attribution method and metric takes one as ``target=``; the fa
 are converted by :func:`as_target`:
 
 - an int, a sequence or tensor of B ints, or ``None`` (the predicted class) become
-  :class:`Class`, and give exactly the results they always gave;
+  :class:`Class`, and give exactly the results they always gave; numpy integers and integer
+  arrays (``labels[i]``, ``labels[:2]``) are ints and tensors of ints; a class *name* is not a
+  class: look it up with :meth:`Class.named`;
 - a function ``output -> (B,)`` that returns *integers* is read as class indices (the old
   form); one that returns *floats* is a score function (it sees the output of the images of the
   current pass);
@@ -117,14 +119,65 @@ def unwrap(output: Any) -> torch.Tensor:
 def flat_scores(output: Any) -> torch.Tensor:
     """The unwrapped output flattened per image: ``(B, N)``."""
     out = unwrap(output)
+    if out.dim() == 0:
+        raise _scalar_error(output)
     return out if out.dim() == 2 else out.reshape(out.shape[0], -1)
 
 
+def _scalar_error(output: Any) -> ValueError:
+    return ValueError(
+        f"the model returned {describe_output(output)}: one number for the whole batch, not one "
+        "score per image; netlens explains each image's score, so return (B,) scores or "
+        "(B, classes) logits (do not reduce over the batch, e.g. no .sum() or .mean() of the "
+        "whole output)")
+
+
+def _is_array(value: Any) -> bool:
+    """A numpy array (or numpy scalar array), without importing numpy."""
+    return type(value).__module__ == "numpy" and hasattr(value, "__array__") \
+        and hasattr(value, "dtype")
+
+
+def _names_error(value: Any) -> TypeError:
+    names = [value] if isinstance(value, str) else list(value)
+    one = next(v for v in names if isinstance(v, str))
+    what = f"target {one!r} is a string" if isinstance(value, str) else \
+        f"targets {names!r} are strings"
+    return TypeError(
+        f"{what}: netlens explains class indices and has no class names for an arbitrary "
+        f"model, so give the class index, e.g. labels.index({one!r}) with the model's list of "
+        f"class names, or nl.targets.Class.named({one!r}, labels) (labels: "
+        "nl.data.imagenet_classes() for ImageNet models, nl.data.SHAPES_CLASSES for "
+        "nl.zoo.shapes_model())")
+
+
 def _ints(value: Any, what: str) -> torch.Tensor:
+    if isinstance(value, str) or (isinstance(value, Sequence)
+                                  and any(isinstance(v, str) for v in value)):
+        raise _names_error(value)
     t = torch.as_tensor(value)
+    if t.numel() == 0:
+        name = "the target list" if what == "targets" else what
+        raise ValueError(f"{name} is empty (shape {tuple(t.shape)}): give one class index for "
+                         "all images, one per image, or None (the predicted class)")
     if t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
         raise TypeError(f"{what} must be integers, got dtype {t.dtype}")
     return t.reshape(-1).to(torch.long)
+
+
+def _check_finite(scores: torch.Tensor, output: Any) -> torch.Tensor:
+    """``scores`` unless some are inf or NaN: then a ``ValueError`` naming the output."""
+    if (scores.is_floating_point() or scores.is_complex()) and scores.numel() \
+            and not bool(torch.isfinite(scores).all()):
+        bad = scores.detach().reshape(-1)[~torch.isfinite(scores.detach().reshape(-1))]
+        raise ValueError(
+            f"the model's output for these inputs is not finite (inf/nan): "
+            f"{bad.numel()} of the {scores.numel()} scores to explain are "
+            f"{sorted({str(float(v)) for v in bad[:8].real})} ({describe_output(output)}), and "
+            "an explanation computed from them would be meaningless; check the input's scale "
+            "(images in [0, 1], normalized as the model expects) and that the model does not "
+            "overflow (a float16 model: explain model.float() with x.float())")
+    return scores
 
 
 def _batch_error(n: int, batch: int, what: str = "targets") -> ValueError:
@@ -155,7 +208,9 @@ class Target:
         raise NotImplementedError
 
     def __call__(self, output: Any) -> torch.Tensor:
-        return self.score(output)
+        """The scores of ``output``; raises ``ValueError`` when some are inf or NaN."""
+        s = self.score(output)
+        return _check_finite(s, output) if isinstance(s, torch.Tensor) else s
 
     def bind(self, output: Any) -> Target:
         """This target checked against the (clean) ``output``, with everything that depends on
@@ -239,9 +294,13 @@ def as_target(target: TargetLike, batch: int | None = None) -> Target:
                         "not a bool")
     elif isinstance(target, torch.Tensor):
         t = Class(target)
-    elif isinstance(target, Sequence) and not isinstance(target, str):
+    elif _is_array(target):  # a numpy array of classes; TargetLike does not name numpy types
+        t = Class(cast(Any, target))
+    elif isinstance(target, str):
+        raise _names_error(target)
+    elif isinstance(target, Sequence):
         targets = [item for item in target if isinstance(item, Target)]
-        if len(target) and len(targets) == len(target):
+        if targets and len(targets) == len(target):
             t = Multi(targets)
         else:
             # a sequence that is not all targets: Class checks that its items are ints
@@ -258,11 +317,16 @@ def as_target(target: TargetLike, batch: int | None = None) -> Target:
 # -- classification ----------------------------------------------------------------------------
 @dataclasses.dataclass(frozen=True, eq=False)
 class Class(Target):
-    """The score of class ``c`` in a ``(B, K)`` output (any output is flattened per image).
+    """The score of class ``c`` in a ``(B, K)`` output.
+
+    A ``(B,)`` output is one score per image, read as ``(B, 1)``: class 0 (and ``None``)
+    explains that score. Other outputs have no one class axis and are refused with the fix
+    (``(B, K, H, W)``: :class:`Segmentation`; else :class:`Score`), except ``(B, K, 1, ...)``.
 
     Args:
-        c: an int (every image), a sequence or tensor of B ints (one per image), or None: the
-            class with the highest score in the clean output (the predicted class).
+        c: an int (every image), a sequence, tensor or numpy array of B ints (one per image),
+            or None: the class with the highest score in the clean output (the predicted
+            class). Class names: :meth:`named`.
         score: ``"logit"`` (the raw output), ``"softmax"`` (the class probability) or
             ``"log_softmax"``.
 
@@ -287,13 +351,51 @@ class Class(Target):
         if classes is None and c is not None:
             if isinstance(c, bool):
                 raise TypeError("a class must be an int, not a bool")
-            if not isinstance(c, (numbers.Integral, torch.Tensor, Sequence)):
+            if isinstance(c, str):
+                raise _names_error(c)
+            if not isinstance(c, (numbers.Integral, torch.Tensor, Sequence)) and \
+                    not _is_array(c):
                 raise TypeError(f"target must be an int, a sequence of ints, a tensor, a "
                                 f"callable or None, got {type(c).__name__}")
             classes = _ints(c, "targets")
         object.__setattr__(self, "c", c)
         object.__setattr__(self, "score_kind", score)
         object.__setattr__(self, "classes", classes)
+
+    @classmethod
+    def named(cls, names: str | Sequence[str], labels: Sequence[str],
+              score: ClassScore = "logit") -> Class:
+        """The class(es) called ``names`` in the model's list of class names ``labels``.
+
+        Args:
+            names: a class name (every image) or one per image; case is ignored.
+            labels: the model's class names by index, e.g. :func:`netlens.data.imagenet_classes`
+                (ImageNet models) or :data:`netlens.data.SHAPES_CLASSES` (the shapes model).
+            score: as for :class:`Class`.
+
+        Raises:
+            ValueError: a name that is not in ``labels`` (the message lists close names).
+
+        Example:
+            >>> Class.named("square", ["circle", "square"]).classes
+            tensor([1])
+        """
+        index: dict[str, int] = {}
+        for i, label in enumerate(labels):
+            index.setdefault(str(label).lower(), i)
+        found = []
+        for name in [names] if isinstance(names, str) else list(names):
+            if str(name).lower() not in index:
+                import difflib
+
+                close = difflib.get_close_matches(str(name), [str(v) for v in labels], n=5,
+                                                  cutoff=0.5)
+                close += [str(v) for v in labels if str(name).lower() in str(v).lower()
+                          and str(v) not in close][:5]
+                hint = f"; close names: {close}" if close else ""
+                raise ValueError(f"no class {name!r} in the {len(labels)} labels{hint}")
+            found.append(index[str(name).lower()])
+        return cls(found, score)
 
     def replace(self, **state: Any) -> Class:
         return Class(self.c, self.score_kind, classes=state.get("classes", self.classes))
@@ -304,6 +406,11 @@ class Class(Target):
     def bind(self, output: Any) -> Class:
         out = _class_scores(output, "Class")
         batch, n = out.shape
+        if n == 1 and self.score_kind != "logit":
+            raise ValueError(f"score={self.score_kind!r} of a model with one output per image "
+                             f"({describe_output(output)}) is the same for every input (a "
+                             "softmax over one class is 1), so there is nothing to explain; use "
+                             "score='logit'")
         if self.classes is None:
             classes = out.detach().argmax(-1)
         else:
@@ -314,12 +421,15 @@ class Class(Target):
                 raise _batch_error(classes.numel(), batch)
             if classes.numel() and (int(classes.min()) < 0 or int(classes.max()) >= n):
                 bad = int(classes.max()) if int(classes.max()) >= n else int(classes.min())
-                raise ValueError(f"target {bad} is out of range: the model has {n} outputs "
-                                 f"(valid targets are 0 to {n - 1})")
-        return Class(self.c, self.score_kind, classes=classes.to(out.device))
+                what = "1 output (one score per image: target 0 or None)" if n == 1 \
+                    else f"{n} outputs (valid targets are 0 to {n - 1})"
+                raise ValueError(f"target {bad} is out of range: the model has {what}")
+        classes = classes.to(out.device)
+        _check_finite(out.detach().gather(1, classes.view(-1, 1)), output)
+        return Class(self.c, self.score_kind, classes=classes)
 
     def score(self, output: Any) -> torch.Tensor:
-        out = flat_scores(output)
+        out = _class_scores(output, "Class")
         if self.classes is None:
             raise RuntimeError("Class(None) must be bound to an output first (target.bind)")
         if self.score_kind == "softmax":
@@ -333,18 +443,27 @@ class Class(Target):
 
 
 def _class_scores(output: Any, who: str) -> torch.Tensor:
+    """The ``(B, classes)`` scores of ``output``: a ``(B,)`` output as ``(B, 1)``, trailing axes
+    of size 1 dropped; any other shape raises (an index into a flattened map would pick a class
+    at a pixel, not a class)."""
     out = unwrap(output)
-    if out.dim() < 2:
-        raise ValueError(f"{who} needs an output of shape (B, classes), but the model returned "
-                         f"{describe_output(output)}; for a regression head use "
-                         "nl.targets.Regression()")
+    if out.dim() == 0:
+        raise _scalar_error(output)
+    if out.dim() == 1:
+        return out[:, None]
     if out.dim() > 2:
-        hint = ("; for a segmentation output use nl.targets.Segmentation(c)" if out.dim() == 4
-                else "")
-        if out.dim() == 4 or who != "Class":
-            raise ValueError(f"{who} needs an output of shape (B, classes), but the model "
-                             f"returned {describe_output(output)}{hint}")
-        out = out.reshape(out.shape[0], -1)
+        if all(size == 1 for size in out.shape[2:]):
+            return out.reshape(out.shape[0], -1)
+        fix = ("for a segmentation output (B, classes, H, W) use nl.targets.Segmentation(c); "
+               "otherwise " if out.dim() == 4 else "")
+        example = {3: "out[:, 0, c]", 4: "out[:, c].mean((1, 2))"}.get(out.dim(),
+                                                                    "out.flatten(1)[:, i]")
+        raise ValueError(
+            f"{who} needs an output of shape (B, classes), but the model returned "
+            f"{describe_output(output)}, which has no single class axis (an integer class would "
+            f"index the flattened output); {fix}pick the scores to explain with "
+            f"target=nl.targets.Score(fn), fn(output) -> (B,) scores (e.g. lambda out: "
+            f"{example})")
     return out
 
 
@@ -392,12 +511,14 @@ class TopK(Target):
         if self.n > out.shape[1]:
             raise ValueError(f"TopK({self.n}) asks for more classes than the model's "
                              f"{out.shape[1]} outputs")
-        return self.replace(classes=out.detach().topk(self.n, dim=1).indices)
+        top = out.detach().topk(self.n, dim=1)
+        _check_finite(top.values, output)
+        return self.replace(classes=top.indices)
 
     def score(self, output: Any) -> torch.Tensor:
         if self.classes is None:
             raise RuntimeError("TopK must be bound to an output first (target.bind)")
-        out = flat_scores(output)
+        out = _class_scores(output, "TopK")
         if self.score_kind == "softmax":
             out = out.softmax(-1)
         elif self.score_kind == "log_softmax":
@@ -532,6 +653,8 @@ class Score(Target):
     fn: Callable[[Any], torch.Tensor] = lambda out: out  # noqa: E731
 
     def bind(self, output: Any) -> Target:
+        if isinstance(output, torch.Tensor) and output.dim() == 0:
+            raise _scalar_error(output)
         value = self.fn(_detached(output))
         value = torch.as_tensor(value)
         batch = _batch_of(output)
@@ -569,9 +692,10 @@ def _batch_of(output: Any) -> int | None:
     if isinstance(output, list) and output and isinstance(output[0], Mapping):
         return len(output)  # torchvision detection: one dict per image
     try:
-        return int(unwrap(output).shape[0])
+        out = unwrap(output)
     except TypeError:
         return None
+    return int(out.shape[0]) if out.dim() else None
 
 
 # -- dense and structured outputs --------------------------------------------------------------
@@ -899,8 +1023,7 @@ class Regression(Target):
     index: int | None = None
 
     def score(self, output: Any) -> torch.Tensor:
-        out = unwrap(output)
-        flat = out.reshape(out.shape[0], -1)
+        flat = flat_scores(output)
         if self.index is None:
             if flat.shape[1] != 1:
                 raise ValueError(f"Regression() needs one output per image, but the model "

@@ -169,24 +169,45 @@ def zoo_params() -> list[Any]:
             for e in ZOO]
 
 
-def model_state(model: nn.Module) -> dict[str, Any]:
-    """Everything about a model that netlens promises not to change."""
-    return {
+_GLOBAL_HOOKS = ("_global_forward_hooks", "_global_forward_pre_hooks", "_global_backward_hooks",
+                 "_global_backward_pre_hooks", "_global_forward_hooks_always_called",
+                 "_global_forward_hooks_with_kwargs", "_global_buffer_registration_hooks",
+                 "_global_module_registration_hooks", "_global_parameter_registration_hooks")
+
+
+def global_hooks() -> dict[str, list[int]]:
+    """The handles of the global module hooks (``nn.modules.module.register_module_*_hook``)."""
+    module = torch.nn.modules.module
+    return {name: list(getattr(module, name)) for name in _GLOBAL_HOOKS if hasattr(module, name)}
+
+
+def model_state(model: nn.Module, *, rng: bool = False) -> dict[str, Any]:
+    """Everything about a model that netlens promises not to change; with ``rng=True`` also
+    the global random state (for blocks that draw no random numbers of their own)."""
+    state = {
         "state_dict": {k: v.detach().clone() for k, v in model.state_dict().items()},
+        "buffers": [b.detach().clone() for b in model.buffers()],
         "training": [m.training for m in model.modules()],
         "requires_grad": [p.requires_grad for p in model.parameters()],
         "grads": [None if p.grad is None else p.grad.clone() for p in model.parameters()],
         "inplace": [getattr(m, "inplace", None) for m in model.modules()],
         "modules": [id(m) for m in model.modules()],
+        "global_hooks": global_hooks(),
     }
+    if rng:
+        state["rng"] = torch.random.get_rng_state()
+    return state
 
 
 def assert_untouched(model: nn.Module, before: dict[str, Any]) -> None:
     """Fails with the first difference between the model's state and ``before``."""
     for name, m in model.named_modules():
         for attr in ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks",
-                     "_backward_pre_hooks"):
-            assert not getattr(m, attr), f"hook left in {name or 'model'}.{attr}"
+                     "_backward_pre_hooks", "_forward_hooks_with_kwargs",
+                     "_forward_hooks_always_called", "_forward_pre_hooks_with_kwargs"):
+            assert not getattr(m, attr, None), f"hook left in {name or 'model'}.{attr}"
+    for name, p in model.named_parameters():
+        assert not p._backward_hooks, f"tensor hook left on parameter {name}"
     after = model_state(model)
     assert after["modules"] == before["modules"], "modules were replaced"
     for key in ("training", "requires_grad", "inplace"):
@@ -195,6 +216,15 @@ def assert_untouched(model: nn.Module, before: dict[str, Any]) -> None:
         assert torch.equal(after["state_dict"][k], v), f"state_dict entry {k} changed"
     for a, b in zip(after["grads"], before["grads"]):
         assert (a is None) == (b is None) and (a is None or torch.equal(a, b)), ".grad changed"
+    if "buffers" in before:  # also buffers that are not in the state_dict (persistent=False)
+        assert len(after["buffers"]) == len(before["buffers"]), "buffers were added or removed"
+        for i, (a, b) in enumerate(zip(after["buffers"], before["buffers"])):
+            assert torch.equal(a, b), f"buffer {i} changed"
+    if "global_hooks" in before:
+        assert after["global_hooks"] == before["global_hooks"], "global module hooks changed"
+    if "rng" in before:
+        assert torch.equal(torch.random.get_rng_state(), before["rng"]), \
+            "the global random state was consumed"
 
 
 class GuidedRelu(torch.autograd.Function):

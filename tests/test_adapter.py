@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 import torch
 import torchvision
@@ -140,3 +142,49 @@ def test_preserved_state_restores_everything_after_an_error():
     assert all(p.requires_grad for p in model.parameters())
     assert model[0].weight.grad is grad
     assert torch.equal(model[1].running_mean, running_mean)
+
+
+def test_preserved_state_eval_runs_the_block_in_eval_mode_and_restores_the_flags():
+    model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2), nn.Dropout(0.5)).train()
+    model[2].eval()  # a mixed model: its flags come back one by one
+    flags = [m.training for m in model.modules()]
+    for fail in (False, True):
+        with contextlib.suppress(RuntimeError), preserved_state(model, eval=True):
+            assert not any(m.training for m in model.modules())
+            if fail:
+                raise RuntimeError
+        assert [m.training for m in model.modules()] == flags
+
+
+def test_model_lock_is_one_reentrant_lock_per_model_that_keeps_no_model_alive():
+    import gc
+    import weakref
+
+    from netlens.adapter import model_lock
+
+    a, b = nn.Linear(1, 1), nn.Linear(1, 1)
+    assert model_lock(a) is model_lock(a) and model_lock(a) is not model_lock(b)
+    with model_lock(a), model_lock(a):  # re-entrant
+        pass
+    ref = weakref.ref(a)
+    del a
+    gc.collect()
+    assert ref() is None
+
+
+def test_trace_finds_the_eval_mode_layers_of_a_training_model():
+    class AuxNet(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(3, 4, 3)
+            self.bn = nn.BatchNorm1d(4)  # training mode would refuse a batch of one
+            self.aux = nn.Linear(4, 2)
+            self.fc = nn.Linear(4, 2)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            h = self.bn(self.conv(x).mean(dim=(2, 3)))
+            return self.fc(h) + self.aux(h) if self.training else self.fc(h)
+
+    model = AuxNet().train()
+    assert [c.name for c in trace(model, torch.randn(1, 3, 8, 8))] == ["conv", "bn", "fc"]
+    assert model.training and model.bn.training

@@ -3,6 +3,9 @@
 
 from __future__ import annotations
 
+import re
+import warnings
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -115,3 +118,58 @@ def test_bad_input(dreamer):
         dreamer.deep_dream(x, "layer2", octaves=0)
     with pytest.raises(ValueError, match="NaN"):
         dreamer.inverted_image(x * float("nan"), "layer2")
+
+
+# -- issue 13: correctness under every call ----------------------------------------------------
+def test_a_grayscale_image_for_a_colour_model_is_refused_with_the_fix(dreamer):
+    gray = make_shapes(1, size=32, seed=1).images[:, :1]
+    calls = [lambda: dreamer.deep_dream(gray, "layer2", steps=1, octaves=2, generator=_gen()),
+             lambda: dreamer.inverted_image(gray, "layer2", steps=1, generator=_gen()),
+             lambda: dreamer.features(gray, "layer2")]
+    for call in calls:
+        with pytest.raises(ValueError, match=r"1 channel.*3 channels.*expand\(-1, 3, -1, -1\)"):
+            call()
+
+
+def test_every_optimizing_entry_point_explains_inference_mode(dreamer):
+    x = make_shapes(1, size=32, seed=1).images
+    calls = [lambda: dreamer.deep_dream(x, "layer2", steps=1, octaves=1, generator=_gen()),
+             lambda: dreamer.inverted_image(x, "layer2", steps=1, generator=_gen()),
+             lambda: dreamer.channel_visualization("layer2", 0, size=32, steps=1,
+                                                   generator=_gen()),
+             lambda: dreamer.class_visualization(0, size=32, steps=1, generator=_gen())]
+    for call in calls:
+        with torch.inference_mode(), pytest.raises(RuntimeError, match=(
+                r"needs gradients, which torch.inference_mode\(\) disables; call it outside")):
+            call()
+
+
+class _Interrupting(torch.nn.Module):
+    """The model, with a Ctrl-C (``KeyboardInterrupt``) raised from its forward at call ``k``."""
+
+    def __init__(self, inner: torch.nn.Module, k: int) -> None:
+        super().__init__()
+        self.inner, self.k, self.calls = inner, k, 0
+
+    def forward(self, x):
+        self.calls += 1
+        if self.calls == self.k:
+            raise KeyboardInterrupt
+        return self.inner(x)
+
+
+@pytest.mark.parametrize("k", [2, 9])  # in the first octave's first step; in the second octave
+def test_ctrl_c_in_deep_dream_stops_every_octave_and_returns_the_dream_so_far(shapes, k):
+    from netlens._util import NetlensWarning
+
+    model = _Interrupting(shapes, k).eval()
+    x = make_shapes(1, size=48, seed=3).images
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        out = NetDreamer(model).deep_dream(x, "inner.layer2", octaves=3, steps=4, progress=False,
+                                           generator=_gen())
+    assert model.calls == k  # nothing ran after the interrupt
+    messages = [str(w.message) for w in caught if issubclass(w.category, NetlensWarning)]
+    assert len(messages) == 1 and re.match(r"interrupted at octave \d of 3", messages[0]), messages
+    assert out.shape == x.shape and out.dtype == x.dtype
+    assert float(out.min()) >= 0 and float(out.max()) <= 1

@@ -59,3 +59,43 @@ def test_type_stub_is_current():
         "i.write_stub()\"")
     for name in METHODS:
         assert f"    def {name}(\n" in interpret.stub()
+
+
+# -- issue 13: a lens used at several input sizes ----------------------------------------------
+def _small_swin() -> torch.nn.Module:
+    """A seeded two-stage torchvision Swin (channels-last token maps) that takes any size that
+    is a multiple of 8 px."""
+    import torchvision
+
+    torch.manual_seed(0)
+    return torchvision.models.SwinTransformer(
+        patch_size=[4, 4], embed_dim=16, depths=[1, 1], num_heads=[1, 1], window_size=[2, 2],
+        num_classes=5).double().eval()
+
+
+@pytest.mark.parametrize("arch, sizes", [
+    ("resnet18", (64, 7)), ("resnet18", (7, 64)), ("resnet18", (64, 32)),
+    ("swin", (64, 8)), ("swin", (8, 64)),
+])
+def test_a_lens_follows_the_input_size(arch, sizes):
+    """A lens first used at one size gives, at another, exactly the pure function's map: its
+    layers (shapes, hence the default CAM layer: the last with more than one position) are
+    found again at the new size, and a layer=-given CAM stays the same too."""
+    import torchvision
+
+    if arch == "resnet18":
+        torch.manual_seed(0)
+        model = torchvision.models.resnet18(num_classes=5).double().eval()
+    else:
+        model = _small_swin()
+    g = torch.Generator().manual_seed(0)
+    lens, example = nl.NetLens(model), nl.NetLens(
+        model, torch.rand(1, 3, sizes[0], sizes[0], dtype=torch.float64, generator=g))
+    for size in sizes:
+        x = torch.rand(2, 3, size, size, dtype=torch.float64, generator=g)
+        want = nl.attribution.gradcam(model, x, [1, 2])
+        same = torch.equal(lens.gradcam(x, [1, 2]), want)
+        assert same, (arch, size)
+        same = torch.equal(example.gradcam(x, [1, 2]), want)
+        assert same, (arch, size, "example_input")
+        assert lens.fm.traced_input_shape[1:] == x.shape[1:]

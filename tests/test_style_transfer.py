@@ -382,3 +382,13 @@ def test_bad_input_gives_clear_errors(net, module):
         generate_style_transfer(module, num_steps=-1, progress=False)
     with pytest.raises(TypeError, match="StyleTransferModule"):
         generate_style_transfer(net, content)
+
+
+# -- issue 13: correctness under every call ----------------------------------------------------
+def test_grayscale_images_for_a_colour_model_and_inference_mode_are_explained(net, module):
+    gray, gray_style = smooth(32, 0)[:, :1], noise(32, 1)[:, :1]
+    with pytest.raises(ValueError, match=r"1 channel.*3 channels.*expand\(-1, 3, -1, -1\)"):
+        StyleTransferModule(net, gray, style_target=gray_style)
+    with torch.inference_mode(), pytest.raises(RuntimeError, match=(
+            r"needs gradients, which torch.inference_mode\(\) disables; call it outside")):
+        generate_style_transfer(module, num_steps=1, progress=False)

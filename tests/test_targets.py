@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import collections
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -67,6 +68,96 @@ def test_old_target_forms_become_class_targets():
         T.as_target(True)
     with pytest.raises(TypeError, match="integers"):
         T.as_target(torch.tensor([0.5, 1.0]))
+
+
+def test_numpy_integers_are_ints():
+    """Issue 13: ``labels[i]`` of a numpy array, numpy arrays and lists of numpy ints are class
+    targets exactly as the equivalent ints, lists and tensors are."""
+    out = torch.tensor([[1.0, 3.0, 0.0], [4.0, 2.0, 2.0]])
+    for form, same in [(np.int64(2), 2), (np.array(2), 2), (np.array([0, 2]), [0, 2]),
+                       (np.array([[1], [2]], dtype=np.int32), [1, 2]), (np.uint8(1), 1),
+                       ([np.int64(2), np.int32(1)], [2, 1]), ((np.int16(1), 0), [1, 0])]:
+        bound, want = T.as_target(form, 2).bind(out), T.as_target(same, 2).bind(out)
+        assert isinstance(bound, T.Class) and torch.equal(bound.classes, want.classes), form
+        assert torch.equal(bound(out), want(out)), form
+        assert torch.equal(T.Class(form).bind(out).classes, want.classes), form
+    assert T.Segmentation(np.array([1, 0])).c.tolist() == [1, 0]
+    with pytest.raises(TypeError, match="integers, got dtype torch.float64"):
+        T.as_target(np.array([0.5, 1.0]))
+    with pytest.raises(ValueError, match="got 3 targets for a batch of 2 images"):
+        T.as_target(np.array([0, 1, 2]), 2)
+
+
+def test_string_and_empty_targets_say_what_is_wrong():
+    with pytest.raises(TypeError, match=r"target 'cat' is a string.*class index.*"
+                                        r"labels.index\('cat'\).*Class.named"):
+        T.as_target("cat")
+    with pytest.raises(TypeError, match="target 'cat' is a string"):
+        T.Class("cat")
+    with pytest.raises(TypeError, match=r"\['cat', 'dog'\] are strings"):
+        T.as_target(["cat", "dog"])
+    for empty in ([], (), torch.tensor([]), np.array([], dtype=np.int64)):
+        with pytest.raises(ValueError, match="the target list is empty.*one class index"):
+            T.as_target(empty)
+
+
+def test_class_named_looks_names_up():
+    labels = nl.data.imagenet_classes()
+    out = torch.zeros(2, 1000)
+    assert T.Class.named("tabby", labels).bind(out).classes.tolist() == [281, 281]
+    assert T.Class.named(["Tabby", "tiger cat"], labels).classes.tolist() == [281, 282]
+    assert T.Class.named("square", nl.data.SHAPES_CLASSES, score="softmax").score_kind == \
+        "softmax"
+    with pytest.raises(ValueError, match=r"no class 'cat' in the 1000 labels.*'tiger cat'"):
+        T.Class.named("cat", labels)
+
+
+def test_class_targets_need_class_scores():
+    """Issue 13: an integer class on an output that is not ``(B, classes)`` raises (it never
+    indexes the flattened output); a ``(B,)`` output is one score per image, class 0."""
+    dense = torch.arange(32.0).view(2, 4, 2, 2)
+    for t in (T.Class(1), T.Class(None), T.Class([1, 0])):
+        with pytest.raises(ValueError, match=r"shape \(2, 4, 2, 2\).*Segmentation\(c\)"):
+            t(dense)
+        with pytest.raises(ValueError, match=r"shape \(2, 4, 2, 2\).*Segmentation\(c\)"):
+            t.bind(dense)
+    tokens = torch.arange(24.0).view(2, 3, 4)  # (B, N, K): which axis holds the classes?
+    for t in (T.Class(1), T.Class(None), T.TopK(2)):
+        with pytest.raises(ValueError, match=r"shape \(2, 3, 4\).*Score\("):
+            t.bind(tokens)
+    with pytest.raises(ValueError, match=r"shape \(2, 3, 4\).*Score\("):
+        T.Class(1)(tokens)
+    # singleton trailing axes are no ambiguity: (B, K, 1, 1) is (B, K)
+    squeezed = torch.tensor([[1.0, 3.0, 0.0], [4.0, 2.0, 2.0]])
+    assert T.Class(None).bind(squeezed[..., None, None])(squeezed[..., None, None]).tolist() \
+        == [3.0, 4.0]
+    per_image = torch.tensor([0.5, -2.0])
+    assert T.Class(None).bind(per_image)(per_image).tolist() == [0.5, -2.0]
+    assert T.Class(0).bind(per_image)(per_image).tolist() == [0.5, -2.0]
+    with pytest.raises(ValueError, match="target 1 is out of range: the model has 1 output"):
+        T.Class(1).bind(per_image)
+    assert T.Regression().bind(per_image)(per_image).tolist() == [0.5, -2.0]
+    for one in (per_image, per_image[:, None]):
+        with pytest.raises(ValueError, match="score='softmax' of a model with one output"):
+            T.Class(None, score="softmax").bind(one)
+
+
+def test_a_scalar_output_is_not_one_score_per_image():
+    scalar = torch.tensor(3.0)
+    for t in (T.Class(None), T.Class(0), T.Regression(), T.Score(lambda o: o), T.TopK(1)):
+        with pytest.raises(ValueError, match=r"shape \(\).*one score per image"):
+            t.bind(scalar)
+
+
+def test_scores_that_are_not_finite_raise():
+    out = torch.tensor([[1.0, float("inf")], [float("nan"), 2.0]])
+    with pytest.raises(ValueError, match=r"not finite \(inf/nan\)"):
+        T.Class(1).bind(out)(out)
+    with pytest.raises(ValueError, match=r"not finite \(inf/nan\)"):
+        T.Class(None).bind(out)
+    with pytest.raises(ValueError, match=r"not finite \(inf/nan\)"):
+        T.Score(lambda o: o[:, 0]).bind(out)(out)
+    assert T.Class(0).bind(out[:1])(out[:1]).tolist() == [1.0]  # the explained score is finite
 
 
 def test_a_float_function_is_a_score():

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .._runtime import bind, user_stacklevel
+from .._runtime import bind, guarded, user_stacklevel
 from .._util import NetlensWarning
 from ..attribution import METHODS, MethodSpec
 from ..flat_model import FlatModel
@@ -302,7 +302,8 @@ def call_method(fn: Callable[..., torch.Tensor], model: nn.Module, x: torch.Tens
                 target: Any, options: dict[str, Any], generator: torch.Generator | None,
                 progress: bool | None) -> torch.Tensor:
     """Runs a method, giving it ``generator`` and ``progress`` when it takes them and the
-    caller did not set them."""
+    caller did not set them; a user's function runs under :func:`~netlens._runtime.guarded`
+    too (eval mode, the model left as it was), as netlens's own methods do."""
     options = dict(options)
     try:
         params = fn.parameters if isinstance(fn, MethodSpec) else inspect.signature(fn).parameters
@@ -312,4 +313,5 @@ def call_method(fn: Callable[..., torch.Tensor], model: nn.Module, x: torch.Tens
         options.setdefault("generator", generator)
     if "progress" in params and progress is False:
         options.setdefault("progress", False)
-    return fn(model, x, target, **options)
+    with guarded(model):
+        return fn(model, x, target, **options)

@@ -29,15 +29,17 @@ import torch
 from torch import nn
 
 from .. import rules
+from .._runtime import warn_if_training
 from .._util import NetlensWarning, progress_bar, user_stacklevel
-from ..adapter import _StopForward, first_tensor, preserved_state
-from ..flat_model import FlatModel
+from ..adapter import _StopForward, first_tensor, model_lock, preserved_state
+from ..flat_model import FlatModel, input_channels
 from .objectives import Context, Objective, as_objective
 from .optim import LBFGS
 from .param import ImageParam
 from .transforms import compose, standard_transforms
 
-__all__ = ["OptVis", "Callback", "model_normalization", "normalize_input", "model_device"]
+__all__ = ["OptVis", "Callback", "model_normalization", "normalize_input", "model_device",
+           "check_grad_mode", "check_channels"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -117,7 +119,9 @@ class OptVis:
             raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
         self.generator = generator
         if param is None:
-            param = ImageParam(size, batch=batch, generator=generator, device=device)
+            c = input_channels(self.fm.model) or 3
+            param = ImageParam(size, batch=batch, channels=c, decorrelate=c == 3,
+                               generator=generator, device=device)
         if not callable(param) or not isinstance(param, nn.Module):
             raise TypeError("param must be a netlens.optvis parameterization (ImageParam, "
                             f"RawParam), got {type(param).__name__}")
@@ -133,6 +137,12 @@ class OptVis:
         self.redirect_steps = redirect_steps
         self._layers = [self.fm.resolve_layer(n) for n in self.objective.layers]
         self._stop = self._stop_layer()
+        shape = getattr(param, "shape", None)
+        if isinstance(shape, torch.Size) and len(shape) == 4:
+            self._check_image(int(shape[1]))
+        #: Whether the last :meth:`vis` was ended by a Ctrl-C (``KeyboardInterrupt``).
+        self.interrupted = False
+        self._warn_interrupt = True  # NetDreamer.deep_dream warns once for all its octaves
 
     # -- public ---------------------------------------------------------------------------
     def vis(self, thresholds: Sequence[int] = (256,), callback: Callback | Callable | None = None,
@@ -149,25 +159,30 @@ class OptVis:
 
         Returns:
             One image batch ``(B, C, H, W)`` in ``[0, 1]`` per threshold (detached). After a
-            Ctrl-C, the pictures taken so far and the current image (with a warning).
+            Ctrl-C (a ``KeyboardInterrupt``, also one raised inside the model's forward),
+            the pictures taken so far and the current image, with a warning; no further
+            forward pass runs, and :attr:`interrupted` is True.
 
         Raises:
+            RuntimeError: under ``torch.inference_mode()``, which disables gradients.
             ValueError: empty or non-increasing thresholds, an objective that cannot read its
                 layer (channel out of range, ...), or a non-finite objective (lower ``lr``).
         """
+        check_grad_mode("OptVis")
         steps = _check_thresholds(thresholds)
         cb = callback if isinstance(callback, Callback) else _FunctionCallback(callback)
         images: list[torch.Tensor] = []
         self.history = []
-        with preserved_state(self.fm.model, buffers=True), torch.enable_grad():
-            if self.fm.model.training:
-                warnings.warn(f"{type(self.fm.model).__name__} is in training mode (batch norm and "
-                              "dropout behave differently, and batch norm statistics would move); "
-                              "call model.eval() first", NetlensWarning,
-                              stacklevel=user_stacklevel())
+        self.interrupted = False
+        # As every netlens method: alone on the model (its lock), in eval mode, one warning.
+        warn_if_training(self.fm.model)
+        with model_lock(self.fm.model), preserved_state(self.fm.model, buffers=True, eval=True), \
+                torch.enable_grad():
             for p in self.fm.model.parameters():
                 p.requires_grad_(False)
-            self.fm.ensure_traced(self.param().detach())
+            start = self.param().detach()
+            self._check_image(int(start.shape[1]) if start.dim() == 4 else None)
+            self.fm.ensure_traced(start)
             optimizer = self._optimizer()
             cb.on_begin(self)
             step = 0
@@ -197,9 +212,12 @@ class OptVis:
                                 images.append(self._image())
                             bar.update(1)
                 except KeyboardInterrupt:
+                    self.interrupted = True
                     self._read(pending)
-                    warnings.warn(f"interrupted at step {step}: returning the images so far and "
-                                  "the current one", NetlensWarning, stacklevel=user_stacklevel())
+                    if self._warn_interrupt:
+                        warnings.warn(f"interrupted at step {step}: returning the images so far "
+                                      "and the current one", NetlensWarning,
+                                      stacklevel=user_stacklevel())
                     images.append(self._image())
             cb.on_end(self, images)
         return images
@@ -207,10 +225,25 @@ class OptVis:
     def value(self, image: torch.Tensor | None = None) -> float:
         """The objective at the current image, or at ``image`` (``(B, C, H, W)`` in [0, 1], the
         batch the objective expects): no transforms, one forward pass."""
-        with preserved_state(self.fm.model), torch.no_grad():
+        with model_lock(self.fm.model), preserved_state(self.fm.model, eval=True), \
+                torch.no_grad():
             with self.fm.intercept(self._layers, self._keep) if self._layers else _Null():
                 image = self.param() if image is None else image
                 return float(self._evaluate(image, image))
+
+    def _check_image(self, channels: int | None) -> None:
+        """The param's images must have the model's channels, and the normalization one value
+        or one per channel (a 3-value normalization would silently turn a 1-channel image into
+        3 channels)."""
+        if channels is None:
+            return
+        check_channels(channels, self.fm.model, "the parameterization's image")
+        for name, stat in zip(("mean", "std"), self._stats):
+            n = torch.as_tensor(stat).numel()
+            if n not in (1, channels):
+                raise ValueError(f"the input normalization {name}={stat!r} has {n} values but the "
+                                 f"images have {channels} channel(s); pass the model's mean= and "
+                                 "std= (one value, or one per channel; mean=0.0, std=1.0 for none)")
 
     # -- the loop ---------------------------------------------------------------------------
     def _step(self, optimizer: torch.optim.Optimizer) -> torch.Tensor:
@@ -344,6 +377,31 @@ def _compose(transforms: Transform | Iterable[Transform]) -> Callable[..., torch
     if not callable(transforms):
         transforms = compose(list(transforms))  # applied in order, cropped back to the size
     return lambda x, g: transforms(x, generator=g)
+
+
+def check_grad_mode(what: str) -> None:
+    """Raises a ``RuntimeError`` naming ``what`` under ``torch.inference_mode()``, where the
+    gradients that every optimization needs do not exist (``torch.no_grad()`` is fine)."""
+    if torch.is_inference_mode_enabled():
+        raise RuntimeError(f"{what} needs gradients, which torch.inference_mode() disables; call "
+                           "it outside the inference_mode block (torch.no_grad() is fine)")
+
+
+def check_channels(channels: int, model: nn.Module, what: str = "the image") -> None:
+    """Raises a ``ValueError`` with the fix if an image of ``channels`` channels does not fit
+    ``model`` (the ``in_channels`` of its first convolution; any count if it has none)."""
+    expected = input_channels(model.model if isinstance(model, FlatModel) else model)
+    if expected is None or channels == expected:
+        return
+    if channels == 1:
+        fix = (f"repeat the grayscale channel with x.expand(-1, {expected}, -1, -1) (netlens."
+               "image.load gives 3-channel images)")
+    elif expected == 1:
+        fix = "convert it to one channel, e.g. x.mean(1, keepdim=True)"
+    else:
+        fix = f"give it {expected} channels"
+    raise ValueError(f"{what} has {channels} channel(s) but the model expects {expected} "
+                     f"channels; {fix}")
 
 
 def normalize_input(x: torch.Tensor, mean: Any, std: Any) -> torch.Tensor:

@@ -97,7 +97,7 @@ def test_same_seed_same_image_and_the_global_rng_is_not_touched(shapes):
 
 def test_the_forward_stops_at_the_deepest_layer_the_objective_reads(shapes):
     fm = FlatModel(shapes)
-    assert fm.layer_names  # traced here, not during the runs below
+    fm.ensure_traced(torch.zeros(1, 3, 32, 32))  # traced here at the runs' size, not in them
     calls = []
     with_hooks = [shapes.layer3.register_forward_hook(lambda *a: calls.append("layer3")),
                   shapes.fc.register_forward_hook(lambda *a: calls.append("fc"))]
@@ -251,3 +251,26 @@ def test_redirected_relu_wakes_a_functional_relu():
     woken = OptVis(model, obj.channel("conv2", 0), param=start, transforms=[], generator=_gen())
     woken.vis((24,), progress=False)
     assert woken.history[-1] > 0.1
+
+
+# -- issue 13: correctness under every call ----------------------------------------------------
+def test_an_image_without_the_models_channels_is_refused_with_the_fix(shapes):
+    gray = make_shapes(1, size=32, seed=1).images[:, :1]
+    with pytest.raises(ValueError, match=r"1 channel.*3 channels.*expand\(-1, 3, -1, -1\)"):
+        OptVis(shapes, obj.channel("layer2", 0), RawParam(gray), generator=_gen()).vis(
+            (1,), progress=False)
+    with pytest.raises(ValueError, match=r"1 channel.*3 channels"):
+        OptVis(shapes, obj.channel("layer2", 0), ImageParam(32, channels=1, decorrelate=False),
+               generator=_gen())
+    one = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.ReLU()).eval()
+    with pytest.raises(ValueError, match=r"normalization mean=.* 3 values .* 1 channel"):
+        OptVis(one, obj.channel("0", 0), size=16, generator=_gen())  # ImageNet's 3-value stats
+    vis = OptVis(one, obj.channel("0", 0), size=16, mean=0.5, std=0.25, generator=_gen())
+    assert vis.vis((2,), progress=False)[-1].shape == (1, 1, 16, 16)  # the model's 1 channel
+
+
+def test_inference_mode_is_explained(shapes):
+    vis = OptVis(shapes, obj.channel("layer2", 0), size=32, generator=_gen())
+    with torch.inference_mode(), pytest.raises(RuntimeError, match=(
+            r"OptVis needs gradients, which torch.inference_mode\(\) disables; call it outside")):
+        vis.vis((1,), progress=False)
