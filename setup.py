@@ -18,10 +18,11 @@ setup(
     license="MIT",
     python_requires=">=3.9",
     packages=find_packages(include=["netlens", "netlens.*"]),
+    py_modules=["_netlens_cli"],  # the console script's Ctrl-C guard around importing netlens
     package_data={"netlens": ["resources/*.txt", "resources/*.json", "weights/*.pt", "*.pyi",
                            "py.typed"]},
     include_package_data=True,
-    entry_points={"console_scripts": ["netlens = netlens.cli:main"]},
+    entry_points={"console_scripts": ["netlens = _netlens_cli:main"]},
     install_requires=[
         "torch>=2.1",
         "torchvision>=0.16",
@@ -33,7 +34,9 @@ setup(
     ],
     extras_require={
         "dev": ["pytest>=7.4", "ruff>=0.4", "nbformat>=5.7", "nbclient>=0.7", "ipykernel>=6.0",
-                "captum>=0.7", "grad-cam>=1.5"],
+                "captum>=0.7", "grad-cam>=1.5", "mypy>=1.10", "jupytext>=1.16", "mkdocs>=1.6",
+                "mkdocs-material>=9.5", "mkdocstrings[python]>=0.25", "mkdocs-jupyter>=0.24",
+                "playwright>=1.40"],
     },
     classifiers=[
         "License :: OSI Approved :: MIT License",

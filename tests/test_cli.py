@@ -656,3 +656,27 @@ def test_a_missing_package_is_one_line_naming_pip(monkeypatch, tmp_path, capsys,
     status, _, err = _run(capsys, "attribute", shapes_files[0][0], "--model", spec, "-o",
                           tmp_path)
     assert status == 2 and f"pip install {package}" in _one_line_error(err)
+
+
+def test_ctrl_c_while_netlens_is_imported_is_one_line_and_status_130(monkeypatch, capsys):
+    """The console script (``_netlens_cli.main``) turns a Ctrl-C during ``import netlens.cli``
+    (torch's import, about a second) into one line and status 130, not a traceback."""
+    import builtins
+
+    import _netlens_cli
+
+    real_import = builtins.__import__
+
+    def interrupted(name, *args, **kwargs):
+        if name == "netlens.cli":
+            raise KeyboardInterrupt
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", interrupted)
+    assert _netlens_cli.main() == 130
+    err = capsys.readouterr().err
+    assert err == "netlens: error: interrupted; no files written\n"
+    monkeypatch.setattr(builtins, "__import__", real_import)
+    monkeypatch.setattr("sys.argv", ["netlens", "--version"])
+    assert _netlens_cli.main() == 0  # otherwise it is netlens.cli.main
+    assert capsys.readouterr().out.startswith("netlens ")

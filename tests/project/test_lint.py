@@ -17,7 +17,8 @@ def test_ruff_is_clean():
             [sys.executable, "-m", "ruff", "--version"], capture_output=True).returncode != 0:
         pytest.skip("ruff is not installed (pip install ruff, or use python3 tasks.py test)")
     result = subprocess.run([sys.executable, "-m", "ruff", "check", "netlens", "tests",
-                             "benchmarks", "nbs", "tasks.py", "setup.py"],
+                             "benchmarks", "nbs", "docs", "tasks.py", "setup.py",
+                             "_netlens_cli.py"],
                             cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
 
