@@ -110,8 +110,9 @@ def guarded(fm: FlatModel | nn.Module) -> Iterator[FlatModel | nn.Module]:
     model = fm.model if isinstance(fm, FlatModel) else fm
     with model_lock(model):
         warn_if_training(model)
+        # (no CUDA tensor exists before CUDA is initialized: skip the walk over the model)
         devices = sorted({t.device.index or 0 for t in (*model.parameters(), *model.buffers())
-                          if t.device.type == "cuda"})
+                          if t.device.type == "cuda"}) if torch.cuda.is_initialized() else []
         with torch.random.fork_rng(devices=devices), preserved_state(model, eval=True), \
                 torch.enable_grad():
             yield fm

@@ -111,7 +111,9 @@ def test_resnet18_in_training_mode_is_left_alone_and_deterministic() -> None:
         a = saliency(model, x, 1)
         b = NetLens(model).saliency(x, 1)
     assert_untouched(model, before)  # bn1.num_batches_tracked and running_mean included
-    assert torch.equal(a, b)
+    # deterministic: dropout off (it would change the map by ~1); the two calls may still
+    # differ by float32 round-off (other kernels after other tests changed thread settings)
+    torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-8)
     expected = saliency(model.eval(), x, 1)
     torch.testing.assert_close(a, expected)
 
