@@ -209,16 +209,16 @@ def test_tests_cite_only_documents_in_the_repository():
 def test_the_document_checker_flags_documents_outside_the_repository():
     # The examples spell ".md" as "%md" (replaced below), so that this file cites none of them.
     documents = ["CONTRIBUTING.md", "README.md", "docs/about.md", "benchmarks/results/a.md"]
-    source = '''"""Oracles (DESIGN%md section 3; see ../shared/TESTING%md)."""
-# the tolerances of STYLE%md
+    source = '''"""Oracles (PLANS%md section 3; see ../elsewhere/CHECKS%md)."""
+# the tolerances of HANDBOOK%md
 def test_x():
-    """As ORIGINAL_API%md says; CONTRIBUTING%md test A1, docs/about%md, results/a%md."""
+    """As OLD_MANUAL%md says; CONTRIBUTING%md test A1, docs/about%md, results/a%md."""
     assert True, "see NOTES%md or https://example.org/docs/README%md"
     out = tmp_path / "metrics%md"  # a file the test writes: not a document
     css = "label%md-search__icon"
 '''.replace("%md", ".md")
     assert missing_documents(source, "tests/test_x.py", documents) == [
-        f"{stem}.md" for stem in ("DESIGN", "../shared/TESTING", "ORIGINAL_API", "STYLE", "NOTES",
+        f"{stem}.md" for stem in ("PLANS", "../elsewhere/CHECKS", "OLD_MANUAL", "HANDBOOK", "NOTES",
                                   "https://example.org/docs/README")]
     relative = "# ../README%md is the root's\n".replace("%md", ".md")
     assert missing_documents(relative, "tests/test_x.py", documents) == []
