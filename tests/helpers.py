@@ -276,3 +276,20 @@ def input_grad(model: nn.Module, x: torch.Tensor, c: int = 2) -> torch.Tensor:
     xg = x.clone().requires_grad_(True)
     g, = torch.autograd.grad(model(xg)[:, c].sum(), xg)
     return g
+
+
+def run_cli(capsys: pytest.CaptureFixture[str], *argv: object) -> tuple[int, str, str]:
+    """``netlens ARGV`` in this process: ``(exit status, stdout, stderr)``."""
+    from netlens.cli import main
+
+    status = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+def one_line_error(err: str) -> str:
+    """The single ``netlens: error: ...`` line of ``err``, asserting there is nothing else."""
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("netlens: error: "), err
+    assert "Traceback" not in err
+    return lines[0]

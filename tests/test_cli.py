@@ -27,6 +27,9 @@ from netlens.data import SHAPES_CLASSES, make_shapes
 from netlens.export import save_image
 from netlens.zoo import shapes_model
 
+from helpers import one_line_error as _one_line_error
+from helpers import run_cli as _run
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -48,19 +51,6 @@ def resnet_file(tmp_path_factory):
     path = tmp_path_factory.mktemp("model") / "resnet18.pt"
     torch.save(model, path)
     return str(path), model
-
-
-def _run(capsys, *argv):
-    status = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return status, out, err
-
-
-def _one_line_error(err: str) -> str:
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("netlens: error: "), err
-    assert "Traceback" not in err
-    return lines[0]
 
 
 def test_attribute_on_a_saved_torchvision_model_equals_the_python_api(

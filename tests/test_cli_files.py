@@ -13,9 +13,11 @@ from PIL import Image
 
 import netlens.export
 import netlens.gallery
-from netlens.cli import main
 from netlens.data import make_shapes
 from netlens.export import save_image
+
+from helpers import one_line_error as _one_line_error
+from helpers import run_cli as _run
 
 FAST = ["--method", "saliency", "--target", "0", "--quiet", "--device", "cpu"]
 
@@ -26,19 +28,6 @@ def shape_png(tmp_path_factory):
     folder = tmp_path_factory.mktemp("images")
     image = make_shapes(1, seed=3, size=96).images[0]
     return str(save_image(folder / "shape0.png", image))
-
-
-def _run(capsys, *argv):
-    status = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return status, out, err
-
-
-def _one_line_error(err: str) -> str:
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("netlens: error: "), err
-    assert "Traceback" not in err
-    return lines[0]
 
 
 def _snapshot(folder: Path) -> dict[str, bytes]:
