@@ -65,7 +65,32 @@ class BasicBlock(nn.Module):
         return self.relu(out)
 
 
-class ShapesNet(nn.Module):
+class _ShapesBackbone(nn.Module):
+    """The shapes models' shared backbone: ``conv1``, ``bn1``, ``relu``, ``layer1`` to
+    ``layer3`` (the names their weight files use) and ``widths``, the four widths as ints."""
+
+    conv1: nn.Conv2d
+    bn1: nn.BatchNorm2d
+    relu: nn.ReLU
+    layer1: nn.Sequential
+    layer2: nn.Sequential
+    layer3: nn.Sequential
+
+    def __init__(self, widths: Sequence[int]) -> None:
+        super().__init__()
+        if len(widths) != 4:
+            raise ValueError(f"widths must have 4 entries, got {len(widths)}")
+        w0, w1, w2, w3 = (int(w) for w in widths)
+        self.widths = (w0, w1, w2, w3)
+        self.conv1 = nn.Conv2d(3, w0, 3, 2, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(w0)
+        self.relu = nn.ReLU(inplace=True)
+        self.layer1 = nn.Sequential(BasicBlock(w0, w1, 2))
+        self.layer2 = nn.Sequential(BasicBlock(w1, w2, 1))
+        self.layer3 = nn.Sequential(BasicBlock(w2, w3, 1))
+
+
+class ShapesNet(_ShapesBackbone):
     """A small ResNet for the shapes dataset.
 
     ``conv1`` (stride 2) - ``bn1`` - ``relu``, then ``layer1`` (stride 2), ``layer2`` (stride 1) and
@@ -92,17 +117,8 @@ class ShapesNet(nn.Module):
         num_classes: int = len(SHAPES_CLASSES),
         widths: Sequence[int] = (24, 32, 48, 64),
     ) -> None:
-        super().__init__()
-        if len(widths) != 4:
-            raise ValueError(f"widths must have 4 entries, got {len(widths)}")
-        w0, w1, w2, w3 = (int(w) for w in widths)
-        self.widths = (w0, w1, w2, w3)
-        self.conv1 = nn.Conv2d(3, w0, 3, 2, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(w0)
-        self.relu = nn.ReLU(inplace=True)
-        self.layer1 = nn.Sequential(BasicBlock(w0, w1, 2))
-        self.layer2 = nn.Sequential(BasicBlock(w1, w2, 1))
-        self.layer3 = nn.Sequential(BasicBlock(w2, w3, 1))
+        super().__init__(widths)
+        w3 = self.widths[3]
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(w3, num_classes)
         for m in self.modules():
@@ -123,7 +139,7 @@ class ShapesNet(nn.Module):
         return self.fc(torch.flatten(self.avgpool(self.features(x)), 1))
 
 
-class ShapesSegNet(nn.Module):
+class ShapesSegNet(_ShapesBackbone):
     """A small encoder-decoder that segments shapes images: :data:`SEGMENTATION_CLASSES` per pixel.
 
     The encoder is :class:`ShapesNet`'s: ``conv1`` (stride 2) - ``bn1`` - ``relu``, then
@@ -150,18 +166,8 @@ class ShapesSegNet(nn.Module):
     input_std: tuple[float, float, float] = SHAPES_STD
 
     def __init__(self, widths: Sequence[int] = (24, 32, 48, 64), decoder_width: int = 32) -> None:
-        super().__init__()
-        if len(widths) != 4:
-            raise ValueError(f"widths must have 4 entries, got {len(widths)}")
-        w0, w1, w2, w3 = (int(w) for w in widths)
-        d = int(decoder_width)
-        self.widths = (w0, w1, w2, w3)
-        self.conv1 = nn.Conv2d(3, w0, 3, 2, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(w0)
-        self.relu = nn.ReLU(inplace=True)
-        self.layer1 = nn.Sequential(BasicBlock(w0, w1, 2))
-        self.layer2 = nn.Sequential(BasicBlock(w1, w2, 1))
-        self.layer3 = nn.Sequential(BasicBlock(w2, w3, 1))
+        super().__init__(widths)
+        w0, w3, d = self.widths[0], self.widths[3], int(decoder_width)
         self.reduce = nn.Sequential(
             nn.Conv2d(w3, d, 1, bias=False), nn.BatchNorm2d(d), nn.ReLU(inplace=True)
         )
