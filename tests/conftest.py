@@ -16,27 +16,55 @@ from helpers import DEMO_SEED, EveryReluNet, assert_untouched, model_state
 
 torch.set_num_threads(2)
 
-# Long single-threaded subprocesses (the type check, the docs build) that a test module declares
-# as ``BACKGROUND = {name: function(tmp_path_factory) -> Popen keywords}`` (``args``, ``cwd``,
-# ``env``; any other key is kept for the test): started as soon as the tests are collected, so
-# that they overlap the torch tests. The ``background`` fixture waits for one.
+# Long subprocesses (the type check, the docs build, the example notebooks) that a test module
+# declares as ``BACKGROUND = {name: function(tmp_path_factory, items) -> Popen keywords or None}``
+# (``args``, ``cwd``, ``env``; any other key is kept for the test; ``items`` are the module's
+# selected tests, None: nothing to start): started as soon as the tests are collected, so that
+# they overlap the torch tests, which seldom keep both cores busy. The ``background`` fixture
+# waits for one; the tests that use it run last, when their jobs are done or nearly.
 _JOBS = pytest.StashKey[dict[str, tuple[subprocess.Popen, Path, dict[str, Any]]]]()
 _POPEN = ("args", "cwd", "env")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    waiting = [item for item in items if "background" in getattr(item, "fixturenames", ())]
+    if waiting:  # stable: the others keep their order, the waiting ones theirs, at the end
+        rest = [item for item in items if "background" not in getattr(item, "fixturenames", ())]
+        items[:] = rest + waiting
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
     jobs: dict[str, tuple[subprocess.Popen, Path, dict[str, Any]]] = {}
     factory = session.config._tmp_path_factory
-    for module in {item.module for item in session.items if getattr(item, "module", None)}:
+    modules: dict[Any, list[pytest.Item]] = {}
+    for item in session.items:
+        if getattr(item, "module", None) is not None:
+            modules.setdefault(item.module, []).append(item)
+    for module, items in modules.items():
+        if not any("background" in getattr(item, "fixturenames", ()) for item in items):
+            continue  # none of the tests that would wait for its jobs is selected
         for name, make in getattr(module, "BACKGROUND", {}).items():
-            if name not in jobs:
-                spec = make(factory)
-                log = factory.mktemp("background") / f"{name}.log"
-                with open(log, "w") as f:
-                    job = subprocess.Popen(**{k: spec[k] for k in _POPEN if k in spec},
-                                           stdout=f, stderr=subprocess.STDOUT)
-                jobs[name] = (job, log, spec)
+            if name in jobs:
+                continue
+            spec = make(factory, items)
+            if spec is None:
+                continue
+            log = factory.mktemp("background") / f"{name}.log"
+            with open(log, "w") as f:
+                job = subprocess.Popen(**{k: spec[k] for k in _POPEN if k in spec},
+                                       stdout=f, stderr=subprocess.STDOUT)
+            jobs[name] = (job, log, spec)
     session.config.stash[_JOBS] = jobs
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    # Two cores: while a background job runs, the tests use one thread, so that no OpenMP team
+    # waits on a thread the job has taken (two threads then run some tests ten times slower).
+    jobs = item.config.stash.get(_JOBS, {})
+    busy = any(job.poll() is None for job, _, _ in jobs.values())
+    threads = 1 if busy else 2
+    if torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:

@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import os
+import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+ROOT = Path(__file__).resolve().parents[1]  # the repository
 DEMO_SEED = 7  # the seed of the reduced demo that conftest's ``demo_run`` runs once
 
 
@@ -293,3 +297,76 @@ def one_line_error(err: str) -> str:
     assert len(lines) == 1 and lines[0].startswith("netlens: error: "), err
     assert "Traceback" not in err
     return lines[0]
+
+
+# -- example notebooks ------------------------------------------------------------------------
+def execute_notebook(path: str | Path, workdir: str | Path, *, cell_timeout_s: int = 300
+                     ) -> tuple[Any, str | None]:
+    """Runs the notebook at ``path`` top to bottom in a fresh IPython kernel on *this*
+    interpreter (``sys.executable -m ipykernel_launcher``, whatever kernelspecs the machine has),
+    working in ``workdir`` with ``MPLBACKEND=Agg`` and the repository root on ``PYTHONPATH``.
+
+    Returns ``(notebook with its outputs, None)``, or ``(notebook, failure)`` where ``failure``
+    is the failing cell's source and traceback.
+    """
+    import re
+
+    import nbclient
+    import nbformat
+    from jupyter_client.kernelspec import KernelSpec, KernelSpecManager
+    from jupyter_client.manager import AsyncKernelManager
+    from nbclient.exceptions import CellExecutionError
+
+    class ThisPythonKernels(KernelSpecManager):
+        """Every kernel name resolves to an IPython kernel on ``sys.executable``."""
+
+        def get_kernel_spec(self, kernel_name: str) -> KernelSpec:
+            return KernelSpec(
+                argv=[sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+                name=kernel_name, display_name=f"Python ({sys.executable})", language="python")
+
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    path_var = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
+    # IPYTHONDIR: the kernel's IPython profile lives in the work folder, not in $HOME
+    env = dict(os.environ, MPLBACKEND="Agg", PYTHONPATH=path_var,
+               IPYTHONDIR=str(workdir / ".ipython"))
+    nb = nbformat.read(path, as_version=4)
+    km = AsyncKernelManager(kernel_name="python3", kernel_spec_manager=ThisPythonKernels(),
+                            connection_file=str(workdir / "kernel.json"))
+    client = nbclient.NotebookClient(nb, km=km, timeout=cell_timeout_s, kernel_name="python3",
+                                     allow_errors=False,
+                                     resources={"metadata": {"path": str(workdir)}})
+    try:
+        # cleanup_kc: shut the kernel down afterwards, which nbclient does not do for a kernel
+        # manager it did not create; a kernel left running slows down the next notebooks
+        client.execute(cwd=str(workdir), env=env, cleanup_kc=True)
+    except CellExecutionError as error:  # its message holds the cell's source and traceback
+        return nb, re.sub(r"\x1b\[[0-9;]*m", "", str(error))  # IPython colours its tracebacks
+    return nb, None
+
+
+def notebook_pictures(nb: Any) -> int:
+    """How many PNG pictures the executed notebook ``nb`` displayed."""
+    return sum("image/png" in out.get("data", {}) for cell in nb.cells
+               if cell.cell_type == "code" for out in cell.get("outputs", []))
+
+
+def run_notebooks(out: str, *paths: str) -> int:
+    """Runs each notebook in turn (``execute_notebook``), writing ``out/<stem>.json`` with its
+    failure (or null), the pictures it displayed and its seconds; what the suite's background
+    job ``notebooks`` runs (``tests/project/test_notebooks.py``)."""
+    import json
+    import time
+
+    for path in map(Path, paths):
+        start = time.perf_counter()
+        try:
+            nb, failure = execute_notebook(path, Path(out) / path.stem)
+            pictures = notebook_pictures(nb)
+        except Exception as error:  # the kernel did not start, a cell timed out, ...
+            failure, pictures = f"{type(error).__name__}: {error}", 0
+        result = {"failure": failure, "pictures": pictures,
+                  "seconds": round(time.perf_counter() - start, 1)}
+        (Path(out) / f"{path.stem}.json").write_text(json.dumps(result), encoding="utf-8")
+    return 0

@@ -1,7 +1,7 @@
 """Ground truth: on the shipped shapes model, explanations point at the object (CONTRIBUTING.md
 tests D14, D15, F18; issues #3, #6).
 
-500 fresh images (a seed never used in training). Pointing game: the arg-max of the map lies in
+200 fresh images (a seed never used in training). Pointing game: the arg-max of the map lies in
 the object mask. Relevance mass: the share of the map's positive mass inside the mask. Both come
 from :mod:`netlens.metrics`. A uniform random map scores about the mask's area fraction on
 relevance mass; every method must beat it, and Grad-CAM and integrated gradients must also beat a
@@ -19,7 +19,7 @@ from netlens.data import make_shapes
 from netlens.metrics._maps import method_reduce
 from netlens.zoo import shapes_model
 
-N_IMAGES = 500
+N_IMAGES = 200
 # Fewer passes than the defaults keep the test at seconds per method: SmoothGrad's samples,
 # integrated gradients' steps, occlusion's windows (each method gets the options it takes).
 PASSES = {"n": 8, "steps": 16, "window": 16, "stride": 8}
@@ -44,7 +44,7 @@ def shapes():
 
 @pytest.fixture(scope="module")
 def attributions(shapes):
-    """method -> its attributions of the 500 images, computed once for this module's tests."""
+    """method -> its attributions of the 200 images, computed once for this module's tests."""
     model, batch = shapes
     cache: dict[str, torch.Tensor] = {}
 
@@ -86,7 +86,7 @@ def test_method_localizes_the_object(shapes, attributions, method):
     print(f"{method}: pointing {pointing:.3f}, relevance mass {mass:.3f} (area {area:.3f})")
     if method == "deconvnet":  # named on purpose: a measured exception, explained below
         # DeconvNet ignores the forward ReLU masks, so its map reconstructs image edges more than
-        # the class evidence (Nie et al., ICML 2018): on these 500 images its mass is 0.066 for
+        # the class evidence (Nie et al., ICML 2018): on these 200 images its mass is 0.066 for
         # an area of 0.057, above a random map's but not by 1.5x.
         assert mass > area, "deconvnet does not beat a random map on relevance mass"
         return

@@ -71,8 +71,8 @@ def _build_args(site: Path) -> list[str]:
 # The whole site's build, started in the background when the tests are collected
 # (tests/conftest.py): about 20 s of one core, which then overlaps the torch tests.
 BACKGROUND = {} if MISSING else {
-    "docs": lambda factory: (lambda out: {"args": _build_args(out), "cwd": ROOT, "env": _env(),
-                                          "out": out})(factory.mktemp("site"))}
+    "docs": lambda factory, _: (lambda out: {"args": _build_args(out), "cwd": ROOT,
+                                             "env": _env(), "out": out})(factory.mktemp("site"))}
 
 
 @pytest.fixture(scope="module")

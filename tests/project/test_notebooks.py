@@ -5,27 +5,29 @@ by ``python3 tasks.py notebooks`` (``tasks.write_notebooks``); the sync tests fa
 differs and name the command that fixes it.
 
 Each notebook is executed by nbclient in a fresh kernel that runs *this* interpreter
-(``sys.executable -m ipykernel_launcher``), so it sees the same environment as the tests whatever
-kernelspecs the machine has installed. The kernel works in a temporary folder (nothing is written
-into the repository), with ``MPLBACKEND=Agg`` and the repository root on ``PYTHONPATH``.
+(``helpers.execute_notebook``), so it sees the same environment as the tests whatever kernelspecs
+the machine has installed. The kernel works in a temporary folder (nothing is written into the
+repository), with ``MPLBACKEND=Agg`` and the repository root on ``PYTHONPATH``. The selected
+notebooks run one after the other in the background job ``notebooks``, started when the tests are
+collected (``tests/conftest.py``), their kernels on one thread each: a notebook spends most of
+its time importing torch and in small tensor operations, which leave the second core idle, and
+the rest of the suite uses it meanwhile. The tests read the job's results at the end of the run.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
-import re
 import shutil
 import sys
 from pathlib import Path
 
 import jupytext
-import nbclient
 import nbformat
 import pytest
-from jupyter_client.kernelspec import KernelSpec, KernelSpecManager
-from jupyter_client.manager import AsyncKernelManager
-from nbclient.exceptions import CellExecutionError
+
+from helpers import execute_notebook, notebook_pictures
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "nbs" / "examples"
@@ -35,44 +37,24 @@ FIX = "python3 tasks.py notebooks"
 ATTRIBUTION_NOTEBOOKS = ("Visual-Gradient_backprop.ipynb", "Visual-Grad_CAM.ipynb",
                          "occlusion.ipynb")
 CELL_TIMEOUT_S = 300
-_ANSI = re.compile(r"\x1b\[[0-9;]*m")  # IPython colours its tracebacks
 
 
-class _ThisPythonKernels(KernelSpecManager):
-    """Every kernel name resolves to an IPython kernel on ``sys.executable``."""
-
-    def get_kernel_spec(self, kernel_name: str) -> KernelSpec:
-        return KernelSpec(
-            argv=[sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-            name=kernel_name, display_name=f"Python ({sys.executable})", language="python",
-        )
-
-
-def _kernel_env(workdir: Path) -> dict[str, str]:
-    path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
-    # IPYTHONDIR: the kernel's IPython profile lives in the temporary folder, not in $HOME
-    return dict(os.environ, MPLBACKEND="Agg", PYTHONPATH=path,
-                IPYTHONDIR=str(workdir / ".ipython"))
+def _notebook_job(factory: pytest.TempPathFactory, items: list[pytest.Item]) -> dict | None:
+    """The background job that runs the selected notebooks (``helpers.run_notebooks``)."""
+    paths = [str(item.callspec.params["path"]) for item in items
+             if getattr(item, "originalname", "") == "test_notebook_runs"]
+    if not paths:
+        return None
+    out = factory.mktemp("notebooks")
+    tests = str(ROOT / "tests")
+    env = dict(os.environ, OMP_NUM_THREADS="1",  # one core for the kernel, one for the suite
+               PYTHONPATH=os.pathsep.join(p for p in (tests, os.environ.get("PYTHONPATH")) if p))
+    return {"args": [sys.executable, "-c",
+                     "import sys, helpers; sys.exit(helpers.run_notebooks(*sys.argv[1:]))",
+                     str(out), *paths], "cwd": ROOT, "env": env, "out": out}
 
 
-def _execute(path: Path, workdir: Path) -> nbformat.NotebookNode:
-    """Runs the notebook in ``workdir``; a failing cell fails the test with its traceback."""
-    nb = nbformat.read(path, as_version=4)
-    km = AsyncKernelManager(kernel_name="python3", kernel_spec_manager=_ThisPythonKernels(),
-                            connection_file=str(workdir / "kernel.json"))
-    client = nbclient.NotebookClient(nb, km=km, timeout=CELL_TIMEOUT_S, kernel_name="python3",
-                                     allow_errors=False,
-                                     resources={"metadata": {"path": str(workdir)}})
-    failure = None
-    try:
-        # cleanup_kc: shut the kernel down afterwards, which nbclient does not do for a kernel
-        # manager it did not create; a kernel left running slows down the next notebooks
-        client.execute(cwd=str(workdir), env=_kernel_env(workdir), cleanup_kc=True)
-    except CellExecutionError as error:  # its message holds the cell's source and traceback
-        failure = _ANSI.sub("", str(error))
-    if failure is not None:  # failed outside the except block: no chained traceback
-        pytest.fail(f"{path.name}: a cell failed\n{failure}", pytrace=False)
-    return nb
+BACKGROUND = {"notebooks": _notebook_job}
 
 
 def _cells(nb: nbformat.NotebookNode) -> list[tuple[str, str]]:
@@ -184,10 +166,18 @@ def test_notebook_is_stored_without_outputs(path: Path):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
-def test_notebook_runs(path: Path, tmp_path: Path):
-    nb = _execute(path, tmp_path)
+def test_notebook_runs(path: Path, tmp_path: Path, background):
+    done = background("notebooks")
+    if done is None:  # not started (the test was called some other way): run it here
+        nb, failure = execute_notebook(path, tmp_path, cell_timeout_s=CELL_TIMEOUT_S)
+        pictures = notebook_pictures(nb)
+    else:
+        status, log, spec = done
+        result = spec["out"] / f"{path.stem}.json"
+        assert status == 0 and result.exists(), f"the notebook job failed ({status}):\n{log}"
+        report = json.loads(result.read_text(encoding="utf-8"))
+        failure, pictures = report["failure"], report["pictures"]
+    if failure is not None:
+        pytest.fail(f"{path.name}: a cell failed\n{failure}", pytrace=False)
     if path.name in ATTRIBUTION_NOTEBOOKS:  # they exist to show pictures
-        pictures = sum("image/png" in out.get("data", {})
-                       for cell in nb.cells if cell.cell_type == "code"
-                       for out in cell.get("outputs", []))
         assert pictures >= 3, f"{path.name} displayed {pictures} pictures"

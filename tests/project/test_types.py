@@ -32,7 +32,7 @@ def _report(result: subprocess.CompletedProcess[str]) -> str:
 
 # The package check, started in the background when the tests are collected (tests/conftest.py):
 # a cold run takes about 40 s of one core, which then overlaps the torch tests.
-BACKGROUND = {"mypy": lambda _: {"args": [sys.executable, "-m", "mypy", "--config-file",
+BACKGROUND = {"mypy": lambda *_: {"args": [sys.executable, "-m", "mypy", "--config-file",
                                           str(CONFIG), "--cache-dir", str(CACHE)], "cwd": ROOT}}
 
 
