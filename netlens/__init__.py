@@ -17,8 +17,8 @@ from typing import Any
 
 from . import adapter, attribution, hooks, metrics, optvis, rules, targets
 from ._version import __version__
-from .adapter import preserved_state, relu_calls
-from .flat_model import FlatModel, UnknownLayerError
+from .adapter import Layout, preserved_state, relu_calls
+from .flat_model import FlatModel, UnknownLayerError, layouts
 from .generate import NetDreamer
 from .hooks import Hook, HookDict, ModuleHook, TensorHook
 from .interpret import NetLens
@@ -30,7 +30,7 @@ __all__ = [
     "StyleTransferModule", "StyleTransferObjective", "generate_style_transfer",
     "UnknownLayerError", "Hook", "HookDict", "ModuleHook",
     "TensorHook", "preserved_state", "relu_calls", "adapter", "attribution", "hooks", "image",
-    "plot", "data", "zoo", "metrics", "targets", "rules",
+    "plot", "data", "zoo", "metrics", "targets", "rules", "Layout", "layouts",
 ]
 
 _LAZY = ("image", "plot", "data", "zoo")

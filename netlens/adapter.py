@@ -43,11 +43,12 @@ from .hooks import HookDict, ModuleHook
 
 __all__ = [
     "ActivationKind", "Call", "CallRecord", "CallTracer", "Layout", "preserved_state", "trace",
-    "relu_calls", "split_call_name", "first_tensor", "copy_inputs", "model_lock",
+    "relu_calls", "split_call_name", "first_tensor", "copy_inputs", "model_lock", "as_layout",
+    "LayoutLike",
 ]
 
 ActivationKind = Literal["relu", "relu6"]
-LayoutKind = Literal["nchw", "nhwc", "tokens", "vector", "other"]
+LayoutKind = Literal["nchw", "nhwc", "tokens", "vector", "custom", "other"]
 
 # Modules whose forward is a single activation call: that call belongs to the module itself.
 _ACTIVATION_MODULES = (nn.ReLU, nn.ReLU6, nn.Hardtanh)
@@ -110,22 +111,46 @@ def _activation_of(func: Any, args: tuple, kwargs: dict) -> tuple[ActivationKind
 class Layout:
     """How a layer's output is laid out, and how to view it as a ``[B, C, h, w]`` map.
 
+    netlens reads each layer's layout off the forward pass; where it reads one wrong, or
+    cannot read it, pass your own as ``layout=`` to any method that reads a layer (a
+    :class:`Layout`, a kind's name, or a function, see :func:`as_layout`).
+
     Attributes:
         kind: ``"nchw"`` (a feature map), ``"nhwc"`` (channels last, torchvision Swin and
             ConvNeXt blocks), ``"tokens"`` (``[B, extra + h*w, D]``, ViT), ``"vector"``
-            (``[B, D]``) or ``"other"`` (not viewable as a map, e.g. MaxViT windows).
-        extra: number of leading non-patch tokens (the class token) for ``"tokens"``.
+            (``[B, D]``), ``"custom"`` (your ``reshape`` function) or ``"other"`` (not
+            viewable as a map, e.g. MaxViT windows, per-head attention tensors).
+        extra: number of leading non-patch tokens (class, distillation tokens) for ``"tokens"``.
         stride: input pixels per token along (H, W) for ``"tokens"``, to find the grid for any
-            input size.
+            input size; ``(1, 1)``: a square grid (the square root of the token count).
+        reshape: for ``"custom"``: ``output -> [B, C, h, w]`` (pytorch-grad-cam's
+            ``reshape_transform``).
+
+    Example:
+        >>> t = torch.rand(2, 1 + 14 * 14, 192)  # a ViT block's output: class token + 14x14
+        >>> Layout("tokens", extra=1).to_map(t).shape
+        torch.Size([2, 192, 14, 14])
     """
 
     kind: LayoutKind
     extra: int = 0
     stride: tuple[int, int] = (1, 1)
+    reshape: Callable[[torch.Tensor], torch.Tensor] | None = dataclasses.field(
+        default=None, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("nchw", "nhwc", "tokens", "vector", "custom", "other"):
+            raise ValueError(f"unknown layout kind {self.kind!r}; one of 'nchw', 'nhwc', "
+                             "'tokens', 'vector', 'custom', 'other'")
+        if (self.kind == "custom") != (self.reshape is not None):
+            raise ValueError("a 'custom' layout needs reshape= (a function output -> "
+                             "[B, C, h, w]), and only a custom one takes it")
+        if self.extra < 0:
+            raise ValueError(f"extra must be >= 0 (leading non-patch tokens), got {self.extra}")
 
     @property
     def is_spatial(self) -> bool:
-        return self.kind in ("nchw", "nhwc", "tokens")
+        return self.kind in ("nchw", "nhwc", "tokens", "custom")
 
     def to_map(self, t: torch.Tensor, input_hw: tuple[int, int] | None = None) -> torch.Tensor:
         """Views ``t`` as ``[B, C, h, w]`` (a view or a permuted view; no copy where possible).
@@ -145,9 +170,21 @@ class Layout:
         if self.kind == "vector":
             return t.reshape(t.shape[0], -1, 1, 1)
         if self.kind == "tokens":
+            if t.dim() != 3:
+                raise ValueError(f"a 'tokens' layout needs a [B, N, D] output, got shape "
+                                 f"{tuple(t.shape)}")
             n = t.shape[1] - self.extra
             h, w = self._grid(n, input_hw)
             return t[:, self.extra:].transpose(1, 2).reshape(t.shape[0], t.shape[2], h, w)
+        if self.kind == "custom":
+            assert self.reshape is not None
+            out = self.reshape(t)
+            if not isinstance(out, torch.Tensor) or out.dim() != 4 or out.shape[0] != t.shape[0]:
+                got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+                raise ValueError(f"the layout's reshape function must return [B, C, h, w] with "
+                                 f"the output's batch {t.shape[0]}; for shape {tuple(t.shape)} "
+                                 f"it returned {got}")
+            return out
         raise ValueError(
             f"a layer with output shape {tuple(t.shape)} (layout {self.kind!r}) cannot be viewed "
             "as a [B, C, h, w] map; choose a layer with a spatial output")
@@ -179,6 +216,10 @@ class Layout:
             if extra.shape[0] != fmap.shape[0]:
                 extra = extra[:1].expand(fmap.shape[0], -1, -1)
             return torch.cat([extra.to(patches.dtype), patches], dim=1)
+        if self.kind == "custom":
+            raise ValueError("a layout given as a reshape function cannot write a map back into "
+                             "the layer (this method replaces the layer's output); pass a "
+                             "Layout instead, e.g. layout=netlens.Layout('tokens', extra=1)")
         raise ValueError(f"a layer of layout {self.kind!r} cannot be written from a map; "
                          "choose a layer with a spatial output")
 
@@ -190,7 +231,38 @@ class Layout:
         side = round(n ** 0.5)
         if side * side == n:
             return side, side
-        raise ValueError(f"cannot find the token grid of {n} patch tokens for input {input_hw}")
+        raise ValueError(f"cannot find the token grid of {n} patch tokens for input {input_hw} "
+                         "(not a square, and no stride given); pass layout=Layout('tokens', "
+                         "extra=..., stride=(sh, sw)) or a reshape function")
+
+
+LayoutLike = Layout | str | Callable[[torch.Tensor], torch.Tensor]
+
+
+def as_layout(spec: LayoutLike) -> Layout:
+    """A :class:`Layout` from what a user passes as ``layout=``.
+
+    Args:
+        spec: a :class:`Layout`; a kind's name (``"nchw"``, ``"nhwc"``, ``"vector"``,
+            ``"tokens"``: no extra tokens, a square grid); or a function ``output -> [B, C, h,
+            w]`` (e.g. ``lambda t: t[:, 1:].reshape(-1, 14, 14, t.shape[-1]).permute(0, 3, 1,
+            2)``), which only reading methods accept.
+
+    Raises:
+        ValueError: for anything else, naming the forms accepted.
+    """
+    if isinstance(spec, Layout):
+        return spec
+    if isinstance(spec, str):
+        if spec not in ("nchw", "nhwc", "tokens", "vector"):
+            raise ValueError(f"unknown layout {spec!r}; pass 'nchw', 'nhwc', 'tokens', "
+                             "'vector', a netlens.Layout (e.g. Layout('tokens', extra=1)) or a "
+                             "function output -> [B, C, h, w]")
+        return Layout(spec)  # type: ignore[arg-type]
+    if callable(spec):
+        return Layout("custom", reshape=spec)
+    raise ValueError(f"layout= takes a netlens.Layout, a kind's name or a function output -> "
+                     f"[B, C, h, w], not {type(spec).__name__}")
 
 
 @dataclasses.dataclass
@@ -289,8 +361,13 @@ class CallTracer(TorchFunctionMode):
         self._order = 0
         self._channels_last = False
         self._windowed = 0
-        self._grid: tuple[int, int] | None = None
+        # grids (h, w) of the maps seen in this pass (latest last), and the ones token layers may
+        # have (those, and their halvings: LeViT and PVT stages subsample the token grid)
+        self._grids: list[tuple[int, int]] = []
+        self._token_grids: list[tuple[int, int]] = []
+        self._token_counts: set[int] = set()  # token counts of the token layers seen
         self._input_hw: tuple[int, int] | None = None
+        self._batch: int | None = None
         self.calls = []
 
     def __enter__(self) -> CallTracer:
@@ -324,6 +401,8 @@ class CallTracer(TorchFunctionMode):
             x = first_tensor(args) if args else first_tensor(list(kwargs.values()))
             if x is not None and x.dim() == 4:
                 self._input_hw = (int(x.shape[2]), int(x.shape[3]))
+            if x is not None and x.dim() >= 1:
+                self._batch = int(x.shape[0])
             self._stack.append((module, None))
             return
         name = self._names.get(id(module))
@@ -370,23 +449,60 @@ class CallTracer(TorchFunctionMode):
         return None
 
     def _layout_of(self, t: torch.Tensor) -> Layout:
+        """The layout of one output, from what the pass has shown so far.
+
+        A 4-D output is a map (``nchw``, or ``nhwc`` after a permute to channels last) unless it
+        is shaped by tokens: one of its two spatial axes is the token count of a token layer
+        seen before (per-head queries, keys and values ``[B, heads, N, d]``, attention weights
+        ``[B, heads, N, N]``), or its axes are far from the input's proportions (MobileViT's
+        ``[B, C, pixels per patch, patches]``). A 3-D output ``[B, N, D]`` of the input's batch
+        is a token layer when ``N`` is the size of a grid seen in the pass (a map's, or a map's
+        halved) plus at most 8 leading extra tokens (class and distillation tokens).
+        """
+        batch_ok = self._batch is None or (t.dim() > 0 and int(t.shape[0]) == self._batch)
         if t.dim() == 4 and not self._windowed:
-            if self._channels_last:
-                self._grid = (int(t.shape[1]), int(t.shape[2]))
-                return Layout("nhwc")
-            self._grid = (int(t.shape[2]), int(t.shape[3]))
-            return Layout("nchw")
-        if t.dim() == 3 and self._grid is not None and not self._windowed:
-            h, w = self._grid
-            extra = int(t.shape[1]) - h * w
-            if 0 <= extra <= 8 and h * w > 1:
-                stride = (1, 1)
-                if self._input_hw is not None:
-                    stride = (max(1, self._input_hw[0] // h), max(1, self._input_hw[1] // w))
-                return Layout("tokens", extra, stride)
+            axes = (1, 2) if self._channels_last else (2, 3)
+            hw = (int(t.shape[axes[0]]), int(t.shape[axes[1]]))
+            if not self._map_like(hw):
+                return Layout("other")
+            if batch_ok:  # RoI features [K, C, 7, 7] are maps, but not of the image's grid
+                self._add_grid(hw)
+            return Layout("nhwc" if self._channels_last else "nchw")
+        if t.dim() == 3 and batch_ok and not self._windowed:
+            n = int(t.shape[1])
+            for h, w in reversed(self._token_grids):
+                extra = n - h * w
+                if 0 <= extra <= 8 and h * w > 1:
+                    self._token_counts.add(n)
+                    stride = (1, 1)
+                    if self._input_hw is not None:
+                        stride = (max(1, self._input_hw[0] // h), max(1, self._input_hw[1] // w))
+                    return Layout("tokens", extra, stride)
         if t.dim() == 2:
             return Layout("vector")
         return Layout("other")
+
+    def _map_like(self, hw: tuple[int, int]) -> bool:
+        h, w = hw
+        if h in self._token_counts or w in self._token_counts:
+            return False
+        if self._input_hw is not None and min(h, w) > 2:
+            sh, sw = self._input_hw[0] / h, self._input_hw[1] / w
+            if max(sh, sw) > 4 * min(sh, sw):
+                return False
+        return True
+
+    def _add_grid(self, hw: tuple[int, int]) -> None:
+        if self._grids and self._grids[-1] == hw:
+            return
+        self._grids.append(hw)
+        halved, h, w = [], *hw
+        for _ in range(3):
+            h, w = (h + 1) // 2, (w + 1) // 2
+            halved.append((h, w))
+        # latest last; a grid seen as a map comes after (is preferred to) a halving
+        self._token_grids = [g for g in self._token_grids if g != hw and g not in halved]
+        self._token_grids += [g for g in reversed(halved) if g not in self._grids] + [hw]
 
     # -- functional calls --------------------------------------------------------------------
     def __torch_function__(self, func: Any, types: Any, args: tuple = (), kwargs: Any = None):

@@ -23,6 +23,7 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import difflib
 import threading
 import weakref
@@ -37,7 +38,9 @@ from .adapter import (
     CallRecord,
     CallTracer,
     Layout,
+    LayoutLike,
     _StopForward,
+    as_layout,
     copy_inputs,
     first_tensor,
     model_lock,
@@ -46,7 +49,41 @@ from .adapter import (
 from .hooks import HookDict, ModuleHook, TensorHook
 
 __all__ = ["FlatModel", "Recording", "UnknownLayerError", "check_input", "input_channels",
-           "model_dtype"]
+           "model_dtype", "layouts"]
+
+# Layouts the caller gave (``layout=`` of a method, or ``netlens.layouts({...})``): layer name
+# -> Layout, for the calls inside the block on this thread (a context variable: other threads
+# and the traced records are not changed).
+_LAYOUTS: contextvars.ContextVar[dict[str, Layout]] = contextvars.ContextVar("netlens_layouts",
+                                                                             default={})
+
+
+@contextlib.contextmanager
+def layouts(given: dict[str, LayoutLike]) -> Iterator[None]:
+    """Inside the block, the named layers are viewed with the given layouts (in every method).
+
+    For a layer netlens reads wrong or cannot view as a map (``FlatModel(model).layout(name)``
+    tells you what it read). Each method that reads a layer also takes ``layout=`` for its own
+    ``layer=``.
+
+    Args:
+        given: layer name -> a :class:`~netlens.adapter.Layout`, a kind's name (``"nchw"``,
+            ``"nhwc"``, ``"tokens"``, ``"vector"``) or a function ``output -> [B, C, h, w]``.
+
+    Example:
+        >>> import torchvision
+        >>> m = torchvision.models.resnet18().eval()
+        >>> with layouts({"layer4": lambda t: t.mean(1, keepdim=True)}):  # one channel
+        ...     FlatModel(m).layout("layer4").kind
+        'custom'
+    """
+    merged = dict(_LAYOUTS.get())
+    merged.update({name: as_layout(spec) for name, spec in given.items()})
+    token = _LAYOUTS.set(merged)
+    try:
+        yield
+    finally:
+        _LAYOUTS.reset(token)
 
 # Layers found by earlier FlatModels of the same model object, so that the pure attribution
 # functions, which wrap a plain module in a new FlatModel on every call, do not pay one extra
@@ -287,15 +324,26 @@ class FlatModel(nn.Module):
     def _default_input(self) -> torch.Tensor:
         if self._example is not None:
             return self._example
-        size = getattr(self.model, "image_size", None)
+        size: Any = getattr(self.model, "image_size", None)
         if size is None:  # a HuggingFace vision model: its config's image_size
             size = getattr(getattr(self.model, "config", None), "image_size", None)
-        size = size if isinstance(size, int) and not isinstance(size, bool) else 224
+        if size is None:  # a timm model: the input size of its configuration, (C, H, W)
+            cfg = getattr(self.model, "pretrained_cfg", None)
+            shape = cfg.get("input_size") if isinstance(cfg, dict) else None
+            if isinstance(shape, (tuple, list)) and len(shape) == 3:
+                size = tuple(int(v) for v in shape[1:])
+            img_size = getattr(getattr(self.model, "patch_embed", None), "img_size", None)
+            if isinstance(img_size, (tuple, list)) and len(img_size) == 2:  # built with img_size=
+                size = tuple(int(v) for v in img_size)
+        if isinstance(size, int) and not isinstance(size, bool):
+            size = (size, size)
+        if not (isinstance(size, tuple) and len(size) == 2):
+            size = (224, 224)
         ref: torch.Tensor | None = next(self.model.parameters(), None)
         if ref is None:
             ref = next(self.model.buffers(), torch.zeros(()))
         batch = 2 if self.model.training else 1  # BatchNorm in training mode needs B > 1
-        return torch.zeros(batch, self._channels or 3, size, size, device=ref.device,
+        return torch.zeros(batch, self._channels or 3, *size, device=ref.device,
                            dtype=ref.dtype if ref.is_floating_point() else torch.float32)
 
     def _trace(self, x: torch.Tensor | None = None) -> dict[str, CallRecord]:
@@ -337,8 +385,24 @@ class FlatModel(nn.Module):
         return self._trace()[self.resolve_layer(name)]
 
     def layout(self, name: str) -> Layout:
-        """How to view the layer's output as a ``[B, C, h, w]`` map."""
+        """How to view the layer's output as a ``[B, C, h, w]`` map: the one read off the forward
+        pass, or the one given by ``layout=`` / :func:`layouts` for the call being run."""
+        name = self.resolve_layer(name)
+        given = _LAYOUTS.get()
+        if name in given:
+            return given[name]
         return self.layer_info(name).layout
+
+    def given_layouts(self, layer: str | None, layout: LayoutLike | None
+                      ) -> contextlib.AbstractContextManager[None]:
+        """The block in which ``layer`` (resolved; None: nothing) has the ``layout`` a method
+        was given (None: as read off the forward pass)."""
+        if layout is None:
+            return contextlib.nullcontext()
+        if layer is None:
+            raise ValueError("layout= describes the layer given by layer=; pass layer= too (the "
+                             "default layer's layout is read off the forward pass)")
+        return layouts({self.resolve_layer(layer): layout})
 
     def resolve_layer(self, name: str) -> str:
         """Checks that ``name`` is a layer call of the forward pass and returns it.

@@ -113,6 +113,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from .adapter import LayoutLike
 from .attribution.gradients import IGMethod, SmoothVariant
 from .attribution.occlusion import Size2
 from .flat_model import FlatModel

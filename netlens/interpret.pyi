@@ -9,6 +9,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from .adapter import LayoutLike
 from .attribution.gradients import IGMethod, SmoothVariant
 from .attribution.occlusion import Size2
 from .flat_model import FlatModel
@@ -98,6 +99,7 @@ class NetLens:
         interpolate: bool = True,
         relu: bool = True,
         batch_size: int | None = None,
+        layout: LayoutLike | None = None,
     ) -> torch.Tensor: ...
 
     def guided_gradcam(
@@ -107,6 +109,7 @@ class NetLens:
         *,
         layer: str | None = None,
         batch_size: int | None = None,
+        layout: LayoutLike | None = None,
     ) -> torch.Tensor: ...
 
     def gradcam_pp(
@@ -118,6 +121,7 @@ class NetLens:
         interpolate: bool = True,
         relu: bool = True,
         batch_size: int | None = None,
+        layout: LayoutLike | None = None,
     ) -> torch.Tensor: ...
 
     def xgradcam(
@@ -129,6 +133,7 @@ class NetLens:
         interpolate: bool = True,
         relu: bool = True,
         batch_size: int | None = None,
+        layout: LayoutLike | None = None,
     ) -> torch.Tensor: ...
 
     def layercam(
@@ -140,6 +145,7 @@ class NetLens:
         interpolate: bool = True,
         relu: bool = True,
         batch_size: int | None = None,
+        layout: LayoutLike | None = None,
     ) -> torch.Tensor: ...
 
     def hirescam(
@@ -151,6 +157,7 @@ class NetLens:
         interpolate: bool = True,
         relu: bool = True,
         batch_size: int | None = None,
+        layout: LayoutLike | None = None,
     ) -> torch.Tensor: ...
 
     def scorecam(
@@ -163,6 +170,7 @@ class NetLens:
         relu: bool = True,
         batch_size: int | None = None,
         progress: bool | None = None,
+        layout: LayoutLike | None = None,
     ) -> torch.Tensor: ...
 
     def eigencam(
@@ -174,6 +182,7 @@ class NetLens:
         interpolate: bool = True,
         relu: bool = True,
         batch_size: int | None = None,
+        layout: LayoutLike | None = None,
     ) -> torch.Tensor: ...
 
     def occlusion(

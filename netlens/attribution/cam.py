@@ -31,6 +31,8 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import re
+import warnings
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -51,7 +53,8 @@ from .._runtime import (
     progress_bar,
     scores_of,
 )
-from ..adapter import Layout
+from .._util import NetlensWarning, user_stacklevel
+from ..adapter import Layout, LayoutLike
 from ..flat_model import FlatModel
 from ..targets import Target, TargetLike, as_target
 from .gradients import guided_backprop
@@ -149,6 +152,11 @@ class _FromContext:
 
 
 # -- the shared pipeline -------------------------------------------------------------------------
+# Module classes that mix tokens by attention: timm's Attention, EvaAttention, ClassAttn,
+# TalkingHeadAttn, XCA, GPSA / MHSA (ConViT), torch's MultiheadAttention, HF's ViTAttention, ...
+_ATTENTION = re.compile(r"attn|attention|mhsa|gpsa|^xca$", re.IGNORECASE)
+
+
 def _default_layer(fm: FlatModel) -> str:
     """``fm.last_spatial_layer()``, except for class-token transformers (ViT).
 
@@ -161,7 +169,10 @@ def _default_layer(fm: FlatModel) -> str:
     layout = fm.layout(name)
     if layout.kind != "tokens" or layout.extra == 0:
         return name
-    attention = [c for c in fm.layers if not c.functional and "attention" in c.type_name.lower()]
+    attention = [c for c in fm.layers if not c.functional and _ATTENTION.search(c.type_name)]
+    # the innermost: a block class named for its attention (XCiT's ClassAttentionBlock) holds one
+    attention = [c for c in attention if not any(
+        o.module_name.startswith(c.module_name + ".") for o in attention)]
     if not attention:
         return name
     last = max(attention, key=lambda c: c.order)
@@ -177,13 +188,14 @@ def _spatial_layer(fm: FlatModel, layer: str | None) -> str:
     if layer is None:
         return _default_layer(fm)
     name = fm.resolve_layer(layer)
-    info = fm.layer_info(name)
-    if not info.layout.is_spatial:
+    info, layout = fm.layer_info(name), fm.layout(name)
+    if not layout.is_spatial:
         shape = tuple(info.shape) if info.shape is not None else None
         raise ValueError(
-            f"layer {name!r} has no spatial output (shape {shape}, layout {info.layout.kind!r}), "
+            f"layer {name!r} has no spatial output (shape {shape}, layout {layout.kind!r}), "
             f"so it has no class activation map; choose a layer whose output is a map, e.g. "
-            f"FlatModel(model).last_spatial_layer() = {fm.last_spatial_layer()!r}")
+            f"the default {_default_layer(fm)!r}, or say how to view it as one with layout= "
+            "(a netlens.Layout, or a function output -> [B, C, h, w])")
     return name
 
 
@@ -262,6 +274,21 @@ def _layer_maps(
             type(bound[0]).cat(bound))
 
 
+def _warn_if_blank(grads: torch.Tensor, name: str) -> None:
+    """Warns when the gradient maps of some images are all zero (their gradient CAM is blank)."""
+    blank = int((~grads.flatten(1).any(1)).sum())
+    if blank:
+        warnings.warn(
+            f"the target's gradient w.r.t. layer {name!r} is zero everywhere for {blank} of "
+            f"{grads.shape[0]} image(s), so their gradient-based CAM is blank (all zeros). "
+            "Typical causes: a transformer layer after the last attention, where the patch "
+            "tokens no longer reach a class-token output (use the last block's first norm, "
+            "e.g. 'blocks.11.norm1'); a zero-initialized head (torchvision's ViT before "
+            "training); a dead ReLU path. Choose another layer= or a gradient-free CAM "
+            "(scorecam, eigencam)", NetlensWarning, stacklevel=user_stacklevel())
+    return None
+
+
 def _reaches(t: torch.Tensor, leaf: torch.Tensor) -> bool:
     """Whether the leaf tensor ``leaf`` is in the autograd graph of ``t`` (a walk of the graph,
     no backward pass)."""
@@ -304,6 +331,7 @@ def cam_driver(
     model: nn.Module, x: torch.Tensor, target: TargetLike, variant: CamVariant, *,
     layer: str | None = None, interpolate: bool = True, relu: bool = True,
     batch_size: int | None = None, progress: bool | None = None,
+    layout: LayoutLike | None = None,
 ) -> tuple[torch.Tensor, Target]:
     """The one pipeline every CAM runs: layer, ``A`` (and ``G``), ``variant``'s weights, sum
     over channels, ReLU, upsampling. Returns the maps (``(B, 1, H, W)``, or ``(B, K, 1, H, W)``)
@@ -315,13 +343,25 @@ def cam_driver(
     fm, x = prepare(model, x)
     with guarded(fm):  # one block: the model's lock is held for the whole call
         fm.ensure_traced(x)
-        name = _spatial_layer(fm, layer)
-        needs = bool(getattr(variant, "gradients", True))
-        if batch_size is None:
-            batch_size = auto_batch_size(fm, x, backward=needs)
-        acts, grads, t = _layer_maps(fm, x, target, name, gradients=needs, batch_size=batch_size)
-        ctx = CamContext(fm, x, name, fm.layout(name), acts, grads, t, batch_size, progress)
-        weights = variant(ctx)
+        with fm.given_layouts(layer, layout):
+            return _cam_in_layout(fm, x, target, variant, layer=layer, interpolate=interpolate,
+                                  relu=relu, batch_size=batch_size, progress=progress)
+
+
+def _cam_in_layout(  # cam_driver's body, with the given layout in place
+    fm: FlatModel, x: torch.Tensor, target: TargetLike, variant: CamVariant, *,
+    layer: str | None, interpolate: bool, relu: bool, batch_size: int | None,
+    progress: bool | None,
+) -> tuple[torch.Tensor, Target]:
+    name = _spatial_layer(fm, layer)
+    needs = bool(getattr(variant, "gradients", True))
+    if batch_size is None:
+        batch_size = auto_batch_size(fm, x, backward=needs)
+    acts, grads, t = _layer_maps(fm, x, target, name, gradients=needs, batch_size=batch_size)
+    if grads is not None:
+        _warn_if_blank(grads, name)
+    ctx = CamContext(fm, x, name, fm.layout(name), acts, grads, t, batch_size, progress)
+    weights = variant(ctx)
     cam = _combine(acts, weights, (x.shape[2], x.shape[3]), relu=relu, interpolate=interpolate,
                    k=t.k)
     return cam, t
@@ -331,10 +371,10 @@ def _cam(
     model: nn.Module, x: torch.Tensor, target: TargetLike,
     weights_fn: Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor], *,
     layer: str | None = None, interpolate: bool = True, relu: bool = True,
-    batch_size: int | None = None, gradients: bool = True,
+    batch_size: int | None = None, gradients: bool = True, layout: LayoutLike | None = None,
 ) -> tuple[torch.Tensor, Target]:
     return cam_driver(model, x, target, _FromAG(weights_fn, gradients), layer=layer,
-                      interpolate=interpolate, relu=relu, batch_size=batch_size)
+                      interpolate=interpolate, relu=relu, batch_size=batch_size, layout=layout)
 
 
 # -- weights of each variant -----------------------------------------------------------------
@@ -393,6 +433,7 @@ def _eigencam_weights(acts: torch.Tensor, grads: torch.Tensor | None) -> torch.T
 def gradcam(
     model: nn.Module, x: torch.Tensor, target: TargetLike = None, *, layer: str | None = None,
     interpolate: bool = True, relu: bool = True, batch_size: int | None = None,
+    layout: LayoutLike | None = None,
 ) -> torch.Tensor:
     """Grad-CAM: channels weighted by the spatial mean of the target score's gradient.
 
@@ -409,6 +450,11 @@ def gradcam(
         interpolate: upsample the map bilinearly (``align_corners=False``) to ``(H, W)``.
         relu: keep only positive evidence, as in the paper.
         batch_size: images per forward/backward pass; default from the memory budget.
+        layout: how to view ``layer``'s output as a ``[B, C, h, w]`` map, where netlens reads
+            it wrong or cannot: a :class:`~netlens.Layout` (``Layout("tokens", extra=1)`` for
+            a ViT block), a kind's name (``"nhwc"``) or a function ``output -> [B, C, h, w]``
+            (pytorch-grad-cam's ``reshape_transform``). None: the layout read off the forward
+            pass (``FlatModel(model).layout(layer)``).
 
     Returns:
         ``(B, 1, H, W)`` (or ``(B, 1, h, w)`` with ``interpolate=False``), ``x``'s dtype and
@@ -425,12 +471,13 @@ def gradcam(
         torch.Size([1, 1, 4, 4])
     """
     return _cam(model, x, target, _gradcam_weights, layer=layer, interpolate=interpolate,
-                relu=relu, batch_size=batch_size)[0]
+                relu=relu, batch_size=batch_size, layout=layout)[0]
 
 
 def hirescam(
     model: nn.Module, x: torch.Tensor, target: TargetLike = None, *, layer: str | None = None,
     interpolate: bool = True, relu: bool = True, batch_size: int | None = None,
+    layout: LayoutLike | None = None,
 ) -> torch.Tensor:
     """HiResCAM: ``relu(sum_c dy/dA_c * A_c)``, the gradient times the activation per position.
 
@@ -438,12 +485,13 @@ def hirescam(
     Args, returns and raises as :func:`gradcam`.
     """
     return _cam(model, x, target, _hirescam_weights, layer=layer, interpolate=interpolate,
-                relu=relu, batch_size=batch_size)[0]
+                relu=relu, batch_size=batch_size, layout=layout)[0]
 
 
 def gradcam_pp(
     model: nn.Module, x: torch.Tensor, target: TargetLike = None, *, layer: str | None = None,
     interpolate: bool = True, relu: bool = True, batch_size: int | None = None,
+    layout: LayoutLike | None = None,
 ) -> torch.Tensor:
     """Grad-CAM++: positive gradients weighted by the closed-form ``alpha`` of eq. 19.
 
@@ -453,12 +501,13 @@ def gradcam_pp(
     Args, returns and raises as :func:`gradcam`.
     """
     return _cam(model, x, target, _gradcam_pp_weights, layer=layer, interpolate=interpolate,
-                relu=relu, batch_size=batch_size)[0]
+                relu=relu, batch_size=batch_size, layout=layout)[0]
 
 
 def xgradcam(
     model: nn.Module, x: torch.Tensor, target: TargetLike = None, *, layer: str | None = None,
     interpolate: bool = True, relu: bool = True, batch_size: int | None = None,
+    layout: LayoutLike | None = None,
 ) -> torch.Tensor:
     """XGrad-CAM: ``w_c = sum_ab (A_c,ab / sum A_c) dy/dA_c,ab``.
 
@@ -466,12 +515,13 @@ def xgradcam(
     BMVC 2020. Args, returns and raises as :func:`gradcam`.
     """
     return _cam(model, x, target, _xgradcam_weights, layer=layer, interpolate=interpolate,
-                relu=relu, batch_size=batch_size)[0]
+                relu=relu, batch_size=batch_size, layout=layout)[0]
 
 
 def layercam(
     model: nn.Module, x: torch.Tensor, target: TargetLike = None, *, layer: str | None = None,
     interpolate: bool = True, relu: bool = True, batch_size: int | None = None,
+    layout: LayoutLike | None = None,
 ) -> torch.Tensor:
     """LayerCAM: ``relu(sum_c relu(dy/dA_c) * A_c)``, positive gradients per position.
 
@@ -479,12 +529,13 @@ def layercam(
     IEEE TIP 2021. Args, returns and raises as :func:`gradcam`.
     """
     return _cam(model, x, target, _layercam_weights, layer=layer, interpolate=interpolate,
-                relu=relu, batch_size=batch_size)[0]
+                relu=relu, batch_size=batch_size, layout=layout)[0]
 
 
 def eigencam(
     model: nn.Module, x: torch.Tensor, target: TargetLike = None, *, layer: str | None = None,
     interpolate: bool = True, relu: bool = True, batch_size: int | None = None,
+    layout: LayoutLike | None = None,
 ) -> torch.Tensor:
     """Eigen-CAM: the layer's activations projected on their first principal component.
 
@@ -495,7 +546,7 @@ def eigencam(
     Args, returns and raises as :func:`gradcam`.
     """
     return _cam(model, x, target, _eigencam_weights, layer=layer, interpolate=interpolate,
-                relu=relu, batch_size=batch_size, gradients=False)[0]
+                relu=relu, batch_size=batch_size, gradients=False, layout=layout)[0]
 
 
 def _scorecam_weights(ctx: CamContext) -> torch.Tensor:
@@ -528,7 +579,7 @@ _scorecam_variant = _FromContext(_scorecam_weights, gradients=False)
 def scorecam(
     model: nn.Module, x: torch.Tensor, target: TargetLike = None, *, layer: str | None = None,
     interpolate: bool = True, relu: bool = True, batch_size: int | None = None,
-    progress: bool | None = None,
+    progress: bool | None = None, layout: LayoutLike | None = None,
 ) -> torch.Tensor:
     """Score-CAM: channels weighted by how much each one, used as a mask, keeps the target score.
 
@@ -547,12 +598,12 @@ def scorecam(
     """
     return cam_driver(model, x, target, _scorecam_variant, layer=layer,
                       interpolate=interpolate, relu=relu, batch_size=batch_size,
-                      progress=progress)[0]
+                      progress=progress, layout=layout)[0]
 
 
 def guided_gradcam(
     model: nn.Module, x: torch.Tensor, target: TargetLike = None, *, layer: str | None = None,
-    batch_size: int | None = None,
+    batch_size: int | None = None, layout: LayoutLike | None = None,
 ) -> torch.Tensor:
     """Guided Grad-CAM: guided backpropagation times the Grad-CAM map upsampled to the input.
 
@@ -566,5 +617,6 @@ def guided_gradcam(
     """
     fm = as_flat(model)
     with guarded(fm):  # one call: both passes under the model's lock
-        cam, t = _cam(fm, x, target, _gradcam_weights, layer=layer, batch_size=batch_size)
+        cam, t = _cam(fm, x, target, _gradcam_weights, layer=layer, batch_size=batch_size,
+                      layout=layout)
         return guided_backprop(fm, x, t, batch_size=batch_size) * cam

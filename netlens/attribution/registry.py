@@ -49,7 +49,7 @@ class MethodSpec:
         output: ``"input"``: an input attribution ``(B, C, H, W)``; ``"map"``: one map per image
             ``(B, 1, H, W)`` (CAMs, occlusion). With K targets per image both gain a K axis.
         family: ``"gradient"``, ``"cam"``, ``"perturbation"``, ``"rule"`` or ``"transformer"``.
-        layer: whether it reads a layer of the model (takes ``layer=``).
+        layer: whether it reads a layer of the model (takes ``layer=`` and ``layout=``).
         rules: whether it changes backward rules of the model's calls (guided backprop), so
             it needs the model's modules (not a TorchScript archive).
         gradients: whether it needs gradients of the model.
@@ -79,7 +79,7 @@ class MethodSpec:
         params = self.parameters
         if self.stochastic and "generator" not in params:
             raise ValueError(f"{self.name}: stochastic methods take generator=")
-        for flag, option in (("layer", "layer"), ("progress", "progress")):
+        for flag, option in (("layer", "layer"), ("layer", "layout"), ("progress", "progress")):
             if getattr(self, flag) != (option in params):
                 raise ValueError(f"{self.name}: {flag}={getattr(self, flag)} but the function "
                                  f"{'does not take' if getattr(self, flag) else 'takes'} "

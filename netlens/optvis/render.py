@@ -135,11 +135,17 @@ class OptVis:
                 redirect_steps < 0:
             raise ValueError(f"redirect_steps must be an int >= 0, got {redirect_steps!r}")
         self.redirect_steps = redirect_steps
-        self._layers = [self.fm.resolve_layer(n) for n in self.objective.layers]
-        self._stop = self._stop_layer()
         shape = getattr(param, "shape", None)
         if isinstance(shape, torch.Size) and len(shape) == 4:
             self._check_image(int(shape[1]))
+        if self.objective.layers:  # the layers as they are at the size of this run's images
+            with torch.no_grad():
+                image = param()
+            if isinstance(image, torch.Tensor) and image.dim() == 4:
+                self._check_image(int(image.shape[1]))
+                self.fm.ensure_traced(image.detach())
+        self._layers = [self.fm.resolve_layer(n) for n in self.objective.layers]
+        self._stop = self._stop_layer()
         #: Whether the last :meth:`vis` was ended by a Ctrl-C (``KeyboardInterrupt``).
         self.interrupted = False
         self._warn_interrupt = True  # NetDreamer.deep_dream warns once for all its octaves
