@@ -163,6 +163,10 @@ class Layout:
         Raises:
             ValueError: if the layer cannot be seen as a map.
         """
+        if self.kind in ("nchw", "nhwc") and t.dim() != 4:
+            raise ValueError(f"an {self.kind!r} layout needs a 4-D output, got shape "
+                             f"{tuple(t.shape)}; for [B, N, D] tokens pass Layout('tokens', "
+                             "extra=...) or a reshape function")
         if self.kind == "nchw":
             return t
         if self.kind == "nhwc":

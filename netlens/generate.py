@@ -35,7 +35,8 @@ from torch import nn
 from ._runtime import check_count as _check_int
 from ._runtime import check_unit_image
 from ._util import NetlensWarning, user_stacklevel
-from .flat_model import FlatModel, input_channels
+from .adapter import LayoutLike, as_layout
+from .flat_model import FlatModel, UnknownLayerError, input_channels
 from .optvis import objectives as obj
 from .optvis.param import ImageParam, RawParam
 from .optvis.render import (
@@ -107,14 +108,17 @@ class NetDreamer:
     def channel_visualization(
         self, layer: str, channel: int, *, size: int | tuple[int, int] = 128, steps: int = 256,
         batch: int = 1, lr: float = 0.05, transforms: Any = None, progress: bool | None = None,
-        generator: torch.Generator | None = None,
+        generator: torch.Generator | None = None, layout: LayoutLike | None = None,
     ) -> torch.Tensor:
-        """The image that most excites ``channel`` of ``layer``: ``(batch, 3, H, W)`` in [0, 1]."""
+        """The image that most excites ``channel`` of ``layer``: ``(batch, 3, H, W)`` in [0, 1].
+
+        ``layout``: how to view the layer's output as a map where netlens reads it wrong (see
+        :func:`netlens.layouts`); the other methods that take a layer take it too."""
         check_grad_mode("channel_visualization")
         g = _generator(generator, self.fm)
         param = self._start(size, batch, g)
         vis = self._optvis(obj.channel(layer, channel), param, transforms=transforms, lr=lr,
-                           generator=g)
+                           generator=g, layouts=_given(layer, layout))
         return vis.vis((steps,), progress=progress)[-1]
 
     def class_visualization(
@@ -133,6 +137,7 @@ class NetDreamer:
         self, image: torch.Tensor, layer: str, channel: int | None = None, *, octaves: int = 4,
         octave_scale: float = 1.4, steps: int = 10, lr: float = 0.01, jitter_px: int = 8,
         progress: bool | None = None, generator: torch.Generator | None = None,
+        layout: LayoutLike | None = None,
     ) -> torch.Tensor:
         """Deep dream: amplify what ``layer`` (or one ``channel`` of it) sees in ``image``.
 
@@ -183,14 +188,27 @@ class NetDreamer:
             base = _resize(x, size)
             start = (base + _resize(detail, size)).clamp(0, 1)
             param = RawParam(start)
-            vis = self._optvis(objective, param, transforms=transforms, generator=g,
-                               optimizer=lambda p: _NormalizedAscent(p, lr), lr=lr)
-            vis._warn_interrupt = False  # one warning below, for the whole run
             try:
+                vis = self._optvis(objective, param, transforms=transforms, generator=g,
+                                   optimizer=lambda p: _NormalizedAscent(p, lr), lr=lr,
+                                   layouts=_given(layer, layout))
+                vis._warn_interrupt = False  # one warning below, for the whole run
                 out = vis.vis((steps,), progress=progress)[-1]
                 interrupted = vis.interrupted
             except KeyboardInterrupt:  # before the octave's first step (finding the layers)
                 out, interrupted = start, True
+            except UnknownLayerError:
+                raise
+            except (RuntimeError, AssertionError, ValueError) as error:
+                if tuple(size) == (h, w):
+                    raise
+                # timm's ViTs assert their input size; LeViT's attention biases fix it too
+                raise ValueError(
+                    f"the model failed on the {size[0]}x{size[1]} image of octave {i + 1} of "
+                    f"{len(sizes)} (the image is {h}x{w}; each octave is {octave_scale}x "
+                    f"smaller than the next): it seems to take only one input size. Pass "
+                    f"octaves=1 (with an image of the size it takes); the model said: "
+                    f"{type(error).__name__}: {error}") from error
             detail = out - base
             if interrupted:
                 warnings.warn(f"interrupted at octave {i + 1} of {len(sizes)}: returning the dream "
@@ -203,6 +221,7 @@ class NetDreamer:
         self, image: torch.Tensor, layer: str, *, steps: int = 256, lr: float = 0.05,
         tv_weight: float = 0.5, alpha_weight: float = 0.05, transforms: Any = (),
         progress: bool | None = None, generator: torch.Generator | None = None,
+        layout: LayoutLike | None = None,
     ) -> torch.Tensor:
         """An image whose features at ``layer`` match ``image``'s, from a random start, with
         total-variation and alpha-norm priors (Mahendran and Vedaldi, 2015).
@@ -217,15 +236,17 @@ class NetDreamer:
         check_grad_mode("inverted_image")
         x = self._image(image)
         g = _generator(generator, self.fm)
-        target = self.features(x, layer)
+        target = self.features(x, layer, layout=layout)
         param = ImageParam((x.shape[-2], x.shape[-1]), batch=x.shape[0], generator=g,
                            device=x.device, dtype=x.dtype)
         objective = (obj.match(layer, target) - tv_weight * obj.total_variation()
                      - alpha_weight * obj.alpha_norm())
-        vis = self._optvis(objective, param, transforms=transforms, lr=lr, generator=g)
+        vis = self._optvis(objective, param, transforms=transforms, lr=lr, generator=g,
+                           layouts=_given(layer, layout))
         return vis.vis((steps,), progress=progress)[-1]
 
-    def features(self, image: torch.Tensor, layer: str) -> torch.Tensor:
+    def features(self, image: torch.Tensor, layer: str, *,
+                 layout: LayoutLike | None = None) -> torch.Tensor:
         """The layer's output for ``image`` (in [0, 1]) as a detached ``[B, C, h, w]`` map."""
         x = self._image(image)
         name = self.fm.resolve_layer(layer)
@@ -236,7 +257,12 @@ class NetDreamer:
         self.fm.ensure_traced(x_in)  # the layers at this size (before the recording's hooks)
         with torch.no_grad(), self.fm.record(name) as rec:
             self.fm(x_in, until=name)
-        return self.fm.layout(name).to_map(rec.activations[name], (x.shape[-2], x.shape[-1]))
+        view = as_layout(layout) if layout is not None else self.fm.layout(name)
+        return view.to_map(rec.activations[name], (x.shape[-2], x.shape[-1]))
+
+
+def _given(layer: str, layout: LayoutLike | None) -> dict[str, LayoutLike] | None:
+    return None if layout is None else {layer: layout}
 
 
 def _resize(x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:

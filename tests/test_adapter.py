@@ -7,7 +7,9 @@ import torch
 import torchvision
 from torch import nn
 
-from netlens.adapter import CallTracer, Layout, preserved_state, relu_calls, trace
+import netlens as nl
+from netlens import FlatModel
+from netlens.adapter import CallTracer, Layout, as_layout, preserved_state, relu_calls, trace
 
 from helpers import tiny_vit
 
@@ -188,3 +190,53 @@ def test_trace_finds_the_eval_mode_layers_of_a_training_model():
     model = AuxNet().train()
     assert [c.name for c in trace(model, torch.randn(1, 3, 8, 8))] == ["conv", "bn", "fc"]
     assert model.training and model.bn.training
+
+
+def test_layout_of_user_input_forms_and_errors():
+    assert as_layout("nhwc") == Layout("nhwc") and as_layout(Layout("vector")) == Layout("vector")
+    custom = as_layout(lambda t: t.mean(1, keepdim=True))
+    assert custom.kind == "custom" and custom.to_map(torch.ones(2, 3, 4, 5)).shape == (2, 1, 4, 5)
+    with pytest.raises(ValueError, match="unknown layout 'nwhc'.*Layout"):
+        as_layout("nwhc")
+    with pytest.raises(ValueError, match="layout= takes"):
+        as_layout(3)
+    with pytest.raises(ValueError, match="must return \\[B, C, h, w\\].*returned \\(2, 3\\)"):
+        as_layout(lambda t: t.flatten(1)[:, :3]).to_map(torch.ones(2, 3, 4, 5))
+    with pytest.raises(ValueError, match="cannot write a map back"):
+        custom.from_map(torch.ones(2, 1, 4, 5), torch.ones(2, 3, 4, 5))
+    with pytest.raises(ValueError, match="'nchw' layout needs a 4-D output.*tokens"):
+        Layout("nchw").to_map(torch.ones(2, 17, 8))
+    with pytest.raises(ValueError, match="needs reshape="):
+        Layout("custom")
+    with pytest.raises(ValueError, match="unknown layout kind"):
+        Layout("grid")  # type: ignore[arg-type]
+
+
+def test_given_layouts_replace_the_read_ones_inside_the_block_only():
+    vit = tiny_vit()
+    x = torch.rand(2, 3, 32, 32, dtype=torch.float64)
+    layer = "encoder.layers.encoder_layer_1.ln_1"
+    fm = FlatModel(vit)
+    fm.ensure_traced(x)
+    read = fm.layout(layer)
+    assert read == Layout("tokens", extra=1, stride=(8, 8))
+    # pytorch-grad-cam's ViT reshape_transform, written by hand: the same map as the read layout
+    def reshape(t):
+        return t[:, 1:].reshape(t.shape[0], 4, 4, t.shape[2]).permute(0, 3, 1, 2)
+
+    with nl.layouts({layer: reshape}):
+        assert fm.layout(layer).kind == "custom"
+    assert fm.layout(layer) == read  # restored after the block
+    want = nl.attribution.gradcam(vit, x, 1, layer=layer)
+    for given in (reshape, Layout("tokens", extra=1)):
+        torch.testing.assert_close(nl.attribution.gradcam(vit, x, 1, layer=layer, layout=given),
+                                   want)
+    # a layout that drops the patch grid is used as given: it changes the map
+    rows = nl.attribution.gradcam(vit, x, 1, layer=layer, interpolate=False,
+                                  layout=lambda t: t[:, 1:].transpose(1, 2)[..., None])
+    assert rows.shape == (2, 1, 16, 1)
+    assert fm.layout(layer) == read
+    with pytest.raises(ValueError, match="pass layer= too"):
+        nl.attribution.gradcam(vit, x, 1, layout=reshape)
+    with pytest.raises(ValueError, match="no spatial output.*layout="):
+        nl.attribution.gradcam(vit, x, 1, layer="heads.head")

@@ -173,3 +173,58 @@ def test_ctrl_c_in_deep_dream_stops_every_octave_and_returns_the_dream_so_far(sh
     assert len(messages) == 1 and re.match(r"interrupted at octave \d of 3", messages[0]), messages
     assert out.shape == x.shape and out.dtype == x.dtype
     assert float(out.min()) >= 0 and float(out.max()) <= 1
+
+
+class _FixedSize(torch.nn.Module):
+    """A model that takes only 32x32 inputs, as timm's ViTs assert theirs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 8, 3, padding=1)
+        self.fc = torch.nn.Linear(8 * 32 * 32, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        assert x.shape[-2:] == (32, 32), f"Input height ({x.shape[-2]}) doesn't match model (32)"
+        return self.fc(torch.relu(self.conv(x)).flatten(1))
+
+
+def test_deep_dream_on_a_fixed_size_model_names_the_octaves_fix():
+    torch.manual_seed(0)
+    model = _FixedSize().eval()
+    before = model_state(model)
+    dreamer = NetDreamer(model, mean=0.0, std=1.0)
+    image = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    with pytest.raises(ValueError, match=r"octave 1 of 4 .*32x32.*only one input size.*"
+                                         r"octaves=1.*AssertionError: Input height"):
+        dreamer.deep_dream(image, "conv", steps=1, progress=False)
+    assert_untouched(model, before)
+    out = dreamer.deep_dream(image, "conv", octaves=1, steps=2, progress=False)
+    assert out.shape == image.shape and not torch.equal(out, image)
+    with pytest.raises(AssertionError, match="Input height"):  # the image itself: the model's
+        dreamer.deep_dream(torch.rand(1, 3, 40, 40), "conv", octaves=1, steps=1, progress=False)
+
+
+def test_a_small_one_channel_model_is_traced_at_the_runs_size():
+    torch.manual_seed(0)
+    mnist = torch.nn.Sequential(  # 28x28 only: the linear layer fixes the size
+        torch.nn.Conv2d(1, 4, 3), torch.nn.ReLU(), torch.nn.Flatten(),
+        torch.nn.Linear(4 * 26 * 26, 10)).eval()
+    dreamer = NetDreamer(mnist, mean=0.5, std=0.25)
+    image = dreamer.channel_visualization("1", 2, size=28, steps=4, progress=False,
+                                          generator=torch.Generator().manual_seed(0))
+    assert image.shape == (1, 1, 28, 28)
+    assert dreamer.features(image, "1").shape == (1, 4, 26, 26)
+
+
+def test_layout_is_given_to_the_methods_that_read_a_layer(shapes):
+    dreamer = NetDreamer(shapes)
+    x = make_shapes(1, size=64, seed=3).images
+    one = dreamer.features(x, "layer3", layout=lambda t: t[:, :1])
+    assert one.shape[1] == 1
+    torch.testing.assert_close(one, dreamer.features(x, "layer3")[:, :1])
+    g = torch.Generator()
+    a = dreamer.channel_visualization("layer3", 0, size=32, steps=3, progress=False,
+                                      generator=g.manual_seed(0))
+    b = dreamer.channel_visualization("layer3", 0, size=32, steps=3, progress=False,
+                                      generator=g.manual_seed(0), layout="nchw")
+    torch.testing.assert_close(a, b)  # the read layout, given by name: the same run

@@ -190,3 +190,18 @@ def test_torchvision_vit_defaults_to_the_last_blocks_first_norm():
     fm.ensure_traced(x)
     assert nl.attribution.cam._default_layer(fm) == "encoder.layers.encoder_layer_1.ln_1"
     assert nl.attribution.gradcam(model, x, 0, interpolate=False).shape == (1, 1, 4, 4)
+
+
+def test_deep_dream_on_a_fixed_size_vit_points_to_octaves_1(built):
+    family = FAMILIES[0]
+    model, x = built(family)
+    model = model.float()
+    try:
+        dreamer = nl.NetDreamer(model)
+        image = torch.rand(1, 3, family.size, family.size)
+        with pytest.raises(ValueError, match="only one input size.*octaves=1"):
+            dreamer.deep_dream(image, "blocks.1", steps=1, progress=False)
+        out = dreamer.deep_dream(image, "blocks.1", octaves=1, steps=2, progress=False)
+        assert out.shape == image.shape
+    finally:
+        model.to(family.dtype)

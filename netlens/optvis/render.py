@@ -22,7 +22,7 @@ from __future__ import annotations
 import math
 import numbers
 import warnings
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Union, cast
 
 import torch
@@ -31,7 +31,14 @@ from torch import nn
 from .. import rules
 from .._runtime import warn_if_training
 from .._util import NetlensWarning, progress_bar, user_stacklevel
-from ..adapter import _StopForward, first_tensor, model_lock, preserved_state
+from ..adapter import (
+    LayoutLike,
+    _StopForward,
+    as_layout,
+    first_tensor,
+    model_lock,
+    preserved_state,
+)
 from ..flat_model import FlatModel, input_channels
 from .objectives import Context, Objective, as_objective
 from .optim import LBFGS
@@ -100,6 +107,9 @@ class OptVis:
             raise its negative inputs (Lucid's "redirected ReLU"), which wakes the channel up;
             0 turns it off. ReLUs called as functions keep their gradient.
         batch: the number of images of the default parameterization.
+        layouts: layer name -> how to view its output as a ``[B, C, h, w]`` map, for layers
+            netlens reads wrong or cannot (a :class:`~netlens.Layout`, a kind's name or a
+            function ``output -> [B, C, h, w]``; see :func:`netlens.layouts`).
     """
 
     def __init__(
@@ -108,6 +118,7 @@ class OptVis:
         optimizer: OptimizerSpec = None, *, lr: float = 0.05, size: int | tuple[int, int] = 128,
         mean: float | Sequence[float] | None = None, std: float | Sequence[float] | None = None,
         generator: torch.Generator | None = None, redirect_steps: int = 16, batch: int = 1,
+        layouts: Mapping[str, LayoutLike] | None = None,
     ) -> None:
         self.fm = model if isinstance(model, FlatModel) else FlatModel(model)
         self.objective = as_objective(objective)
@@ -145,6 +156,8 @@ class OptVis:
                 self._check_image(int(image.shape[1]))
                 self.fm.ensure_traced(image.detach())
         self._layers = [self.fm.resolve_layer(n) for n in self.objective.layers]
+        self._layouts = {self.fm.resolve_layer(n): as_layout(v)
+                         for n, v in (layouts or {}).items()}
         self._stop = self._stop_layer()
         #: Whether the last :meth:`vis` was ended by a Ctrl-C (``KeyboardInterrupt``).
         self.interrupted = False
@@ -312,7 +325,8 @@ class OptVis:
             raise ValueError(f"layer {name!r} returned no tensor; choose another layer")
         if name != self._stop:
             t = t.clone()  # later in-place ops (ReLU(inplace), out += identity) would change it
-        self._acts[name] = self.fm.layout(name).to_map(t, self._hw)
+        layout = self._layouts.get(name) or self.fm.layout(name)
+        self._acts[name] = layout.to_map(t, self._hw)
         if name == self._stop:
             raise _StopForward(name)
 
