@@ -83,9 +83,10 @@ display(Markdown(table.to_markdown()))
 
 # %% [markdown]
 # Arrows say which way is better. `seconds` is the attribution's own runtime on these 16
-# images, `peak_mb` its peak memory above the start (the CUDA allocator's figure on a GPU,
-# the sampled resident memory on a CPU, so small numbers are noisy). The table is a list
-# of records: `table[0]`, `table.to_dataframe()` with pandas, `str(table)` for Markdown.
+# images. On a GPU a `peak_mb` column adds its peak memory above the start (the CUDA
+# allocator's figure); on a CPU there is no such figure, and the column is left out. The
+# table is a list of records: `table[0]`, `table.to_dataframe()` with pandas, `str(table)`
+# for Markdown.
 #
 # The perturbation curves behind the AUCs:
 

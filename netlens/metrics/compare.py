@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import math
-import os
-import threading
 import time
 from collections.abc import Sequence
 from typing import Any, Callable, Literal
@@ -57,8 +55,10 @@ METRICS: dict[str, tuple[str, bool]] = {
 class MetricTable(list):
     """The result of :func:`compare`: a ``list`` of one record (dict) per method with the keys
     ``"method"``, one per metric (its mean over the images), ``"seconds"`` (attribution runtime)
-    and ``"peak_mb"`` (peak memory of the attribution above its start: CUDA allocator statistics,
-    or on a CPU the process's resident memory sampled every 2 ms; nan where unknown).
+    and ``"peak_mb"`` (peak memory of the attribution above its start, from the CUDA allocator's
+    statistics; nan on a CPU, where no such figure exists: the process's resident memory barely
+    moves when the allocator reuses freed pages, so it would depend on the methods' order. The
+    column is left out of the table when no method has one).
 
     ``str(table)`` is a Markdown table; ``table.curves`` maps method -> curve name ->
     ``(fractions, mean scores)`` for :func:`plot_curves`.
@@ -73,7 +73,9 @@ class MetricTable(list):
 
     @property
     def columns(self) -> list[str]:
-        return ["method", *self.metrics, "seconds", "peak_mb"]
+        measured = any(isinstance(r.get("peak_mb"), float) and not math.isnan(r["peak_mb"])
+                       for r in self)
+        return ["method", *self.metrics, "seconds", *(["peak_mb"] if measured else [])]
 
     @property
     def headers(self) -> list[str]:
@@ -115,45 +117,23 @@ class MetricTable(list):
 
 
 class _PeakMemory:
-    """Peak memory above the level at entry, in MiB: the CUDA allocator's statistics on a GPU,
-    the resident set size sampled every 2 ms on a CPU (Linux), nan elsewhere."""
+    """Peak memory above the level at entry, in MiB, from the CUDA allocator's statistics on a
+    GPU; nan on other devices (see :class:`MetricTable`)."""
 
     def __init__(self, device: torch.device) -> None:
         self.device, self.peak_mb = device, math.nan
-
-    @staticmethod
-    def _rss() -> int:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
     def __enter__(self) -> _PeakMemory:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
             self._base = torch.cuda.memory_allocated(self.device)
             torch.cuda.reset_peak_memory_stats(self.device)
-            return self
-        try:
-            self._base = self._peak = self._rss()
-        except (OSError, ValueError, AttributeError):
-            return self
-        self._stop = threading.Event()
-
-        def sample() -> None:
-            while not self._stop.wait(0.002):
-                self._peak = max(self._peak, self._rss())
-
-        self._thread = threading.Thread(target=sample, daemon=True)
-        self._thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
             self.peak_mb = (torch.cuda.max_memory_allocated(self.device) - self._base) / 2**20
-        elif hasattr(self, "_thread"):
-            self._stop.set()
-            self._thread.join()
-            self.peak_mb = (max(self._peak, self._rss()) - self._base) / 2**20
 
 
 def compare(

@@ -64,6 +64,11 @@ def test_randomization_is_seeded_and_measures_the_change():
                                   generator=torch.Generator().manual_seed(s)) for s in (5, 5, 6)]
     assert torch.equal(runs[0].spearman["saliency"], runs[1].spearman["saliency"])
     assert not torch.equal(runs[0].spearman["saliency"], runs[2].spearman["saliency"])
+    default = [M.model_randomization(net, x, 0, methods=["saliency"]) for _ in range(2)]
+    assert torch.equal(default[0].spearman["saliency"], default[1].spearman["saliency"])
+    seeded_0 = M.model_randomization(net, x, 0, methods=["saliency"],
+                                     generator=torch.Generator().manual_seed(0))
+    assert torch.equal(default[0].spearman["saliency"], seeded_0.spearman["saliency"])
     r = runs[0]
     # a map that ignores the model never changes: every similarity is 1
     for values in (r.spearman["centre"], r.spearman_abs["centre"], r.ssim["centre"]):
