@@ -19,6 +19,7 @@ Example:
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Union
 
 import torch
@@ -34,9 +35,10 @@ from .._runtime import (
     progress_bar,
     scores_of,
 )
+from .._util import NetlensWarning, user_stacklevel
 from ..targets import TargetLike, as_target
 
-__all__ = ["occlusion"]
+__all__ = ["occlusion", "default_window"]
 
 Size2 = Union[int, tuple[int, int]]
 
@@ -62,9 +64,27 @@ def _window_masks(size: int, window: int, stride: int, like: torch.Tensor) -> to
     return ((pixels >= starts) & (pixels < starts + window)).to(like.dtype)
 
 
+def default_window(height: int, width: int, window: Size2 | None = None,
+                   stride: Size2 | None = None) -> tuple[Size2, Size2]:
+    """Occlusion's window and stride for an image, where not given: the window a seventh of the
+    shorter side (at least 2 pixels, at most the side), the stride half the window (at least 1).
+
+    Example:
+        >>> default_window(224, 224), default_window(28, 28), default_window(64, 64, 16)
+        ((32, 16), (4, 2), (16, 8))
+    """
+    if window is None:
+        window = min(max(2, min(height, width) // 7), height, width)
+    if stride is None:
+        wh, ww = _pair(window, "window")
+        stride = max(1, min(wh, ww) // 2)
+    return window, stride
+
+
 def occlusion(
-    model: nn.Module, x: torch.Tensor, target: TargetLike = None, *, window: Size2 = 32,
-    stride: Size2 = 16, baseline: float | torch.Tensor = 0.0, batch_size: int | None = None,
+    model: nn.Module, x: torch.Tensor, target: TargetLike = None, *,
+    window: Size2 | None = None, stride: Size2 | None = None,
+    baseline: float | torch.Tensor = 0.0, batch_size: int | None = None,
     progress: bool | None = None,
 ) -> torch.Tensor:
     """The drop in the target score when each window is occluded, averaged per pixel.
@@ -74,11 +94,14 @@ def occlusion(
         x: images ``(B, C, H, W)``, float32 or float64, any aspect ratio.
         target: class per image: int, sequence/tensor of B ints, None (the predicted class) or a
             callable ``output -> (B,)``.
-        window: the occluding window, ``int`` or ``(h, w)``, at most the image size.
-        stride: the window's step, ``int`` or ``(h, w)``. With ``stride > window`` some pixels
-            are covered by no window; they get 0.
-        baseline: what replaces the occluded pixels: a float, or a tensor broadcastable to
-            ``x`` (e.g. ``(1, C, 1, 1)`` channel means, or a blurred copy of ``x``).
+        window: the occluding window, ``int`` or ``(h, w)``, at most the image size. None: a
+            seventh of the image's shorter side, at least 2 pixels (32 on 224 px, 9 on 64,
+            4 on 28-32); a window that covers the whole image warns (its map is constant).
+        stride: the window's step, ``int`` or ``(h, w)``. None: half the window (at least 1).
+            With ``stride > window`` some pixels are covered by no window; they get 0.
+        baseline: what replaces the occluded pixels: a float (0.0, the default, is black on
+            images in [0, 1]; pass 0.5 for grey), or a tensor broadcastable to ``x`` (e.g.
+            ``(1, C, 1, 1)`` channel means, or a blurred copy of ``x``).
         batch_size: occluded images per forward pass (the ``B x windows`` passes are chunked);
             default from the memory budget. The result does not depend on it.
         progress: show a progress bar: None when it takes over 2 s, True always, False never.
@@ -97,11 +120,16 @@ def occlusion(
         torch.Size([1, 1, 4, 4])
     """
     fm, x = prepare(model, x)
-    (wh, ww), (sh, sw) = _pair(window, "window"), _pair(stride, "stride")
     batch, _, height, width = x.shape
+    window, stride = default_window(height, width, window, stride)
+    (wh, ww), (sh, sw) = _pair(window, "window"), _pair(stride, "stride")
     if wh > height or ww > width:
         raise ValueError(f"window {(wh, ww)} is larger than the image ({height}, {width}); "
                          "choose a smaller window")
+    if wh == height and ww == width:
+        warnings.warn(f"the occlusion window {(wh, ww)} covers the whole {height}x{width} "
+                      "image, so every pixel gets the same value; choose a smaller window",
+                      NetlensWarning, stacklevel=user_stacklevel())
     try:
         base = torch.as_tensor(baseline, dtype=x.dtype, device=x.device).expand_as(x)
     except RuntimeError as e:

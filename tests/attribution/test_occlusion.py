@@ -7,7 +7,8 @@ import pytest
 import torch
 from torch import nn
 
-from netlens.attribution.occlusion import occlusion
+from netlens._util import NetlensWarning
+from netlens.attribution.occlusion import default_window, occlusion
 from netlens.flat_model import FlatModel
 
 from helpers import SmallCNN, small_cnn
@@ -199,3 +200,32 @@ def test_model_untouched_when_the_forward_raises(untouched):
     model = Flaky().double().eval()
     with untouched(model), pytest.raises(RuntimeError, match="a layer failed"):
         occlusion(model, images(2, 13, 11), [0, 1], window=4, stride=2)
+
+
+def test_default_window_scales_with_the_image():
+    assert default_window(224, 224) == (32, 16)
+    assert default_window(64, 64) == (9, 4)
+    assert default_window(32, 32) == default_window(28, 28) == (4, 2)
+    assert default_window(150, 128) == (18, 9)  # the shorter side
+    assert default_window(8, 8) == (2, 1) and default_window(1, 5) == (1, 1)
+    assert default_window(64, 64, (8, 16)) == ((8, 16), 4)  # a given window: half its short side
+
+
+@pytest.mark.parametrize("size", [28, 32, 64])
+def test_default_map_of_a_small_image_has_detail(size):
+    model = small_cnn()
+    x = torch.rand(2, 3, size, size, dtype=torch.float64,
+                   generator=torch.Generator().manual_seed(size))
+    attr = occlusion(model, x, 1)
+    window, stride = default_window(size, size)
+    torch.testing.assert_close(attr, occlusion(model, x, 1, window=window, stride=stride))
+    # not one value per image (the old 32-pixel default covered a 32 px image whole)
+    assert (attr.flatten(1).std(1) > 0).all()
+
+
+def test_a_window_covering_the_whole_image_warns():
+    model = small_cnn()
+    x = torch.rand(1, 3, 16, 16, dtype=torch.float64)
+    with pytest.warns(NetlensWarning, match=r"covers the whole 16x16 image.*smaller window"):
+        attr = occlusion(model, x, 0, window=16)
+    assert attr.unique().numel() == 1
