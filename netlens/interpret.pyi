@@ -171,6 +171,7 @@ class NetLens:
         batch_size: int | None = None,
         progress: bool | None = None,
         layout: LayoutLike | None = None,
+        baseline: float | torch.Tensor = 0.0,
     ) -> torch.Tensor: ...
 
     def eigencam(

@@ -120,22 +120,7 @@ def normalize_map(
         raise ValueError(
             f"attr must be (B, C, H, W), (C, H, W) or (H, W), got shape {tuple(attr.shape)}"
         )
-    a = attr.detach()
-    a = a if a.dtype == torch.float64 else a.float()
-    if reduce == "abs_max":
-        a = a.abs().amax(dim=1, keepdim=True)
-    elif reduce == "max":
-        a = a.amax(dim=1, keepdim=True)
-    elif reduce == "sum":
-        a = a.sum(dim=1, keepdim=True)
-    elif reduce == "mean":
-        a = a.mean(dim=1, keepdim=True)
-    elif reduce == "l2":
-        a = a.norm(dim=1, keepdim=True)
-    elif reduce is not None:
-        raise ValueError(
-            f"reduce must be 'abs_max', 'max', 'sum', 'mean', 'l2' or None, got {reduce!r}"
-        )
+    a = _reduced(attr, reduce)
     if absolute:
         a = a.abs()
     flat = a.flatten(1)
@@ -306,6 +291,9 @@ def show_maps(
     clip: float | tuple[float, float] | None = 99.0,
     outline: str | None = "cyan",
     panel_size: float = 1.7,
+    signed: bool = False,
+    scale: Literal["panel", "column", "shared"] = "panel",
+    colorbar: bool = False,
 ) -> Figure:
     """Compare attribution maps side by side: one row per image, one column per map.
 
@@ -334,10 +322,19 @@ def show_maps(
         clip: percentile clipping, see :func:`normalize_map`.
         outline: colour of the mask outlines; ``None`` draws none.
         panel_size: size of one panel in inches.
+        signed: show signed maps (integrated gradients, input x gradient) with a diverging
+            colormap centred at zero (``cmap`` ``"RdBu_r"`` unless given; symmetric range, the
+            ``clip`` percentile of ``|map|``); the channels are summed (``reduce="sum"``) unless
+            ``reduce`` is another signed one (``"mean"``, None).
+        scale: ``"panel"``: each map scaled to its own range (shapes, not magnitudes, compare);
+            ``"column"``: one range per map name across the images; ``"shared"``: one range
+            for every map (magnitudes compare across methods and images).
+        colorbar: a colorbar beside each map panel, in the map's own units (after ``reduce``):
+            a map whose values are all about 1e-13 shows it.
 
     Returns:
         A ``matplotlib.figure.Figure`` with ``B * (1 + len(maps))`` axes (one more per row with
-        ``masks``), row by row.
+        ``masks``), row by row, each map panel's colorbar (``colorbar=True``) in its cell.
 
     Raises:
         TypeError: if ``images``, a map or ``masks`` is not a tensor.
@@ -379,8 +376,34 @@ def show_maps(
                 f"masks must be (B, 1, H, W) or (B, H, W) with B={b}, got shape "
                 f"{tuple(masks.shape)}"
             )
+    if scale not in ("panel", "column", "shared"):
+        raise ValueError(f"scale must be 'panel', 'column' or 'shared', got {scale!r}")
+    if blend and (signed or scale != "panel" or colorbar):
+        raise ValueError("blend=True scales each heatmap to its own image; signed=, scale= and "
+                         "colorbar= need blend=False")
+    if signed:
+        reduce = "sum" if reduce in ("abs_max", "l2", "max") else reduce
+        cmap = "RdBu_r" if cmap == "inferno" else cmap
     labels = _titles(titles, b)
     columns = ["image", *(["ground truth"] if masks is not None else []), *batched]
+    # the maps after the channel reduction, in their own units, and each one's display range
+    raw: dict[tuple[int, str], np.ndarray] = {}
+    ranges: dict[tuple[int, str], tuple[float, float]] = {}
+    if not blend:
+        for name, attr in batched.items():
+            for i in range(b):
+                m = _reduced(attr[i : i + 1], reduce)
+                if m.shape[1] != 1:
+                    raise ValueError(
+                        f"map {name!r} must reduce to one channel, got {m.shape[1]}; set reduce"
+                    )
+                raw[i, name] = m[0, 0].cpu().numpy()
+                ranges[i, name] = _limits(raw[i, name], signed, clip)
+        for key in list(ranges):
+            group = [k for k in ranges if scale == "shared" or (scale == "column"
+                                                                 and k[1] == key[1])]
+            if scale != "panel":
+                ranges[key] = (min(ranges[k][0] for k in group), max(ranges[k][1] for k in group))
     panels: list[np.ndarray] = []
     names: list[str] = []
     for i in range(b):
@@ -393,20 +416,31 @@ def show_maps(
                 panels.append(overlay(images[i], attr[i], alpha, cmap, mean, std, reduce=reduce,
                                       clip=clip))
                 continue
-            m = normalize_map(attr[i], reduce=reduce, clip=clip)
-            if m.shape[1] != 1:
-                raise ValueError(
-                    f"map {name!r} must reduce to one channel, got {m.shape[1]}; set reduce"
-                )
-            panels.append(m[0, 0].cpu().numpy())
+            lo, hi = ranges[i, name]
+            span = hi - lo
+            scaled = (np.clip(raw[i, name], lo, hi) - lo) / (span if span > 0 else 1.0)
+            panels.append(scaled if span > 0 else np.full_like(raw[i, name], 0.5 if signed
+                                                               else 0.0))
         if labels is not None:
             names += [labels[i], *columns[1:]]
         else:
             names += columns if i == 0 else [""] * len(columns)
     fig = grid(panels, names, ncols=len(columns), cmap=cmap, panel_size=panel_size)
+    first_map = 1 + (masks is not None)
+    panel_axes = list(fig.axes)  # one per panel, row by row (colorbars join their panel's cell)
+    if colorbar:
+        from matplotlib.cm import ScalarMappable
+        from matplotlib.colors import Normalize
+
+        for k, ax in enumerate(panel_axes):
+            if k % len(columns) >= first_map:
+                lo, hi = ranges[k // len(columns), columns[k % len(columns)]]
+                if hi <= lo:
+                    lo, hi = lo - 0.5, hi + 0.5  # a constant map: a range around its value
+                bar = ScalarMappable(norm=Normalize(lo, hi), cmap=_colormap(cmap))
+                ax.figure.colorbar(bar, ax=ax, fraction=0.046, pad=0.02, format="%.2g")
     if masks is not None and outline is not None:
-        first_map = 2
-        for k, ax in enumerate(fig.axes):
+        for k, ax in enumerate(panel_axes):
             if k % len(columns) >= first_map:
                 mask = masks[k // len(columns), 0].detach().float().cpu().numpy()
                 if not mask.min() < 0.5 <= mask.max():
@@ -475,6 +509,38 @@ def grid(
 
 # ---------------------------------------------------------------------------------------------
 # helpers
+
+
+def _reduced(attr: Tensor, reduce: Reduce | None) -> Tensor:
+    """``attr`` (4-D) detached, float32 (float64 kept), its channels reduced."""
+    a = attr.detach()
+    a = a if a.dtype == torch.float64 else a.float()
+    if reduce == "abs_max":
+        return a.abs().amax(dim=1, keepdim=True)
+    if reduce == "max":
+        return a.amax(dim=1, keepdim=True)
+    if reduce == "sum":
+        return a.sum(dim=1, keepdim=True)
+    if reduce == "mean":
+        return a.mean(dim=1, keepdim=True)
+    if reduce == "l2":
+        return a.norm(dim=1, keepdim=True)
+    if reduce is not None:
+        raise ValueError(
+            f"reduce must be 'abs_max', 'max', 'sum', 'mean', 'l2' or None, got {reduce!r}"
+        )
+    return a
+
+
+def _limits(v: np.ndarray, signed: bool, clip: float | tuple[float, float] | None
+            ) -> tuple[float, float]:
+    """The display range of one map's values: ``(-m, m)`` for a signed map (``m`` the clip
+    percentile of ``|v|``), else the clip percentiles of ``v``."""
+    lo_p, hi_p = _percentiles(clip) if clip is not None else (0.0, 100.0)
+    if signed:
+        m = float(np.percentile(np.abs(v), hi_p))
+        return -m, m
+    return float(np.percentile(v, lo_p)), float(np.percentile(v, hi_p))
 
 
 def _check_float(t: object, name: str) -> None:

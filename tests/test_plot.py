@@ -219,3 +219,57 @@ def test_show_maps_errors():
         plot.show_maps(x, {}, titles=["one"])
     with pytest.raises(TypeError, match="map 'a'"):
         plot.show_maps(x, {"a": np.zeros((2, 1, 8, 8))})
+
+
+def test_show_maps_signed_maps_use_a_diverging_scale_centred_at_zero():
+    x = torch.rand(1, 3, 4, 4, generator=_gen())
+    signed = torch.tensor([[[[-2.0, -1.0], [0.0, 1.0]]]])
+    fig = plot.show_maps(x, {"ig": signed}, mean=None, std=None, signed=True, clip=None)
+    panel = fig.axes[1]
+    # symmetric range (-2, 2): zero at the colormap's middle, -2 at its bottom
+    assert np.allclose(_shown(panel), [[0.0, 0.25], [0.5, 0.75]])
+    assert panel.images[0].get_cmap().name == "RdBu_r"
+    # the channels are summed, not folded by abs-max: a two-channel map keeps its sign
+    two = torch.cat([signed, signed], 1)
+    assert np.allclose(_shown(plot.show_maps(x, {"ig": two}, mean=None, std=None, signed=True,
+                                             clip=None).axes[1]), _shown(panel))
+
+
+def test_show_maps_shared_and_column_scales_keep_magnitudes():
+    x = torch.rand(2, 3, 4, 4, generator=_gen())
+    big = torch.rand(2, 1, 4, 4, generator=_gen()) + 1.0  # in [1, 2]
+    tiny = big * 1e-13
+    maps = {"big": big, "tiny": tiny}
+    per_panel = plot.show_maps(x, maps, mean=None, std=None, clip=None)
+    # each panel to its own range: the 1e-13 map looks exactly like the big one
+    assert np.allclose(_shown(per_panel.axes[1]), _shown(per_panel.axes[2]))
+    shared = plot.show_maps(x, maps, mean=None, std=None, clip=None, scale="shared")
+    lo, hi = float(torch.cat([big, tiny]).min()), float(torch.cat([big, tiny]).max())
+    assert np.allclose(_shown(shared.axes[1]), (big[0, 0].numpy() - lo) / (hi - lo))
+    assert _shown(shared.axes[2]).max() < 1e-6  # the tiny map is dark on the shared scale
+    column = plot.show_maps(x, maps, mean=None, std=None, clip=None, scale="column")
+    lo, hi = float(big.min()), float(big.max())  # one range per map name, over both images
+    for row in range(2):
+        assert np.allclose(_shown(column.axes[3 * row + 1]), (big[row, 0].numpy() - lo) / (hi - lo))
+
+
+def test_show_maps_colorbars_are_in_the_maps_units():
+    x = torch.rand(1, 3, 4, 4, generator=_gen())
+    tiny = torch.rand(1, 1, 4, 4, generator=_gen()) * 1e-13
+    fig = plot.show_maps(x, {"tiny": tiny, "flat": torch.zeros(1, 1, 4, 4)}, mean=None,
+                         std=None, clip=None, colorbar=True)
+    bars = [ax for ax in fig.axes if ax.get_label() == "<colorbar>"]
+    assert len(bars) == 2
+    low, high = bars[0].get_ylim()
+    assert low == pytest.approx(float(tiny.min()), rel=1e-6)
+    assert high == pytest.approx(float(tiny.max()), rel=1e-6) and high < 1e-12
+    fig.canvas.draw()  # a constant map gets a range around its value: it draws
+
+
+def test_show_maps_new_options_errors():
+    x = torch.rand(1, 3, 4, 4)
+    with pytest.raises(ValueError, match="scale must be"):
+        plot.show_maps(x, {"a": torch.rand(1, 1, 4, 4)}, mean=None, std=None, scale="global")
+    with pytest.raises(ValueError, match="blend=True.*need blend=False"):
+        plot.show_maps(x, {"a": torch.rand(1, 1, 4, 4)}, mean=None, std=None, blend=True,
+                       signed=True)

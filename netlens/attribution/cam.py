@@ -549,10 +549,11 @@ def eigencam(
                 relu=relu, batch_size=batch_size, gradients=False, layout=layout)[0]
 
 
-def _scorecam_weights(ctx: CamContext) -> torch.Tensor:
+def _scorecam_weights(ctx: CamContext, baseline: torch.Tensor | None = None) -> torch.Tensor:
     """Softmax over channels of the target score of ``x`` masked by each channel's upsampled,
-    min-max normalized activation; the ``B * C`` masked passes run ``batch_size`` at a time
-    (with K targets, each pass scores all K)."""
+    min-max normalized activation (``x * mask``, or ``x * mask + baseline * (1 - mask)``); the
+    ``B * C`` masked passes run ``batch_size`` at a time (with K targets, each pass scores all
+    K)."""
     x, acts = ctx.x, ctx.activations
     batch, channels = acts.shape[:2]
     size = (int(x.shape[2]), int(x.shape[3]))
@@ -566,20 +567,32 @@ def _scorecam_weights(ctx: CamContext) -> torch.Tensor:
                                align_corners=False)
             low = up.amin(dim=(2, 3), keepdim=True)
             mask = _safe_divide(up - low, up.amax(dim=(2, 3), keepdim=True) - low)
-            scores[part] = ctx.scores(image, x[image] * mask)
+            masked = x[image] * mask
+            if baseline is not None:
+                masked = masked + baseline[image] * (1 - mask)
+            scores[part] = ctx.scores(image, masked)
             bar.update(part.stop - part.start)
     if ctx.k is None:
         return torch.softmax(scores.view(batch, channels), dim=1)
     return torch.softmax(scores.view(batch, channels, ctx.k).transpose(1, 2), dim=2)
 
 
-_scorecam_variant = _FromContext(_scorecam_weights, gradients=False)
+def _scorecam_variant(x: torch.Tensor, baseline: float | torch.Tensor) -> CamVariant:
+    if isinstance(baseline, (int, float)) and not isinstance(baseline, bool) and baseline == 0:
+        return _FromContext(_scorecam_weights, gradients=False)  # x * mask, as in the paper
+    try:
+        base = torch.as_tensor(baseline, dtype=x.dtype, device=x.device).expand_as(x)
+    except RuntimeError as e:
+        raise ValueError(f"baseline of shape {tuple(torch.as_tensor(baseline).shape)} does not "
+                         f"broadcast to the input's shape {tuple(x.shape)}") from e
+    return _FromContext(lambda ctx: _scorecam_weights(ctx, base), gradients=False)
 
 
 def scorecam(
     model: nn.Module, x: torch.Tensor, target: TargetLike = None, *, layer: str | None = None,
     interpolate: bool = True, relu: bool = True, batch_size: int | None = None,
     progress: bool | None = None, layout: LayoutLike | None = None,
+    baseline: float | torch.Tensor = 0.0,
 ) -> torch.Tensor:
     """Score-CAM: channels weighted by how much each one, used as a mask, keeps the target score.
 
@@ -593,10 +606,17 @@ def scorecam(
         batch_size: masked images per forward pass (also images per pass when recording the
             layer); default from the memory budget. The result does not depend on it.
         progress: show a progress bar: None when it takes over 2 s, True always, False never.
+        baseline: what the masked-out pixels become: the paper's ``x * mask`` for 0.0 (the
+            default: zero in the model's input space, which for a normalized input is the
+            dataset's mean colour, for raw [0, 1] pixels black), else ``x * mask + baseline *
+            (1 - mask)`` with a float or a tensor broadcastable to ``x`` (a blurred copy of
+            ``x``: masked regions keep their colours but lose their detail, so a channel that
+            covers the background no longer scores by leaving a dark, object-like image).
 
     Other arguments, returns and raises as :func:`gradcam`.
     """
-    return cam_driver(model, x, target, _scorecam_variant, layer=layer,
+    fm, x = prepare(model, x)
+    return cam_driver(fm, x, target, _scorecam_variant(x, baseline), layer=layer,
                       interpolate=interpolate, relu=relu, batch_size=batch_size,
                       progress=progress, layout=layout)[0]
 

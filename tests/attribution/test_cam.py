@@ -189,6 +189,35 @@ def test_scorecam_equals_its_definition():
                                                  mode="bilinear", align_corners=False))
 
 
+def test_scorecam_baseline_equals_its_definition():
+    model = small_cnn()
+    x, t = images(2, 12, 10), [1, 3]
+    blurred = F.avg_pool2d(x, 3, stride=1, padding=1, count_include_pad=False)
+    a = model.act2(model.conv2(model.act1(model.conv1(x)))).detach()
+    for baseline in (blurred, 0.5):
+        base = torch.as_tensor(baseline, dtype=x.dtype).expand_as(x)
+        expected = []
+        for i in range(2):
+            scores = []
+            for c in range(a.shape[1]):
+                up = F.interpolate(a[i:i + 1, c:c + 1], size=(12, 10), mode="bilinear",
+                                   align_corners=False)
+                span = up.max() - up.min()
+                mask = (up - up.min()) / span if span > 0 else torch.zeros_like(up)
+                scores.append(model(x[i:i + 1] * mask + base[i:i + 1] * (1 - mask))[0, t[i]])
+            w = torch.softmax(torch.stack(scores), dim=0)
+            expected.append((w[:, None, None] * a[i]).sum(0, keepdim=True))
+        raw = cam.scorecam(model, x, t, layer="act2", relu=False, interpolate=False,
+                           baseline=baseline, batch_size=5)
+        torch.testing.assert_close(raw, torch.stack(expected).detach(), rtol=1e-10, atol=1e-12)
+    # the image itself as the baseline: every mask keeps the score, the weights are uniform
+    same = cam.scorecam(model, x, t, layer="act2", relu=False, interpolate=False, baseline=x)
+    torch.testing.assert_close(same, a.mean(1, keepdim=True), rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(cam.scorecam(model, x, t, baseline=0.0), cam.scorecam(model, x, t))
+    with pytest.raises(ValueError, match="baseline of shape \\(2, 3\\) does not broadcast"):
+        cam.scorecam(model, x, t, baseline=torch.zeros(2, 3))
+
+
 def test_scorecam_is_independent_of_batch_size():
     model = small_cnn()
     x, t = images(3, 12, 10), [0, 1, 2]

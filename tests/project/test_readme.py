@@ -30,6 +30,8 @@ def test_the_readme_examples_run_in_order():
     assert namespace["inverted"].shape == namespace["photo"].shape
     assert len(namespace["images"]) == 2
     assert namespace["out"].shape == namespace["content"].shape
+    assert namespace["vit_cam"].shape == (1, 1, 224, 224) and namespace["vit_cam"].any()
+    assert namespace["same"].equal(namespace["vit_cam"])  # a reshape function: the same map
 
 
 def _cli_lines() -> list[list[str]]:
