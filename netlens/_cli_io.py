@@ -246,6 +246,38 @@ def load_images(paths: Sequence[str], size: int, *, mean: Any, std: Any,
     return torch.cat(out)
 
 
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+"""The image files a folder argument stands for."""
+
+
+def expand_images(paths: Sequence[str]) -> list[str]:
+    """The image files the command line names: a file as given, a folder's image files
+    (:data:`IMAGE_SUFFIXES`, not its subfolders) in name order, a glob pattern (``"photos/*.jpg"``,
+    for a shell that does not expand it) in name order.
+
+    Raises:
+        CliError: a folder without images, or a pattern that matches nothing.
+    """
+    import glob
+
+    files: list[str] = []
+    for p in paths:
+        if os.path.isdir(p):
+            found = sorted(str(f) for f in Path(p).iterdir()
+                           if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
+            if not found:
+                raise CliError(f"folder {p!r} has no image files ({', '.join(IMAGE_SUFFIXES)})")
+            files += found
+        elif not os.path.exists(p) and glob.has_magic(p):
+            found = sorted(f for f in glob.glob(p) if os.path.isfile(f))
+            if not found:
+                raise CliError(f"the pattern {p!r} matches no file")
+            files += found
+        else:
+            files.append(p)
+    return files
+
+
 def check_paths(paths: Sequence[str], what: str) -> None:
     """Raises :class:`CliError` for the first path that is not an existing file."""
     for p in paths:

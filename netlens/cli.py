@@ -33,8 +33,11 @@ from ._cli_io import (
     Session,
     TargetColumn,
     default_layer,
+    expand_images,
     load_images,
+    load_model,
     os_error_message,
+    parse_model_args,
     pixels,
     predictions,
     resolve_device,
@@ -45,6 +48,9 @@ from ._cli_io import (
 )
 
 __all__ = ["main"]
+
+IMAGES_HELP = ("image files, folders (their image files, in name order) or quoted patterns such "
+               "as 'photos/*.jpg'")
 
 # attribute's method options: command-line name -> keyword of the attribution functions.
 _OPTIONS = {"layer": "layer", "steps": "steps", "samples": "n", "sigma": "sigma",
@@ -78,6 +84,8 @@ def _main(argv: list[str]) -> int:
         return int(e.code or 0)
 
     try:
+        if getattr(args, "images", None):  # folders and patterns stand for their images
+            args.images = expand_images(args.images)
         args.run(args, argv)
         return 0
     except KeyboardInterrupt:
@@ -127,9 +135,12 @@ def _parser() -> argparse.ArgumentParser:
         """The methods that take ``option``, from the registry's specs."""
         return ", ".join(m for m, spec in METHODS.items() if option in spec.parameters)
 
+    methods = "\n".join(f"  {name:<22} {spec.summary}" for name, spec in METHODS.items())
     parser = _Parser(prog="netlens", description="What a neural network sees and why it decides: "
                      "attribution maps, deep dream, feature visualization, style transfer, "
-                     "evaluation and the demo.")
+                     "evaluation and the demo.", epilog=f"attribution methods (netlens attribute "
+                     f"--method NAME):\n{methods}",
+                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"netlens {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -203,10 +214,21 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--debug", action="store_true", help="tracebacks for unexpected errors")
     p.set_defaults(run=_zoo)
 
+    p = sub.add_parser("layers", help="list a model's layers: names, types, output shapes and "
+                       "how netlens views each output (its layout)",
+                       description="list a model's layers: names (as layer= and --layer take "
+                       "them), types, output shapes for one image and layouts (nchw, nhwc, "
+                       "tokens+EXTRA, vector, other: not a map), the default CAM layer marked")
+    p.add_argument("spec", nargs="?", metavar="MODEL", help="the model, as --model takes it")
+    common_options(p, 0)
+    model_options(p)
+    p.add_argument("--grep", metavar="TEXT", help="only the layers whose name contains TEXT")
+    p.set_defaults(run=_layers)
+
     p = command("attribute", _attribute, "attribution maps of images: overlays, raw maps, "
                 "manifest", "netlens_attribute")
-    p.add_argument("images", nargs="+", metavar="IMAGE")
-    p.add_argument("--method", action="append", help="a method of netlens.attribution.METHODS, "
+    p.add_argument("images", nargs="+", metavar="IMAGE", help=IMAGES_HELP)
+    p.add_argument("--method", action="append", help=f"a method ({', '.join(METHODS)}), "
                    "repeatable or comma-separated; 'all' for every one (default gradcam)")
     group = p.add_mutually_exclusive_group()
     group.add_argument("--target", nargs="+", metavar="TARGET", help=f"what to explain: "
@@ -230,7 +252,7 @@ def _parser() -> argparse.ArgumentParser:
 
     p = command("dream", _dream, "deep dream: amplify what a layer sees in images",
                 "netlens_dream")
-    p.add_argument("images", nargs="+", metavar="IMAGE")
+    p.add_argument("images", nargs="+", metavar="IMAGE", help=IMAGES_HELP)
     p.add_argument("--layer", help="layer to amplify (default: the last spatial layer)")
     p.add_argument("--channel", type=int, help="one channel of the layer (default: all)")
     p.add_argument("--octaves", type=int, default=4, help="scales (default 4)")
@@ -258,7 +280,7 @@ def _parser() -> argparse.ArgumentParser:
 
     p = command("eval", _eval, "compare attribution methods with the metrics of "
                 "netlens.metrics", "netlens_eval")
-    p.add_argument("images", nargs="*", metavar="IMAGE")
+    p.add_argument("images", nargs="*", metavar="IMAGE", help=IMAGES_HELP)
     p.add_argument("--shapes", type=int, metavar="N", help="N fresh shapes images with their "
                    "object masks (the shapes model)")
     p.add_argument("--method", action="append", help="methods, as for attribute (default: the "
@@ -313,6 +335,43 @@ def _zoo(args: argparse.Namespace, argv: list[str]) -> None:
     kind = "segmentation" if args.kind == "train-segmentation" else "classifier"
     print(zoo.retrain(kind, out=args.out, steps=args.steps, batch_size=args.batch_size,
                       seed=args.seed, progress=not args.quiet))
+
+
+def _layers(args: argparse.Namespace, argv: list[str]) -> None:
+    import torch
+
+    from .attribution.cam import _default_layer
+    from .flat_model import FlatModel, input_channels, model_dtype
+
+    spec = args.spec or args.model
+    device = resolve_device(args.device)
+    loaded = load_model(spec, device, weights=args.weights, seed=args.seed,
+                        options=parse_model_args(args.model_arg))
+    if loaded.scripted:
+        raise CliError("a TorchScript archive hides its layers from hooks; save the model with "
+                       "torch.save(model, path) to list them")
+    size = loaded.size if args.size is None else args.size
+    x = torch.zeros(1, input_channels(loaded.model) or 3, size, size, device=device,
+                    dtype=model_dtype(loaded.model) or torch.float32)
+    fm = FlatModel(loaded.model)
+    fm.ensure_traced(x)
+    try:
+        default: str | None = _default_layer(fm)
+    except ValueError:  # no spatial layer
+        default = None
+    rows = [("layer", "type", "output shape", "layout")]
+    for c in fm.layers:
+        if args.grep and args.grep not in c.name:
+            continue
+        layout = c.layout.kind + (f"+{c.layout.extra}" if c.layout.extra else "")
+        shape = "x".join(map(str, c.shape)) if c.shape is not None else "-"
+        rows.append((c.name + ("  <- default CAM layer" if c.name == default else ""),
+                     c.type_name, shape, layout))
+    widths = [max(len(r[k]) for r in rows) for k in range(3)]
+    for r in rows:
+        print("  ".join(v.ljust(w) for v, w in zip(r[:3], widths)) + "  " + r[3])
+    print(f"{len(rows) - 1} of {len(fm.layers)} layer calls of {spec} at {size}x{size}; default "
+          f"CAM layer: {default or 'none (no spatial layer)'}")
 
 
 def _attribute(args: argparse.Namespace, argv: list[str]) -> None:

@@ -149,7 +149,8 @@ def bad_files(tmp_path_factory):
 
 @pytest.mark.parametrize("args, expected", [
     (["attribute", "{missing}"], "does not exist"),
-    (["attribute", "{folder}"], "is a folder"),
+    (["attribute", "{folder}"], "has no image files"),
+    (["attribute", "{folder}/*.jpg"], "matches no file"),
     (["attribute", "{broken}"], "cannot read image"),
     (["attribute", "{img}", "--method", "gradcm"], "did you mean gradcam"),
     (["attribute", "{img}", "--layer", "layer9"], "did you mean 'layer3'"),
@@ -267,13 +268,57 @@ def test_cli_is_the_only_argument_parser_and_demo_does_not_import_the_gallery():
 def test_help_lists_every_command(capsys):
     status, out, _ = _run(capsys, "--help")
     assert status == 0
-    for command in ("demo", "gallery", "zoo", "attribute", "dream", "visualize", "style",
-                    "eval"):
+    for command in ("demo", "gallery", "zoo", "layers", "attribute", "dream", "visualize",
+                    "style", "eval"):
         assert command in out
+    for method, spec in METHODS.items():  # every method, with its summary
+        assert f"  {method} " in out and spec.summary in out
     status, out, _ = _run(capsys, "attribute", "--help")
     for form in ("top5", "seg:C", "box:X0,Y0,X1,Y1[:LABEL]", "field:NAME[:TARGET]",
                  "channel:LAYER:C", "hf:NAME", "timm:NAME", "--model-arg"):
         assert form in " ".join(out.split()), form
+
+
+def test_a_folder_or_a_pattern_stands_for_its_images(tmp_path, capsys, shapes_files):
+    paths, _ = shapes_files
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for p in paths:
+        shutil.copy(p, folder)
+    (folder / "notes.txt").write_text("not an image")  # skipped: not an image suffix
+    outputs = {}
+    for name, given in (("files", paths), ("folder", [folder]), ("pattern", [folder / "*.png"])):
+        status, _, err = _run(capsys, "attribute", *given, "--device", "cpu", "-o",
+                              tmp_path / name)
+        assert status == 0, err
+        manifest = json.loads((tmp_path / name / "manifest.json").read_text())
+        outputs[name] = {f["path"]: np.load(tmp_path / name / f["path"])
+                         for f in manifest["files"] if f["path"].endswith(".npy")}
+    assert len(outputs["files"]) == 2  # one gradcam map per image
+    for name in ("folder", "pattern"):
+        assert outputs[name].keys() == outputs["files"].keys()
+        for key, value in outputs["files"].items():
+            np.testing.assert_array_equal(outputs[name][key], value)
+
+
+def test_layers_lists_names_types_shapes_and_layouts(capsys):
+    status, out, err = _run(capsys, "layers", "--device", "cpu")
+    assert status == 0, err
+    lines = out.splitlines()
+    assert lines[0].split() == ["layer", "type", "output", "shape", "layout"]
+    rows = {line.split()[0]: line.split() for line in lines[1:-1]}
+    assert rows["layer3"] == ["layer3", "<-", "default", "CAM", "layer", "Sequential",
+                              "1x64x16x16", "nchw"]
+    assert rows["fc"] == ["fc", "Linear", "1x4", "vector"]
+    assert lines[-1] == "38 of 38 layer calls of shapes at 64x64; default CAM layer: layer3"
+    status, out, _ = _run(capsys, "layers", "--grep", "layer2.0", "--device", "cpu")
+    assert status == 0 and all(line.startswith("layer2.0") for line in out.splitlines()[1:-1])
+    status, out, err = _run(capsys, "layers", "torchvision:vit_b_16", "--grep",
+                            "encoder_layer_11", "--device", "cpu")
+    assert status == 0, err
+    rows = {line.split()[0]: line.split() for line in out.splitlines()[1:-1]}
+    assert rows["encoder.layers.encoder_layer_11.ln_1"][-1] == "tokens+1"
+    assert "default CAM layer: encoder.layers.encoder_layer_11.ln_1" in out
 
 
 def test_dream_visualize_and_style_write_their_images(tmp_path, capsys, shapes_files):

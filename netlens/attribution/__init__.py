@@ -118,7 +118,7 @@ _SPECS = [
                gradients=False, **_CAM),
     MethodSpec("occlusion", occlusion, "map", "perturbation",
                "Zeiler & Fergus, \"Visualizing and Understanding Convolutional Networks\", "
-               "ECCV 2014", "the drop of the target score when a window is greyed out",
+               "ECCV 2014", "the drop of the target score when a window is set to the baseline (0)",
                gradients=False, progress=True, cheap={"window": 16, "stride": 8}),
 ]
 

@@ -99,8 +99,10 @@ def occlusion(
             4 on 28-32); a window that covers the whole image warns (its map is constant).
         stride: the window's step, ``int`` or ``(h, w)``. None: half the window (at least 1).
             With ``stride > window`` some pixels are covered by no window; they get 0.
-        baseline: what replaces the occluded pixels: a float (0.0, the default, is black on
-            images in [0, 1]; pass 0.5 for grey), or a tensor broadcastable to ``x`` (e.g.
+        baseline: what replaces the occluded pixels, in the model's input space: a float (0.0,
+            the default, is black for raw [0, 1] pixels and the mean colour for inputs
+            normalized with the dataset's mean; 0.5 is grey for raw pixels), or a tensor
+            broadcastable to ``x`` (e.g.
             ``(1, C, 1, 1)`` channel means, or a blurred copy of ``x``).
         batch_size: occluded images per forward pass (the ``B x windows`` passes are chunked);
             default from the memory budget. The result does not depend on it.

@@ -54,8 +54,8 @@ def test_the_readme_commands_are_valid_cli_calls():
     from netlens.cli import _parser
 
     lines = _cli_lines()
-    assert {argv[0] for argv in lines} >= {"demo", "attribute", "visualize", "dream", "style",
-                                           "eval"}
+    assert {argv[0] for argv in lines} >= {"demo", "attribute", "layers", "visualize", "dream",
+                                           "style", "eval"}
     parser = _parser()
     for argv in lines:
         args = parser.parse_args(argv)
