@@ -19,6 +19,7 @@ tracebacks. This module holds the only argument parser of netlens's commands (bu
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 import time
 from collections.abc import Sequence
@@ -442,6 +443,7 @@ def _visualize(args: argparse.Namespace, argv: list[str]) -> None:
     import torch
 
     from . import export
+    from .flat_model import input_channels
     from .generate import NetDreamer
 
     if not args.classes and not args.channels:
@@ -450,8 +452,14 @@ def _visualize(args: argparse.Namespace, argv: list[str]) -> None:
     size = min(run.loaded.size, 128) if args.size is None else run.size
     dreamer = NetDreamer(run.fm, mean=run.loaded.mean, std=run.loaded.std)
     common = {"size": size, "steps": args.steps, "lr": args.lr, "progress": run.progress}
-    classes = run.scores(torch.zeros(1, 3, size, size, device=run.device)).shape[-1]
+    channels_in = input_channels(run.fm.model) or 3
+    classes = run.scores(torch.zeros(1, channels_in, size, size, device=run.device)).shape[-1]
     indices = [run.class_index(c, classes) for c in args.classes or []]
+
+    def class_file(index: int) -> str:  # class_0_circle.png: the name where the model has one
+        name = re.sub(r"[^A-Za-z0-9_-]+", "_", run.class_name(index, classes)).strip("_")
+        return f"class_{index}.png" if name in ("", str(index)) else f"class_{index}_{name}.png"
+
     channels = []
     for spec in args.channels or []:  # every name checked before the first optimization
         layer, _, channel = spec.rpartition(":")
@@ -459,12 +467,12 @@ def _visualize(args: argparse.Namespace, argv: list[str]) -> None:
             raise CliError(f"--channel {spec!r} is not LAYER:C (e.g. layer3:7)")
         layer = run.layer(layer)
         channels.append((layer, int(channel), f"channel_{layer.replace(':', '-')}_{channel}.png"))
-    run.claim([f"class_{index}.png" for index in indices] + [name for *_, name in channels])
+    run.claim([class_file(index) for index in indices] + [name for *_, name in channels])
     records = []
     for index in indices:
         image = dreamer.class_visualization(
             index, generator=torch.Generator().manual_seed(args.seed), **common)
-        path = export.save_image(run.path(f"class_{index}.png"), image[0])
+        path = export.save_image(run.path(class_file(index)), image[0])
         records.append({"path": path.name, "kind": "image", "stage": "class", "target": index,
                         "class": run.class_name(index, classes)})
     for layer, channel, name in channels:

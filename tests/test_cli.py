@@ -331,7 +331,7 @@ def test_dream_visualize_and_style_write_their_images(tmp_path, capsys, shapes_f
     assert dream.shape == original.shape and (dream - original).abs().max() > 0.02
     assert _run(capsys, "visualize", "--class", "circle", "--channel", "layer3:5", "--steps", 4,
                 "--size", 40, *common, "-o", tmp_path / "vis")[0] == 0
-    for name in ("class_0.png", "channel_layer3_5.png"):
+    for name in ("class_0_circle.png", "channel_layer3_5.png"):  # the class name in the file
         with Image.open(tmp_path / "vis" / name) as im:
             assert im.size == (40, 40)
     status, _, err = _run(capsys, "style", img, shapes_files[0][1], "--model", "shapes",
