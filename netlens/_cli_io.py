@@ -227,8 +227,9 @@ def load_model(spec: str, device: torch.device, *, weights: str | None = None,
 
 
 def load_images(paths: Sequence[str], size: int, *, mean: Any, std: Any,
-                device: torch.device) -> torch.Tensor:
-    """The images at ``paths``, resized to ``size x size`` and normalized: ``(N, 3, S, S)``.
+                device: torch.device, keep_size: bool = False) -> torch.Tensor:
+    """The images at ``paths``, resized to ``size x size`` (``keep_size``: as they are, one
+    image) and normalized: ``(N, 3, S, S)``.
 
     Raises:
         CliError: a missing path, a folder, or a file PIL cannot read.
@@ -239,11 +240,30 @@ def load_images(paths: Sequence[str], size: int, *, mean: Any, std: Any,
     out = []
     for p in paths:
         try:
-            out.append(image.load(p, size, mean=mean, std=std, device=device))
+            out.append(image.load(p, None if keep_size else size, mean=mean, std=std,
+                                  device=device))
         except (OSError, ValueError, TypeError) as e:
             raise CliError(f"cannot read image {p!r} ({_first_line(e)}); give a PNG, JPEG or "
                            "another format PIL opens") from None
     return torch.cat(out)
+
+
+DREAM_SIDE = 512
+"""The longest side ``netlens dream`` works at without ``--size`` (a larger photo is shrunk)."""
+
+
+def dream_image(path: str, device: torch.device) -> torch.Tensor:
+    """The photo at ``path`` as raw ``[0, 1]`` pixels ``(1, 3, H, W)`` at its own size, shrunk
+    (aspect kept) to :data:`DREAM_SIDE` on its longer side if larger."""
+    from . import image
+
+    x = load_images([path], 0, mean=None, std=None, device=device, keep_size=True)
+    h, w = x.shape[-2:]
+    if max(h, w) > DREAM_SIDE:
+        scale = DREAM_SIDE / max(h, w)
+        x = image.load(x, (max(8, round(h * scale)), max(8, round(w * scale))), mean=None,
+                       std=None, device=device)
+    return x
 
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")

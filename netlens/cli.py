@@ -34,6 +34,7 @@ from ._cli_io import (
     Session,
     TargetColumn,
     default_layer,
+    dream_image,
     expand_images,
     load_images,
     load_model,
@@ -251,7 +252,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, help="images per pass (default: from a memory "
                    "budget)")
 
-    p = command("dream", _dream, "deep dream: amplify what a layer sees in images",
+    p = command("dream", _dream, "deep dream: amplify what a layer sees in images, at each "
+                "image's own size (at most 512 px on its longer side; --size S: S x S)",
                 "netlens_dream")
     p.add_argument("images", nargs="+", metavar="IMAGE", help=IMAGES_HELP)
     p.add_argument("--layer", help="layer to amplify (default: the last spatial layer)")
@@ -425,15 +427,17 @@ def _dream(args: argparse.Namespace, argv: list[str]) -> None:
     names = stems(args.images)
     run = Session(args, layers=True, raw=True, outputs=[f"{s}_dream.png" for s in names],
                   argv=argv)
-    x = run.images(args.images)
     layer = run.layer(args.layer)
     dreamer = NetDreamer(run.fm, mean=run.loaded.mean, std=run.loaded.std)
-    out = dreamer.deep_dream(x, layer, args.channel, octaves=args.octaves, steps=args.steps,
-                             lr=args.lr, progress=run.progress,
-                             generator=torch.Generator().manual_seed(args.seed))
     records = []
     for i, stem in enumerate(names):
-        path = export.save_image(run.path(f"{stem}_dream.png"), out[i])
+        # the photo's own size (at most DREAM_SIDE on its longer side), unless --size
+        x = run.images([args.images[i]]) if args.size is not None else \
+            dream_image(args.images[i], run.device)
+        out = dreamer.deep_dream(x, layer, args.channel, octaves=args.octaves,
+                                 steps=args.steps, lr=args.lr, progress=run.progress,
+                                 generator=torch.Generator().manual_seed(args.seed))
+        path = export.save_image(run.path(f"{stem}_dream.png"), out[0])
         records.append({"path": path.name, "kind": "image", "stage": "dream", "layer": layer,
                         "channel": args.channel, "image": args.images[i]})
     run.finish(argv, records, {"layer": layer})

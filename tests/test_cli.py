@@ -329,6 +329,16 @@ def test_dream_visualize_and_style_write_their_images(tmp_path, capsys, shapes_f
     original = image.load(img, mean=None, std=None)
     dream = image.load(tmp_path / "dream" / "shape0_dream.png", mean=None, std=None)
     assert dream.shape == original.shape and (dream - original).abs().max() > 0.02
+    photo = tmp_path / "photo.png"  # not square, larger than the model's 64 px: kept as it is
+    save_image(photo, torch.rand(3, 90, 120, generator=torch.Generator().manual_seed(0)))
+    big = tmp_path / "big.png"  # over 512 px: shrunk to 512 on its longer side, aspect kept
+    save_image(big, torch.rand(3, 300, 600, generator=torch.Generator().manual_seed(1)))
+    assert _run(capsys, "dream", photo, big, "--layer", "layer2", "--steps", 1, "--octaves", 1,
+                *common, "-o", tmp_path / "dream2")[0] == 0
+    with Image.open(tmp_path / "dream2" / "photo_dream.png") as im:
+        assert im.size == (120, 90)
+    with Image.open(tmp_path / "dream2" / "big_dream.png") as im:
+        assert im.size == (512, 256)
     assert _run(capsys, "visualize", "--class", "circle", "--channel", "layer3:5", "--steps", 4,
                 "--size", 40, *common, "-o", tmp_path / "vis")[0] == 0
     for name in ("class_0_circle.png", "channel_layer3_5.png"):  # the class name in the file
