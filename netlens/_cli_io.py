@@ -17,6 +17,7 @@ and exits with status 2. :class:`OutputFolder` keeps the rules of the output fol
 from __future__ import annotations
 
 import ast
+import dataclasses
 import difflib
 import inspect
 import json
@@ -227,7 +228,8 @@ def load_model(spec: str, device: torch.device, *, weights: str | None = None,
 
 
 def load_images(paths: Sequence[str], size: int, *, mean: Any, std: Any,
-                device: torch.device, keep_size: bool = False) -> torch.Tensor:
+                device: torch.device, keep_size: bool = False, channels: int = 3
+                ) -> torch.Tensor:
     """The images at ``paths``, resized to ``size x size`` (``keep_size``: as they are, one
     image) and normalized: ``(N, 3, S, S)``.
 
@@ -241,7 +243,7 @@ def load_images(paths: Sequence[str], size: int, *, mean: Any, std: Any,
     for p in paths:
         try:
             out.append(image.load(p, None if keep_size else size, mean=mean, std=std,
-                                  device=device))
+                                  device=device, channels=channels))
         except (OSError, ValueError, TypeError) as e:
             raise CliError(f"cannot read image {p!r} ({_first_line(e)}); give a PNG, JPEG or "
                            "another format PIL opens") from None
@@ -252,17 +254,25 @@ DREAM_SIDE = 512
 """The longest side ``netlens dream`` works at without ``--size`` (a larger photo is shrunk)."""
 
 
-def dream_image(path: str, device: torch.device) -> torch.Tensor:
+def _values(stats: Any) -> int:
+    """How many per-channel values a mean or std has (0 for None, 1 for a number)."""
+    if stats is None:
+        return 0
+    return len(stats) if isinstance(stats, (tuple, list)) else int(torch.as_tensor(stats).numel())
+
+
+def dream_image(path: str, device: torch.device, channels: int = 3) -> torch.Tensor:
     """The photo at ``path`` as raw ``[0, 1]`` pixels ``(1, 3, H, W)`` at its own size, shrunk
     (aspect kept) to :data:`DREAM_SIDE` on its longer side if larger."""
     from . import image
 
-    x = load_images([path], 0, mean=None, std=None, device=device, keep_size=True)
+    x = load_images([path], 0, mean=None, std=None, device=device, keep_size=True,
+                    channels=channels)
     h, w = x.shape[-2:]
     if max(h, w) > DREAM_SIDE:
         scale = DREAM_SIDE / max(h, w)
         x = image.load(x, (max(8, round(h * scale)), max(8, round(w * scale))), mean=None,
-                       std=None, device=device)
+                       std=None, device=device, channels=channels)
     return x
 
 
@@ -574,6 +584,13 @@ class Session:
         self.folder.device = str(self.device)
         self.loaded = load_model(args.model, self.device, weights=args.weights, seed=args.seed,
                                  options=parse_model_args(getattr(args, "model_arg", None)))
+        from .flat_model import input_channels
+
+        if input_channels(self.loaded.model) == 1 and \
+                any(_values(v) == 3 for v in (self.loaded.mean, self.loaded.std)):
+            # ImageNet's colour statistics (the default for a saved model) are not a grayscale
+            # model's: it gets raw [0, 1] pixels
+            self.loaded = dataclasses.replace(self.loaded, mean=None, std=None)
         if layers and self.loaded.scripted:
             raise CliError(f"netlens {args.command} reads the model's layers, which a TorchScript "
                            "archive hides from hooks; save the model with torch.save(model, path)")
@@ -598,8 +615,12 @@ class Session:
 
     def images(self, paths: Sequence[str]) -> torch.Tensor:
         """The images ``(N, 3, S, S)`` at ``--size``, normalized for the model unless ``raw``."""
+        from .flat_model import input_channels
+
         stats = (None, None) if self.raw else (self.loaded.mean, self.loaded.std)
-        return load_images(paths, self.size, mean=stats[0], std=stats[1], device=self.device)
+        channels = 1 if input_channels(self.fm.model) == 1 else 3  # grayscale for MNIST-likes
+        return load_images(paths, self.size, mean=stats[0], std=stats[1], device=self.device,
+                           channels=channels)
 
     def normalize(self, pixels: torch.Tensor) -> torch.Tensor:
         """``[0, 1]`` pixels normalized as the model expects."""

@@ -340,6 +340,13 @@ def _zoo(args: argparse.Namespace, argv: list[str]) -> None:
                       seed=args.seed, progress=not args.quiet))
 
 
+def _normalization(run: Session) -> dict[str, Any]:
+    """The model's input normalization for OptVis and NetDreamer: None (raw pixels) is
+    ``mean=0.0, std=1.0`` there, where None would mean "guess from the model"."""
+    mean, std = run.loaded.mean, run.loaded.std
+    return {"mean": 0.0 if mean is None else mean, "std": 1.0 if std is None else std}
+
+
 def _layers(args: argparse.Namespace, argv: list[str]) -> None:
     import torch
 
@@ -422,18 +429,20 @@ def _dream(args: argparse.Namespace, argv: list[str]) -> None:
     import torch
 
     from . import export
+    from .flat_model import input_channels
     from .generate import NetDreamer
 
     names = stems(args.images)
     run = Session(args, layers=True, raw=True, outputs=[f"{s}_dream.png" for s in names],
                   argv=argv)
     layer = run.layer(args.layer)
-    dreamer = NetDreamer(run.fm, mean=run.loaded.mean, std=run.loaded.std)
+    dreamer = NetDreamer(run.fm, **_normalization(run))
     records = []
     for i, stem in enumerate(names):
         # the photo's own size (at most DREAM_SIDE on its longer side), unless --size
         x = run.images([args.images[i]]) if args.size is not None else \
-            dream_image(args.images[i], run.device)
+            dream_image(args.images[i], run.device,
+                        1 if input_channels(run.fm.model) == 1 else 3)
         out = dreamer.deep_dream(x, layer, args.channel, octaves=args.octaves,
                                  steps=args.steps, lr=args.lr, progress=run.progress,
                                  generator=torch.Generator().manual_seed(args.seed))
@@ -454,7 +463,7 @@ def _visualize(args: argparse.Namespace, argv: list[str]) -> None:
         raise CliError("give --class C and/or --channel LAYER:C (see netlens visualize --help)")
     run = Session(args, layers=bool(args.channels), raw=True, argv=argv)
     size = min(run.loaded.size, 128) if args.size is None else run.size
-    dreamer = NetDreamer(run.fm, mean=run.loaded.mean, std=run.loaded.std)
+    dreamer = NetDreamer(run.fm, **_normalization(run))
     common = {"size": size, "steps": args.steps, "lr": args.lr, "progress": run.progress}
     channels_in = input_channels(run.fm.model) or 3
     classes = run.scores(torch.zeros(1, channels_in, size, size, device=run.device)).shape[-1]

@@ -61,10 +61,14 @@ def load(
     std: Stats = IMAGENET_STD,
     device: torch.device | str | None = None,
     dtype: torch.dtype = torch.float32,
+    channels: int = 3,
 ) -> Tensor:
-    """Load an image as a normalized ``(1, 3, H, W)`` model input.
+    """Load an image as a normalized ``(1, 3, H, W)`` model input (``(1, 1, H, W)`` with
+    ``channels=1``).
 
-    Grayscale images are repeated to 3 channels and an alpha channel is dropped. Files are opened
+    With ``channels=3`` grayscale images are repeated to 3 channels and an alpha channel is
+    dropped; with ``channels=1`` colour images become their luminance (ITU-R 601:
+    ``0.299 R + 0.587 G + 0.114 B``, PIL's ``"L"``), for MNIST-like models. Files are opened
     with PIL and turned upright by their EXIF orientation, as a viewer would show them.
 
     Args:
@@ -81,9 +85,11 @@ def load(
         device: device of the result; ``None`` means the tensor's own device for a tensor
             ``src``, else the CPU.
         dtype: floating dtype of the result.
+        channels: 3 (RGB, the default) or 1 (grayscale); a model's own count is
+            ``netlens.flat_model.input_channels(model)``.
 
     Returns:
-        A new tensor ``(1, 3, H, W)`` of ``dtype`` on ``device``, not requiring grad.
+        A new tensor ``(1, channels, H, W)`` of ``dtype`` on ``device``, not requiring grad.
 
     Raises:
         TypeError: if ``src`` is of an unsupported type or dtype, or ``dtype`` is not floating.
@@ -98,6 +104,8 @@ def load(
     """
     if not dtype.is_floating_point:
         raise TypeError(f"dtype must be a floating dtype such as torch.float32, got {dtype}")
+    if channels not in (1, 3) or isinstance(channels, bool):
+        raise ValueError(f"channels must be 3 (RGB) or 1 (grayscale), got {channels!r}")
     if isinstance(src, (str, os.PathLike)):
         src = _open(src)
     if isinstance(src, PIL.Image.Image):
@@ -111,10 +119,13 @@ def load(
         raise TypeError(f"load() accepts {_ACCEPTED}; got {type(src).__name__}")
     x = x.to(device=device)
     x = _to_unit_float(x, dtype)
-    if x.shape[0] == 1:
-        x = x.expand(3, -1, -1)
-    elif x.shape[0] == 4:
+    if x.shape[0] == 4:
         x = x[:3]
+    if channels == 3 and x.shape[0] == 1:
+        x = x.expand(3, -1, -1)
+    elif channels == 1 and x.shape[0] == 3:
+        luma = torch.tensor([0.299, 0.587, 0.114], dtype=x.dtype, device=x.device)
+        x = (x * luma[:, None, None]).sum(0, keepdim=True)
     x = x.unsqueeze(0)
     if size is not None:
         x = resize(x, size)

@@ -725,3 +725,24 @@ def test_ctrl_c_while_netlens_is_imported_is_one_line_and_status_130(monkeypatch
     monkeypatch.setattr("sys.argv", ["netlens", "--version"])
     assert _netlens_cli.main() == 0  # otherwise it is netlens.cli.main
     assert capsys.readouterr().out.startswith("netlens ")
+
+
+def test_a_one_channel_model_gets_grayscale_images(tmp_path, capsys, shapes_files):
+    torch.manual_seed(0)
+    mnist = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.ReLU(),
+                                torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),
+                                torch.nn.Linear(4, 3)).eval()
+    path = tmp_path / "mnist.pt"
+    torch.save(mnist, path)
+    img = shapes_files[0][0]
+    status, _, err = _run(capsys, "attribute", img, "--model", path, "--method", "saliency",
+                          "--size", 28, "--device", "cpu", "-o", tmp_path / "out")
+    assert status == 0, err
+    saved = np.load(tmp_path / "out" / next(p.name for p in (tmp_path / "out").glob("*.npy")))
+    x = image.load(img, 28, mean=None, std=None, channels=1)
+    want = METHODS["saliency"](mnist, x, None).numpy()
+    assert saved.shape == (1, 1, 28, 28)
+    np.testing.assert_allclose(saved, want, rtol=1e-5, atol=1e-7)
+    status, _, err = _run(capsys, "dream", img, "--model", path, "--layer", "1", "--steps", 1,
+                          "--octaves", 1, "--device", "cpu", "-o", tmp_path / "dream")
+    assert status == 0, err

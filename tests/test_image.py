@@ -220,3 +220,17 @@ def test_load_bad_values_and_dtypes():
         nli.load(np.zeros((4, 4), np.int64))
     with pytest.raises(TypeError, match="dtype"):
         nli.load(torch.zeros(3, 4, 4, dtype=torch.int32))
+
+
+def test_load_one_channel_is_the_luminance_of_pil(tmp_path, rgb):
+    path = tmp_path / "colour.png"
+    PIL.Image.fromarray(rgb).save(path)
+    gray = nli.load(path, channels=1, mean=None, std=None)
+    assert gray.shape == (1, 1, *rgb.shape[:2])
+    # PIL's own "L" conversion (integer-rounded ITU-R 601 luma): within one grey level
+    want = np.asarray(PIL.Image.open(path).convert("L"), dtype=np.float64) / 255
+    assert np.abs(gray[0, 0].numpy() - want).max() <= 1 / 255 + 1e-6
+    one = nli.load(np.asarray(PIL.Image.open(path).convert("L")), channels=1, mean=0.5, std=0.5)
+    assert one.shape == gray.shape  # a grayscale source stays one channel, normalized
+    with pytest.raises(ValueError, match="channels must be 3 \\(RGB\\) or 1"):
+        nli.load(path, channels=2)
