@@ -397,7 +397,8 @@ def _attribute(args: argparse.Namespace, argv: list[str]) -> None:
     columns = _targets(run, args, output, len(args.images))
     options = _method_options(args, methods, run, x, output)
     run.claim([f"{stem}_{method}_{column.tags[i]}.{ext}" for method in methods
-               for column in columns for i, stem in enumerate(names) for ext in ("png", "npy")])
+               for column in columns for i, stem in enumerate(names) for ext in ("png", "npy")]
+              + ["index.html"])
     records: list[dict] = []
     for i, stem in enumerate(names):
         image = export.save_image(run.path(f"{stem}.png"), pixels(x[i], run.loaded))
@@ -416,9 +417,25 @@ def _attribute(args: argparse.Namespace, argv: list[str]) -> None:
                 records += [{"path": f"{base}.png", "kind": "image", "stage": "overlay", **about},
                             {"path": f"{base}.npy", "kind": "array", "stage": "raw",
                              "shape": list(attr[i:i + 1].shape), **about}]
+    sections = []
     for i, path in enumerate(args.images):
-        say(args, f"{path}: {predictions(output, i, run.class_name, run.loaded.class_names)}; "
+        predicted = predictions(output, i, run.class_name, run.loaded.class_names)
+        say(args, f"{path}: {predicted}; "
             f"maps for target(s) {', '.join(str(c.specs[i]) for c in columns)}")
+        rows = []
+        for column in columns:
+            name = column.classes[i]
+            label = f"target {column.specs[i]}" + (f" ({name})" if name not in (None, "") and
+                                                   str(name) != str(column.specs[i]) else "")
+            rows.append({"label": label, "items": [
+                {"src": f"{names[i]}.png", "caption": "input"},
+                *({"src": f"{names[i]}_{method}_{column.tags[i]}.png", "caption": method}
+                  for method in methods)]})
+        sections.append({"title": path, "text": f"prediction: {predicted}", "rows": rows})
+    export.write_html(run.path("index.html"), title="netlens attribute", sections=sections,
+                      intro=f"{run.loaded.spec}: {', '.join(methods)}. Overlays scaled per map; "
+                            "the raw maps are the .npy files, all listed in manifest.json.")
+    records.append({"path": "index.html", "kind": "html", "stage": "summary"})
     layers = sorted({o["layer"] for o in options.values() if "layer" in o})
     run.finish(argv, records, {"methods": methods, **({"layers": layers} if layers else {}),
                                "targets": [[c.specs[i] for c in columns]

@@ -119,7 +119,16 @@ def test_attribute_top_k_on_the_shapes_model(tmp_path, capsys, shapes_files):
                                        rtol=1e-5, atol=1e-6)
     for i in range(2):  # the summary names the predicted class
         assert SHAPES_CLASSES[int(top[i, 0])] in out.splitlines()[i]
-    assert len(json.loads((tmp_path / "manifest.json").read_text())["files"]) == 2 + 2 * 2 * 2
+    files = json.loads((tmp_path / "manifest.json").read_text())["files"]
+    assert len(files) == 2 + 2 * 2 * 2 + 1  # inputs, overlays and maps, index.html
+    page = (tmp_path / "index.html").read_text()
+    for i in range(2):  # one section per image, one row per target with its class name
+        for k in range(2):
+            c = int(top[i, k])
+            assert f"target {c} ({SHAPES_CLASSES[c]})" in page
+            assert f'src="shape{i}_gradcam_{c}.png"' in page
+        assert f'src="shape{i}.png"' in page
+    assert {"path": "index.html", "kind": "html", "stage": "summary"} in files
 
 
 def test_one_target_per_image_and_the_seed(tmp_path, capsys, shapes_files):
