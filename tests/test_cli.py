@@ -74,7 +74,7 @@ def test_attribute_on_a_saved_torchvision_model_equals_the_python_api(
     assert manifest["params"]["model"] == path
     listed = {f["path"] for f in manifest["files"]}
     written = {p.name for p in tmp_path.iterdir()} - {"manifest.json"}
-    assert listed == written and len(listed) == 5  # the input and 2 methods x (PNG, npy)
+    assert listed == written and len(listed) == 6  # the input, 2 methods x (PNG, npy), index
     raw = [f for f in manifest["files"] if f["kind"] == "array"]
     assert {f["class"] for f in raw} == {"tiger shark"}  # ImageNet class 3
     assert "shape0.png" in out and "3" in out

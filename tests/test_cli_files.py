@@ -90,7 +90,7 @@ def test_a_later_run_replaces_what_netlens_wrote_and_remembers_the_rest(tmp_path
     assert status == 0, err  # the first run's files are still known to be netlens's
     manifest = json.loads((out / "manifest.json").read_text())
     assert {f["path"] for f in manifest["files"]} == {"shape0.png", "shape0_saliency_0.png",
-                                                      "shape0_saliency_0.npy"}
+                                                      "shape0_saliency_0.npy", "index.html"}
     assert sorted(manifest["earlier_files"]) == ["shape0_gradcam_0.npy", "shape0_gradcam_0.png"]
     assert manifest["complete"] is True and (out / "notes.txt").read_text() == "mine"
     status, _, err = _run(capsys, "attribute", *common, "--method", "gradcam")
@@ -155,7 +155,7 @@ def test_ctrl_c_mid_run_leaves_no_lying_manifest(tmp_path, capsys, shape_png, mo
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["complete"] is True
     assert {f["path"] for f in manifest["files"]} == {"shape0.png", "shape0_gradcam_0.png",
-                                                      "shape0_gradcam_0.npy"}
+                                                      "shape0_gradcam_0.npy", "index.html"}
 
 
 @pytest.mark.parametrize("where", ["netlens.cli._parser", "netlens._cli_io.load_model"])
