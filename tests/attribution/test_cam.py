@@ -166,22 +166,32 @@ def test_gradcam_by_hand():
                                10 * relued, rtol=1e-12, atol=1e-12)
 
 
+def scorecam_oracle(model, x, t, a, baseline=None):
+    """Score-CAM from its definition, image by image and channel by channel: the softmax of
+    the scores of ``x * mask + baseline * (1 - mask)`` (``x * mask`` without a baseline)."""
+    h, w = x.shape[-2:]
+    expected = []
+    for i in range(x.shape[0]):
+        scores = []
+        for c in range(a.shape[1]):
+            up = F.interpolate(a[i:i + 1, c:c + 1], size=(h, w), mode="bilinear",
+                               align_corners=False)
+            span = up.max() - up.min()
+            mask = (up - up.min()) / span if span > 0 else torch.zeros_like(up)
+            masked = x[i:i + 1] * mask
+            if baseline is not None:
+                masked = masked + baseline[i:i + 1] * (1 - mask)
+            scores.append(model(masked)[0, t[i]])
+        weights = torch.softmax(torch.stack(scores), dim=0)
+        expected.append((weights[:, None, None] * a[i]).sum(0, keepdim=True))
+    return torch.stack(expected).detach()
+
+
 def test_scorecam_equals_its_definition():
     model = small_cnn()
     x, t = images(2, 12, 10), [1, 3]
     a = model.act2(model.conv2(model.act1(model.conv1(x)))).detach()  # (2, 8, 6, 5)
-    expected = []
-    for i in range(2):
-        scores = []
-        for c in range(a.shape[1]):
-            up = F.interpolate(a[i:i + 1, c:c + 1], size=(12, 10), mode="bilinear",
-                               align_corners=False)
-            span = up.max() - up.min()
-            mask = (up - up.min()) / span if span > 0 else torch.zeros_like(up)
-            scores.append(model(x[i:i + 1] * mask)[0, t[i]])
-        w = torch.softmax(torch.stack(scores), dim=0)
-        expected.append((w[:, None, None] * a[i]).sum(0, keepdim=True))
-    expected = torch.stack(expected).detach()
+    expected = scorecam_oracle(model, x, t, a)
     raw = cam.scorecam(model, x, t, layer="act2", relu=False, interpolate=False, batch_size=5)
     torch.testing.assert_close(raw, expected, rtol=1e-10, atol=1e-12)
     up = cam.scorecam(model, x, t, layer="act2", batch_size=3)
@@ -196,20 +206,10 @@ def test_scorecam_baseline_equals_its_definition():
     a = model.act2(model.conv2(model.act1(model.conv1(x)))).detach()
     for baseline in (blurred, 0.5):
         base = torch.as_tensor(baseline, dtype=x.dtype).expand_as(x)
-        expected = []
-        for i in range(2):
-            scores = []
-            for c in range(a.shape[1]):
-                up = F.interpolate(a[i:i + 1, c:c + 1], size=(12, 10), mode="bilinear",
-                                   align_corners=False)
-                span = up.max() - up.min()
-                mask = (up - up.min()) / span if span > 0 else torch.zeros_like(up)
-                scores.append(model(x[i:i + 1] * mask + base[i:i + 1] * (1 - mask))[0, t[i]])
-            w = torch.softmax(torch.stack(scores), dim=0)
-            expected.append((w[:, None, None] * a[i]).sum(0, keepdim=True))
         raw = cam.scorecam(model, x, t, layer="act2", relu=False, interpolate=False,
                            baseline=baseline, batch_size=5)
-        torch.testing.assert_close(raw, torch.stack(expected).detach(), rtol=1e-10, atol=1e-12)
+        torch.testing.assert_close(raw, scorecam_oracle(model, x, t, a, base), rtol=1e-10,
+                                   atol=1e-12)
     # the image itself as the baseline: every mask keeps the score, the weights are uniform
     same = cam.scorecam(model, x, t, layer="act2", relu=False, interpolate=False, baseline=x)
     torch.testing.assert_close(same, a.mean(1, keepdim=True), rtol=1e-10, atol=1e-12)
