@@ -7,6 +7,7 @@ like any object. Save one with ``fig.savefig(path)``; in a notebook, a returned 
 
 Image tensors are expected normalized with ``mean``/``std`` (ImageNet's by default, as
 :func:`netlens.image.load` returns them); pass ``mean=None, std=None`` for raw ``[0, 1]`` pixels.
+A one-channel (grayscale) image with the ImageNet defaults is shown as raw pixels.
 """
 
 from __future__ import annotations
@@ -184,7 +185,7 @@ def overlay(
             f"overlay() takes one attribution (C', H', W'), got a batch {tuple(attr.shape)}; "
             f"use show() for batches"
         )
-    img = to_numpy(image, mean, std)
+    img = to_numpy(image, *_stats_for(image, mean, std))
     if img.shape[-1] == 1:
         img = np.repeat(img, 3, axis=-1)
     h, w = img.shape[:2]
@@ -264,7 +265,7 @@ def show(
     fig, cells = _figure(b, ncols, per, panel_size)
     for i, cell in enumerate(cells):
         axes = cell.subplots(1, per, squeeze=False)[0]
-        _imshow(axes[0], to_numpy(x[i], mean, std))
+        _imshow(axes[0], to_numpy(x[i], *_stats_for(x[i], mean, std)))
         if attr is not None:
             blended = overlay(x[i], attr[i], alpha, cmap, mean, std, reduce=reduce, clip=clip)
             _imshow(axes[1], blended)
@@ -407,7 +408,7 @@ def show_maps(
     panels: list[np.ndarray] = []
     names: list[str] = []
     for i in range(b):
-        img = to_numpy(images[i], mean, std)
+        img = to_numpy(images[i], *_stats_for(images[i], mean, std))
         panels.append(np.repeat(img, 3, axis=-1) if img.shape[-1] == 1 else img)
         if masks is not None:
             panels.append(masks[i, 0].detach().float().cpu().numpy())
@@ -509,6 +510,15 @@ def grid(
 
 # ---------------------------------------------------------------------------------------------
 # helpers
+
+
+def _stats_for(image: Tensor, mean: Stats, std: Stats) -> tuple[Stats, Stats]:
+    """``mean, std`` for showing ``image``: the ImageNet defaults on a one-channel image (which
+    cannot have been normalized with them) mean raw ``[0, 1]`` pixels."""
+    channels = image.shape[-3] if image.ndim >= 3 else 1
+    if channels == 1 and mean is IMAGENET_MEAN and std is IMAGENET_STD:
+        return None, None
+    return mean, std
 
 
 def _reduced(attr: Tensor, reduce: Reduce | None) -> Tensor:
@@ -614,7 +624,7 @@ def _display_array(img: object, mean: Stats, std: Stats) -> np.ndarray:
     if isinstance(img, Tensor):
         if img.ndim == 2:
             img = img[None]
-        arr = to_numpy(img, mean, std)
+        arr = to_numpy(img, *_stats_for(img, mean, std))
         return arr[..., 0] if arr.shape[-1] == 1 else arr
     if isinstance(img, PIL.Image.Image):
         return np.asarray(img if img.mode in ("L", "RGB", "RGBA") else img.convert("RGB"))

@@ -273,3 +273,13 @@ def test_show_maps_new_options_errors():
     with pytest.raises(ValueError, match="blend=True.*need blend=False"):
         plot.show_maps(x, {"a": torch.rand(1, 1, 4, 4)}, mean=None, std=None, blend=True,
                        signed=True)
+
+
+def test_a_grayscale_image_with_the_default_stats_is_shown_as_raw_pixels():
+    x = torch.rand(2, 1, 8, 8, generator=_gen())
+    fig = plot.show(x, torch.rand(2, 1, 8, 8))  # ImageNet's 3-value stats by default
+    assert np.allclose(_shown(fig.axes[0]), x[0, 0].numpy())
+    maps = plot.show_maps(x, {"a": torch.rand(2, 1, 8, 8)})
+    assert np.allclose(_shown(maps.axes[0])[..., 0], x[0, 0].numpy())
+    with pytest.raises(ValueError, match="mean has 3 entries"):  # given explicitly: refused
+        plot.show(x, mean=(0.1, 0.2, 0.3), std=None)
