@@ -32,7 +32,7 @@ import dataclasses
 import threading
 import weakref
 from collections.abc import Callable, Iterator
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import torch
 import torch.nn.functional as F
@@ -49,6 +49,7 @@ __all__ = [
 
 ActivationKind = Literal["relu", "relu6"]
 LayoutKind = Literal["nchw", "nhwc", "tokens", "vector", "custom", "other"]
+_KINDS: tuple[str, ...] = get_args(LayoutKind)
 
 # Modules whose forward is a single activation call: that call belongs to the module itself.
 _ACTIVATION_MODULES = (nn.ReLU, nn.ReLU6, nn.Hardtanh)
@@ -139,9 +140,9 @@ class Layout:
         default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
-        if self.kind not in ("nchw", "nhwc", "tokens", "vector", "custom", "other"):
-            raise ValueError(f"unknown layout kind {self.kind!r}; one of 'nchw', 'nhwc', "
-                             "'tokens', 'vector', 'custom', 'other'")
+        if self.kind not in _KINDS:
+            raise ValueError(f"unknown layout kind {self.kind!r}; one of "
+                             f"{', '.join(map(repr, _KINDS))}")
         if (self.kind == "custom") != (self.reshape is not None):
             raise ValueError("a 'custom' layout needs reshape= (a function output -> "
                              "[B, C, h, w]), and only a custom one takes it")

@@ -364,9 +364,10 @@ def _layers(args: argparse.Namespace, argv: list[str]) -> None:
     x = torch.zeros(1, input_channels(loaded.model) or 3, size, size, device=device,
                     dtype=model_dtype(loaded.model) or torch.float32)
     fm = FlatModel(loaded.model)
-    fm.ensure_traced(x)
-    try:
-        default: str | None = _default_layer(fm)
+    with torch.no_grad():
+        output = fm(x)  # finds the layers at this size on its way
+    try:  # a detector's CAM layer is its backbone's (as attribute takes it), else the methods'
+        default = default_layer(fm, x, output) or _default_layer(fm)
     except ValueError:  # no spatial layer
         default = None
     rows = [("layer", "type", "output shape", "layout")]

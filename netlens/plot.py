@@ -398,8 +398,8 @@ def show_maps(
                     raise ValueError(
                         f"map {name!r} must reduce to one channel, got {m.shape[1]}; set reduce"
                     )
+                ranges[i, name] = _limits(m, signed, clip)
                 raw[i, name] = m[0, 0].cpu().numpy()
-                ranges[i, name] = _limits(raw[i, name], signed, clip)
         for key in list(ranges):
             group = [k for k in ranges if scale == "shared" or (scale == "column"
                                                                  and k[1] == key[1])]
@@ -542,15 +542,16 @@ def _reduced(attr: Tensor, reduce: Reduce | None) -> Tensor:
     return a
 
 
-def _limits(v: np.ndarray, signed: bool, clip: float | tuple[float, float] | None
+def _limits(v: Tensor, signed: bool, clip: float | tuple[float, float] | None
             ) -> tuple[float, float]:
     """The display range of one map's values: ``(-m, m)`` for a signed map (``m`` the clip
-    percentile of ``|v|``), else the clip percentiles of ``v``."""
+    percentile of ``|v|``), else the clip percentiles of ``v`` (as :func:`normalize_map`)."""
     lo_p, hi_p = _percentiles(clip) if clip is not None else (0.0, 100.0)
+    flat = v.reshape(1, -1)
     if signed:
-        m = float(np.percentile(np.abs(v), hi_p))
+        m = float(_percentile(flat.abs(), hi_p)[0])
         return -m, m
-    return float(np.percentile(v, lo_p)), float(np.percentile(v, hi_p))
+    return float(_percentile(flat, lo_p)[0]), float(_percentile(flat, hi_p)[0])
 
 
 def _check_float(t: object, name: str) -> None:

@@ -228,6 +228,9 @@ def test_layout_is_given_to_the_methods_that_read_a_layer(shapes):
     b = dreamer.channel_visualization("layer3", 0, size=32, steps=3, progress=False,
                                       generator=g.manual_seed(0), layout="nchw")
     torch.testing.assert_close(a, b)  # the read layout, given by name: the same run
+    negated = dreamer.channel_visualization("layer3", 0, size=32, steps=3, progress=False,
+                                            generator=g.manual_seed(0), layout=lambda t: -t)
+    assert (negated - a).abs().max() > 1e-3  # a layout that changes the view changes the run
 
 
 def test_class_visualization_of_a_one_channel_model():

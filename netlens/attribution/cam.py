@@ -286,7 +286,6 @@ def _warn_if_blank(grads: torch.Tensor, name: str) -> None:
             "e.g. 'blocks.11.norm1'); a zero-initialized head (torchvision's ViT before "
             "training); a dead ReLU path. Choose another layer= or a gradient-free CAM "
             "(scorecam, eigencam)", NetlensWarning, stacklevel=user_stacklevel())
-    return None
 
 
 def _reaches(t: torch.Tensor, leaf: torch.Tensor) -> bool:
