@@ -93,6 +93,9 @@ def layouts(given: dict[str, LayoutLike]) -> Iterator[None]:
 # keeps a model alive, and holds no tensor. Entries are built under the model's lock and
 # published whole, by one assignment (a thread never sees half an entry).
 _TRACES: weakref.WeakKeyDictionary[nn.Module, dict[str, Any]] = weakref.WeakKeyDictionary()
+GUESSED_SIDES = (28, 32, 64, 96, 128, 299)
+"""The square sizes a model that declares no input size is tried at when it fails at 224."""
+
 _TRACES_GUARD = threading.Lock()  # the dictionary itself, shared by every model
 
 
@@ -292,7 +295,9 @@ class FlatModel(nn.Module):
         example_input: an input used once to discover the layers. If omitted, the first real
             forward pass is used, or, when names are needed before that, a zero image with the
             channels of the first convolution and the model's ``image_size`` (or its
-            ``config.image_size``: HuggingFace models; 224 by default).
+            ``config.image_size``: HuggingFace models; timm's configured input size; 224 by
+            default, and when the model fails at 224, each size of :data:`GUESSED_SIDES`:
+            a bare 28x28 MNIST model needs no ``example_input``).
 
     Raises:
         TypeError: if ``model`` is not an ``nn.Module``.
@@ -321,9 +326,22 @@ class FlatModel(nn.Module):
         self._leaf_elements: int | None = None
 
     # -- discovery -------------------------------------------------------------------------
-    def _default_input(self) -> torch.Tensor:
+    def _default_input(self, side: int | None = None) -> torch.Tensor:
+        """The input layers are found with: ``example_input``, or zeros at the model's own
+        size, or at ``side`` pixels (default 224) when the model does not say its size."""
         if self._example is not None:
             return self._example
+        size = self._declared_size() or (side or 224, side or 224)
+        ref: torch.Tensor | None = next(self.model.parameters(), None)
+        if ref is None:
+            ref = next(self.model.buffers(), torch.zeros(()))
+        batch = 2 if self.model.training else 1  # BatchNorm in training mode needs B > 1
+        return torch.zeros(batch, self._channels or 3, *size, device=ref.device,
+                           dtype=ref.dtype if ref.is_floating_point() else torch.float32)
+
+    def _declared_size(self) -> tuple[int, int] | None:
+        """The input size the model declares (``image_size``, a HuggingFace config, a timm
+        configuration or ``patch_embed.img_size``), or None."""
         size: Any = getattr(self.model, "image_size", None)
         if size is None:  # a HuggingFace vision model: its config's image_size
             size = getattr(getattr(self.model, "config", None), "image_size", None)
@@ -337,14 +355,9 @@ class FlatModel(nn.Module):
                 size = tuple(int(v) for v in img_size)
         if isinstance(size, int) and not isinstance(size, bool):
             size = (size, size)
-        if not (isinstance(size, tuple) and len(size) == 2):
-            size = (224, 224)
-        ref: torch.Tensor | None = next(self.model.parameters(), None)
-        if ref is None:
-            ref = next(self.model.buffers(), torch.zeros(()))
-        batch = 2 if self.model.training else 1  # BatchNorm in training mode needs B > 1
-        return torch.zeros(batch, self._channels or 3, *size, device=ref.device,
-                           dtype=ref.dtype if ref.is_floating_point() else torch.float32)
+        if isinstance(size, (tuple, list)) and len(size) == 2:
+            return int(size[0]), int(size[1])
+        return None
 
     def _trace(self, x: torch.Tensor | None = None) -> dict[str, CallRecord]:
         calls = self._calls
@@ -356,16 +369,32 @@ class FlatModel(nn.Module):
                 from .adapter import trace
 
                 example = x if x is not None else self._default_input()
+                # a model that does not say its input size and fails at 224 pixels is tried at
+                # the usual small sizes (MNIST 28, CIFAR 32, ...) before its error is raised
+                guessed = x is None and self._example is None and self._declared_size() is None
+                sides = GUESSED_SIDES if guessed else ()
                 try:
                     found = trace(self.model, example)
                 except Exception as e:
-                    # The model's own error, with its own type (a RuntimeError of a layer, a
-                    # KeyboardInterrupt is no Exception and passes untouched): netlens only
-                    # says what it was doing.
-                    _note(e, f"netlens: raised while running the model once on an input of shape "
-                             f"{tuple(example.shape)} to find its layers; if the model needs "
-                             "another input, pass one as FlatModel(model, example_input=x)")
-                    raise
+                    found = None
+                    for side in sides:
+                        try:
+                            found = trace(self.model, self._default_input(side))
+                        except Exception:
+                            continue
+                        example = self._default_input(side)
+                        break
+                    if found is None:
+                        # The model's own error, with its own type (a RuntimeError of a layer,
+                        # a KeyboardInterrupt is no Exception and passes untouched): netlens
+                        # only says what it was doing.
+                        tried = (f" (and at {', '.join(f'{s}x{s}' for s in sides)} pixels)"
+                                 if sides else "")
+                        _note(e, f"netlens: raised while running the model once on an input of "
+                                 f"shape {tuple(example.shape)}{tried} to find its layers; if "
+                                 "the model needs another input, pass one as "
+                                 "FlatModel(model, example_input=x)")
+                        raise
                 self.traced_input_shape = tuple(example.shape)
                 self._calls = {c.name: c for c in found}  # published whole, last
             return self._calls

@@ -45,7 +45,8 @@ _DPI = 90
 
 def attribution_figure(result: StageResult, methods: Sequence[str] | None = None, *,
                        title: str | None = None, panel: float = _PANEL) -> Figure:
-    """One row per image: the image, then each method's map over it, the object outlined.
+    """One row per image: the image, its mask, then each method's map blended over it with the
+    object outlined (:func:`netlens.plot.show_maps`, the notebooks' grid).
 
     Args:
         result: the demo's attribution stage.
@@ -56,7 +57,7 @@ def attribution_figure(result: StageResult, methods: Sequence[str] | None = None
     Returns:
         A ``matplotlib.figure.Figure``.
     """
-    from .plot import overlay
+    from .plot import show_maps
 
     inputs = result.groups["input"]
     methods = [m for m in result.groups if m != "input"] if methods is None else list(methods)
@@ -64,14 +65,20 @@ def attribution_figure(result: StageResult, methods: Sequence[str] | None = None
     if missing:
         raise ValueError(f"no maps for {missing} in the attribution stage; it has "
                          f"{[m for m in result.groups if m != 'input']}")
-    fig, axes = _figure(len(inputs), 1 + len(methods), panel, title)
-    for i, item in enumerate(inputs):
-        _show(axes[i, 0], _rgb(item.image), item.caption, item.mask)
-        for j, method in enumerate(methods, start=1):
-            cell = result.groups[method][i]
-            assert cell.attr is not None  # the attribution stage's method items carry maps
-            picture = overlay(cell.image[0], cell.attr[0], mean=None, std=None)
-            _show(axes[i, j], picture, _nice(method) if i == 0 else None, cell.mask)
+    images = torch.cat([item.image for item in inputs])
+    masks = (torch.cat([item.mask for item in inputs])
+             if all(item.mask is not None for item in inputs) else None)
+    maps = {}
+    for method in methods:
+        cells = result.groups[method]
+        assert all(c.attr is not None for c in cells)  # the method items carry maps
+        maps[_nice(method)] = torch.cat([c.attr for c in cells])  # type: ignore[misc]
+    fig = show_maps(images, maps, masks, titles=[item.caption for item in inputs], blend=True,
+                    mean=None, std=None, outline="white", panel_size=panel)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    for ax in fig.axes:
+        ax.title.set_fontsize(7)
     return fig
 
 

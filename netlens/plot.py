@@ -411,7 +411,8 @@ def show_maps(
         img = to_numpy(images[i], *_stats_for(images[i], mean, std))
         panels.append(np.repeat(img, 3, axis=-1) if img.shape[-1] == 1 else img)
         if masks is not None:
-            panels.append(masks[i, 0].detach().float().cpu().numpy())
+            mask = masks[i, 0].detach().float().clamp(0, 1).cpu().numpy()
+            panels.append(np.repeat(mask[..., None], 3, axis=-1))  # white on black, any cmap
         for name, attr in batched.items():
             if blend:
                 panels.append(overlay(images[i], attr[i], alpha, cmap, mean, std, reduce=reduce,

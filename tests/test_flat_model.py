@@ -184,6 +184,26 @@ def test_default_example_input_and_helpful_failure():
         assert any("example_input" in note for note in info.value.__notes__)
 
 
+def test_a_small_model_that_declares_no_size_is_found_at_its_own_size():
+    """A 28x28 one-channel model fails at the default 224 pixels; its layers are found at the
+    first size of GUESSED_SIDES it runs at, and a model that fails at every size gets its error
+    at 224 with the sizes tried and the fix."""
+    torch.manual_seed(0)
+    mnist = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 26 * 26, 10))
+    fm = FlatModel(mnist.eval())
+    assert fm.layer_names == ["0", "1", "2", "3"] and fm.traced_input_shape == (1, 1, 28, 28)
+    cifar = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten(), nn.Linear(4 * 30 * 30, 10)).eval()
+    fm = FlatModel(cifar)
+    assert "2" in fm.layer_names and fm.traced_input_shape == (1, 3, 32, 32)
+    odd = nn.Sequential(nn.Conv2d(1, 4, 3), nn.Flatten(), nn.Linear(4 * 5 * 5, 10)).eval()
+    with pytest.raises(RuntimeError, match="mat1 and mat2") as info:
+        FlatModel(odd).layer_names
+    if sys.version_info >= (3, 11):
+        (note,) = info.value.__notes__
+        assert "(1, 1, 224, 224)" in note and "28x28" in note and "example_input" in note
+    assert FlatModel(odd, example_input=torch.zeros(1, 1, 7, 7)).layer_names == ["0", "1", "2"]
+
+
 def _count_forwards(model: nn.Module) -> list[int]:
     calls = [0]
 

@@ -32,7 +32,7 @@ def test_every_figure_is_drawn_from_the_demo_stages(results, tmp_path):
 def test_attribution_figure_has_one_row_per_image_and_one_column_per_method(results):
     stage = results["attribution"]
     fig = gallery.attribution_figure(stage, ["saliency", "gradcam"])
-    assert len(fig.axes) == len(stage.groups["input"]) * 3
+    assert len(fig.axes) == len(stage.groups["input"]) * 4  # image, mask, two maps
     with pytest.raises(ValueError, match="no maps for"):
         gallery.attribution_figure(stage, ["no_such_method"])
 

@@ -168,7 +168,7 @@ def test_show_maps_panels_titles_and_data():
     for i in range(3):
         image, mask, a, b = fig.axes[4 * i: 4 * i + 4]
         assert np.allclose(_shown(image), x[i].permute(1, 2, 0).numpy())
-        assert np.array_equal(_shown(mask), masks[i, 0].float().numpy())
+        assert np.array_equal(_shown(mask), masks[i, 0, ..., None].float().expand(-1, -1, 3))
         ref_a = plot.normalize_map(maps["a"][i], clip=None)[0, 0].numpy()  # abs-max, [0, 1]
         assert np.allclose(_shown(a), ref_a)
         assert np.allclose(_shown(b), plot.normalize_map(maps["b"][i], clip=None)[0, 0].numpy())

@@ -184,6 +184,12 @@ nl.plot.show_maps(x, {"saliency": saliency, **smooth}, masks, mean=None, std=Non
 # the picture: `"zeros"` (black, the default), `"blur"` (a blurred copy of the image:
 # only edges and details count) or `"uniform"` (noise within the image's range, drawn
 # from `generator`). A number or a tensor works too.
+#
+# Integrated gradients are *signed*: a negative value is a pixel whose change from the
+# baseline lowers the score. `signed=True` keeps the sign (channels summed, a diverging
+# colormap centred at zero: red raises the score, blue lowers it) and `scale="shared"` puts
+# the three baselines on one colour scale, so their magnitudes compare; `colorbar=True`
+# prints that scale.
 
 # %%
 integrated = {}
@@ -194,7 +200,8 @@ for baseline in ("zeros", "blur", "uniform"):
     total = attr.sum(dim=(1, 2, 3))
     print(f"{baseline:>8s}: sum of attributions {np.round(total.tolist(), 2)}, "
           f"completeness error {np.round(delta.tolist(), 3)}")
-nl.plot.show_maps(x, integrated, masks, mean=None, std=None)
+nl.plot.show_maps(x, integrated, masks, mean=None, std=None, signed=True, scale="shared",
+                  colorbar=True)
 
 # %% [markdown]
 # The completeness error shrinks as the number of steps grows, though not smoothly: a
