@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import difflib
+import re
 import threading
 import weakref
 from collections.abc import Callable, Iterable, Iterator
@@ -129,6 +130,58 @@ class UnknownLayerError(ValueError, KeyError):
 
     def __str__(self) -> str:  # KeyError would print the message quoted
         return str(self.args[0]) if self.args else ""
+
+
+# Netlens 1.x's generic layer names (its MODULE_NAME_MAP); other modules: a ``name`` class
+# attribute, else the class name
+_ORIGINAL_NAMES: dict[type, str] = {
+    nn.Conv2d: "conv", nn.ReLU: "relu", nn.MaxPool2d: "pool", nn.BatchNorm2d: "bn",
+    nn.AdaptiveAvgPool2d: "avgpool", nn.Dropout: "dropout", nn.Linear: "linear",
+}
+_ORIGINAL_KEY = re.compile(r"^(?:[\w]+-)*[\w]+-\d+$|^flatten$")
+
+
+def _original_name(module: nn.Module) -> str:
+    name = _ORIGINAL_NAMES.get(type(module))
+    if name is None:
+        own = getattr(type(module), "name", None)
+        name = own if isinstance(own, str) else type(module).__name__
+    return name
+
+
+def original_keys(model: nn.Module) -> dict[str, str]:
+    """Netlens 1.x's layer keys of ``model`` -> the module names they meant.
+
+    The original named each layer ``<parent path with "-">-<generic name>-<n>``
+    (``features-conv-4``, ``classifier-linear-2``, ``layer1-BasicBlock-0``, ``conv-0``): the
+    leaves of ``named_modules()`` and ResNet's blocks (kept whole), ``n`` counting the same
+    prefixed name from 0, the generic names ``conv``, ``relu``, ``pool``, ``bn``, ``avgpool``,
+    ``dropout``, ``linear`` (else the class name), and ``flatten`` for the input of the first
+    linear layer (here the layer that feeds it: its values, unflattened). Top-level modules of
+    GoogLeNet-style models kept their own names (``inception4c``), as netlens does.
+    """
+    from torchvision.models import GoogLeNet
+    from torchvision.models.resnet import BasicBlock, Bottleneck
+
+    if isinstance(model, GoogLeNet):  # the original's GoogLeNet adapter: the top-level names
+        return {name: name for name, _ in model.named_children() if name not in ("aux1", "aux2")}
+    keys: dict[str, str] = {}
+    counts: dict[str, int] = {}
+    whole: list[str] = []
+    for name, module in model.named_modules():
+        if name == "" or any(name.startswith(w + ".") for w in whole):
+            continue
+        kept = isinstance(module, (BasicBlock, Bottleneck))
+        if kept:
+            whole.append(name)
+        elif next(module.children(), None) is not None:
+            continue
+        parent = name.rpartition(".")[0]
+        prefix = (parent.replace(".", "-") + "-" if parent else "") + _original_name(module)
+        n = counts.get(prefix, 0)
+        counts[prefix] = n + 1
+        keys[f"{prefix}-{n}"] = name
+    return keys
 
 
 def input_channels(model: nn.Module) -> int | None:
@@ -458,10 +511,57 @@ class FlatModel(nn.Module):
             raise UnknownLayerError(
                 f"module {base!r} is called {count} time(s) per forward pass, so {name!r} does not "
                 f"exist; use {base!r}{last}")
+        if _ORIGINAL_KEY.match(name):  # a Netlens 1.x key: features-conv-4, flatten
+            keys = self.original_keys
+            if name in keys:
+                return keys[name]
+            close = difflib.get_close_matches(name, list(keys), n=5, cutoff=0.5)
+            if close:
+                meant = ", ".join(f"{k!r} ({keys[k]!r})" for k in close)
+                raise UnknownLayerError(f"the model has no layer with the Netlens 1.x key "
+                                        f"{name!r}; did you mean {meant}? (.summary() lists "
+                                        "every layer with its key)")
         close = difflib.get_close_matches(name, list(calls), n=5, cutoff=0.5)
         hint = f"; did you mean {', '.join(map(repr, close))}?" if close else (
             "; see .layer_names for the full list")
         raise UnknownLayerError(f"the model has no layer named {name!r}{hint}")
+
+    @property
+    def original_keys(self) -> dict[str, str]:
+        """Netlens 1.x's layer keys (``"features-conv-4"``, ``"flatten"``) -> the layer names
+        they meant (``"features.10"``); every method that takes a layer name takes these too
+        (see :func:`original_keys`)."""
+        calls = self._trace()
+        called = {c.module_name for c in calls.values() if not c.functional}
+        keys = {k: v for k, v in original_keys(self.model).items() if v in called}
+        order = list(calls)
+        modules = dict(self.model.named_modules())
+        linear = next((i for i, c in enumerate(calls.values()) if not c.functional
+                       and isinstance(modules.get(c.module_name), nn.Linear)), None)
+        if linear is not None:  # flatten: the layer that feeds the first linear layer
+            feeding = [n for n in order[:linear] if n in modules and not isinstance(
+                modules[n], (nn.Dropout, nn.Flatten)) and next(modules[n].children(), None) is None]
+            if feeding:
+                keys["flatten"] = feeding[-1]
+        return keys
+
+    def summary(self, file: Any = None) -> str:
+        """Prints (to ``file``, default standard output) and returns a table of the layers: name,
+        Netlens 1.x key, type and output shape (at the input the layers were found with)."""
+        import sys
+
+        calls = self._trace()
+        key_of = {v: k for k, v in self.original_keys.items() if k != "flatten"}
+        rows = [("#", "name", "1.x key", "type", "output shape")]
+        for i, (name, c) in enumerate(calls.items()):
+            kind = f"{c.type_name}()" if c.functional else c.type_name
+            shape = "x".join(map(str, c.shape)) if c.shape else "-"
+            rows.append((str(i), name, key_of.get(name, ""), kind, shape))
+        widths = [max(len(r[j]) for r in rows) for j in range(5)]
+        text = "\n".join("  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip()
+                          for r in rows)
+        print(text, file=file or sys.stdout)
+        return text
 
     def __getitem__(self, name: str) -> nn.Module | Callable[..., Any]:
         """The module of a layer (any named module works), or the torch function of a

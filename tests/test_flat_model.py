@@ -7,6 +7,7 @@ import torch
 import torchvision
 from torch import nn
 
+import netlens as nl
 from netlens import FlatModel, UnknownLayerError
 from netlens.flat_model import check_input
 
@@ -257,3 +258,64 @@ def test_torchscript_is_refused_with_the_fix():
     scripted = torch.jit.script(nn.Sequential(nn.Conv2d(3, 2, 1), nn.ReLU()))
     with pytest.raises(TypeError, match="TorchScript.*torch.save"):
         FlatModel(scripted)
+
+
+ALEXNET_1X_KEYS = """features-conv-0 features-relu-0 features-pool-0 features-conv-1 features-relu-1
+features-pool-1 features-conv-2 features-relu-2 features-conv-3 features-relu-3 features-conv-4
+features-relu-4 features-pool-2 avgpool-0 flatten classifier-dropout-0 classifier-linear-0
+classifier-relu-0 classifier-dropout-1 classifier-linear-1 classifier-relu-1
+classifier-linear-2""".split()  # the original's AlexNet keys, in its order (asserted by its tests)
+
+
+def test_netlens_1x_keys_name_the_layers_the_original_meant(capsys):
+    def build(name, **kwargs):  # on the meta device: names and shapes without initialization
+        with torch.device("meta"):
+            return getattr(torchvision.models, name)(**kwargs).eval()
+
+    alexnet = FlatModel(build("alexnet"))
+    keys = alexnet.original_keys
+    assert sorted(keys) == sorted(ALEXNET_1X_KEYS)
+    assert keys["features-conv-4"] == "features.10" and keys["features-relu-4"] == "features.11"
+    assert keys["classifier-linear-2"] == "classifier.6" and keys["flatten"] == "avgpool"
+    # every key names a module of the type the key says (and flatten the layer feeding the
+    # first linear layer)
+    kinds = {"conv": nn.Conv2d, "relu": nn.ReLU, "pool": nn.MaxPool2d, "linear": nn.Linear,
+             "dropout": nn.Dropout, "avgpool": nn.AdaptiveAvgPool2d, "bn": nn.BatchNorm2d}
+    for model in (build("vgg11_bn"), build("resnet50")):
+        fm = FlatModel(model)
+        for key, name in fm.original_keys.items():
+            kind = key.rsplit("-", 2)[-2] if key != "flatten" else None
+            if kind in kinds:
+                assert isinstance(fm[name], kinds[kind]), (key, name)
+    resnet = FlatModel(build("resnet18"))
+    assert resnet.resolve_layer("layer1-BasicBlock-1") == "layer1.1"
+    assert resnet.resolve_layer("conv-0") == "conv1" and resnet.resolve_layer("linear-0") == "fc"
+    vgg = FlatModel(build("vgg16_bn"))
+    assert vgg.resolve_layer("features-bn-0") == "features.1"
+    assert vgg.resolve_layer("features-pool-4") == "features.43"
+    googlenet = FlatModel(build("googlenet", aux_logits=False, init_weights=False))
+    assert googlenet.resolve_layer("inception4c") == "inception4c"
+    assert googlenet.resolve_layer("flatten") == "avgpool"
+    # an unknown key gets suggestions in the key scheme the user typed, with their names
+    with pytest.raises(UnknownLayerError, match=r"'features-conv-4' \('features.10'\)"):
+        alexnet.resolve_layer("features-conv-9")
+    table = alexnet.summary()
+    assert capsys.readouterr().out.strip() == table
+    row = next(line.split() for line in table.splitlines() if " features.10 " in f" {line} ")
+    assert row == ["11", "features.10", "features-conv-4", "Conv2d", "1x256x13x13"]
+
+
+def test_a_netlens_1x_key_works_wherever_a_layer_name_is_taken():
+    torch.manual_seed(0)
+    model = torchvision.models.alexnet().eval()
+    x = torch.rand(1, 3, 96, 96)
+    assert torch.equal(nl.attribution.gradcam(model, x, 3, layer="features-relu-4"),
+                       nl.attribution.gradcam(model, x, 3, layer="features.11"))
+    assert torch.equal(
+        nl.attribution.layer_channel_gradient(model, x, layer="features-conv-4", channel=7),
+        nl.attribution.layer_channel_gradient(model, x, layer="features.10", channel=7))
+    fm = FlatModel(model)
+    with fm.record(["features-conv-2"]) as seen:
+        fm(x)
+    (recorded,) = seen.activations.values()
+    assert recorded.shape == (1, 384, 5, 5)  # features.6, the third convolution
