@@ -448,6 +448,7 @@ class FlatModel(nn.Module):
                                  "the model needs another input, pass one as "
                                  "FlatModel(model, example_input=x)")
                         raise
+                assert found is not None  # traced at the first input or at a guessed size
                 self.traced_input_shape = tuple(example.shape)
                 self._calls = {c.name: c for c in found}  # published whole, last
             return self._calls

@@ -115,7 +115,7 @@ from torch import nn
 
 from .adapter import LayoutLike
 from .attribution.gradients import IGMethod, SmoothVariant
-from .attribution.occlusion import Size2
+from .attribution.occlusion import OcclusionScore, Size2
 from .flat_model import FlatModel
 from .targets import TargetLike
 

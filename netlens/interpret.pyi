@@ -11,7 +11,7 @@ from torch import nn
 
 from .adapter import LayoutLike
 from .attribution.gradients import IGMethod, SmoothVariant
-from .attribution.occlusion import Size2
+from .attribution.occlusion import OcclusionScore, Size2
 from .flat_model import FlatModel
 from .targets import TargetLike
 
@@ -194,6 +194,8 @@ class NetLens:
         window: Size2 | None = None,
         stride: Size2 | None = None,
         baseline: float | torch.Tensor = 0.0,
+        score: OcclusionScore = 'drop',
+        return_classes: bool = False,
         batch_size: int | None = None,
         progress: bool | None = None,
-    ) -> torch.Tensor: ...
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]: ...

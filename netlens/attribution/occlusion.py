@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from typing import Union
+from typing import Literal, Union, overload
 
 import torch
 from torch import nn
@@ -36,7 +36,7 @@ from .._runtime import (
     scores_of,
 )
 from .._util import NetlensWarning, user_stacklevel
-from ..targets import TargetLike, as_target
+from ..targets import Class, TargetLike, as_target
 
 __all__ = ["occlusion", "default_window"]
 
@@ -81,12 +81,35 @@ def default_window(height: int, width: int, window: Size2 | None = None,
     return window, stride
 
 
+OcclusionScore = Literal["drop", "probability"]
+
+
+@overload
+def occlusion(
+    model: nn.Module, x: torch.Tensor, target: TargetLike = ..., *,
+    window: Size2 | None = ..., stride: Size2 | None = ...,
+    baseline: float | torch.Tensor = ..., score: OcclusionScore = ...,
+    return_classes: Literal[False] = ..., batch_size: int | None = ...,
+    progress: bool | None = ...,
+) -> torch.Tensor: ...
+
+
+@overload
+def occlusion(
+    model: nn.Module, x: torch.Tensor, target: TargetLike = ..., *,
+    window: Size2 | None = ..., stride: Size2 | None = ...,
+    baseline: float | torch.Tensor = ..., score: OcclusionScore = ...,
+    return_classes: Literal[True], batch_size: int | None = ...,
+    progress: bool | None = ...,
+) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+
 def occlusion(
     model: nn.Module, x: torch.Tensor, target: TargetLike = None, *,
     window: Size2 | None = None, stride: Size2 | None = None,
-    baseline: float | torch.Tensor = 0.0, batch_size: int | None = None,
-    progress: bool | None = None,
-) -> torch.Tensor:
+    baseline: float | torch.Tensor = 0.0, score: OcclusionScore = "drop",
+    return_classes: bool = False, batch_size: int | None = None, progress: bool | None = None,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """The drop in the target score when each window is occluded, averaged per pixel.
 
     Args:
@@ -104,17 +127,29 @@ def occlusion(
             normalized with the dataset's mean; 0.5 is grey for raw pixels), or a tensor
             broadcastable to ``x`` (e.g.
             ``(1, C, 1, 1)`` channel means, or a blurred copy of ``x``).
+        score: ``"drop"``: the drop of the target score (a logit for a class target);
+            ``"probability"``: the target class's softmax probability *under* occlusion, not
+            its drop (Netlens 1.x's occlusion heat map; class targets only): low where the
+            window hides what the class needs.
+        return_classes: also return the class the model predicts with each window occluded
+            (Netlens 1.x's ``class_map``): ``(B, rows, cols)`` int64 over the window grid
+            (window ``(i, j)`` starts at pixel ``(i * stride_h, j * stride_w)``); the model's
+            output must be ``(B, classes)`` logits.
         batch_size: occluded images per forward pass (the ``B x windows`` passes are chunked);
             default from the memory budget. The result does not depend on it.
         progress: show a progress bar: None when it takes over 2 s, True always, False never.
 
     Returns:
         ``(B, 1, H, W)``, ``x``'s dtype and device: per pixel, the mean of
-        ``f(x)[t] - f(x with the window replaced by baseline)[t]`` over the windows covering it.
+        ``f(x)[t] - f(x with the window replaced by baseline)[t]`` (with
+        ``score="probability"``: of ``softmax(f(x_occluded))[t]``) over the windows covering
+        it; with ``return_classes=True`` also the ``(B, rows, cols)`` predicted classes.
 
     Raises:
         ValueError: a non-positive or malformed ``window``/``stride``, a window larger than the
-            image, a baseline that does not broadcast to ``x``, a bad input or target.
+            image, a baseline that does not broadcast to ``x``, a bad input or target, an
+            unknown ``score``, ``score="probability"`` with a target that is not a class, or
+            ``return_classes`` on a model whose output is not ``(B, classes)``.
 
     Example:
         >>> lin = nn.Sequential(nn.Flatten(), nn.Linear(16, 2))
@@ -122,6 +157,8 @@ def occlusion(
         torch.Size([1, 1, 4, 4])
     """
     fm, x = prepare(model, x)
+    if score not in ("drop", "probability"):
+        raise ValueError(f"score must be 'drop' or 'probability', got {score!r}")
     batch, _, height, width = x.shape
     window, stride = default_window(height, width, window, stride)
     (wh, ww), (sh, sw) = _pair(window, "window"), _pair(stride, "stride")
@@ -151,7 +188,11 @@ def occlusion(
             bound.append(bind_part(t, part, out))
             refs.append(scores_of(bound[-1], out))
         t, reference = type(bound[0]).cat(bound), torch.cat(refs)
+        if score == "probability" and not isinstance(t, Class):
+            raise ValueError(f"score='probability' reads the softmax of class logits; the "
+                             f"target is {type(t).__name__}, use score='drop'")
         drops = x.new_empty((total, *reference.shape[1:]))
+        classes = torch.empty(total, dtype=torch.int64, device=x.device)
         for part in chunks(total, batch_size):
             index = torch.arange(part.start, part.stop, device=x.device)
             image, win = index // windows, index % windows
@@ -159,7 +200,13 @@ def occlusion(
             mask = mask[:, None].bool()  # (n, 1, H, W): all channels at once
             occluded = torch.where(mask, base[image], x[image])
             ti = t.take(image)
-            drops[part] = reference[image] - scores_of(ti, model_output(fm, occluded, ti))
+            out = model_output(fm, occluded, ti)
+            if return_classes:
+                classes[part] = _predicted(out)
+            if score == "probability":
+                drops[part] = scores_of(ti, out.softmax(-1))
+            else:
+                drops[part] = reference[image] - scores_of(ti, out)
             bar.update(part.stop - part.start)
     # Each pixel: the sum of the drops of the windows covering it over their number.
     if t.k is None:
@@ -171,4 +218,16 @@ def occlusion(
     count = torch.einsum("ih,jw->hw", rows, cols)
     covered = count > 0
     attr = torch.where(covered, summed / torch.where(covered, count, torch.ones_like(count)), 0.0)
-    return attr[:, None] if t.k is None else attr[:, :, None]
+    attr = attr[:, None] if t.k is None else attr[:, :, None]
+    if return_classes:
+        return attr, classes.view(batch, rows.shape[0], cols.shape[0])
+    return attr
+
+
+def _predicted(out: object) -> torch.Tensor:
+    """The argmax class of ``(B, classes)`` logits, else a ValueError."""
+    if not isinstance(out, torch.Tensor) or out.dim() != 2:
+        shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise ValueError(f"return_classes=True needs (B, classes) logits; the model returned "
+                         f"{shape}")
+    return out.argmax(-1)

@@ -229,3 +229,60 @@ def test_a_window_covering_the_whole_image_warns():
     with pytest.warns(NetlensWarning, match=r"covers the whole 16x16 image.*smaller window"):
         attr = occlusion(model, x, 0, window=16)
     assert attr.unique().numel() == 1
+
+
+def _hand_occlusion(model, x, window, value=0.0):
+    """Netlens 1.x's occlusion as a loop: each non-overlapping window set to ``value``; the
+    softmax probabilities (B, C) and the predicted class of every occluded copy, window grid
+    (rows, cols) with the window's top-left corner at (i * window, j * window)."""
+    _, _, h, w = x.shape
+    rows, cols = -(-h // window), -(-w // window)
+    probs = torch.empty(x.shape[0], rows, cols, model(x).shape[1],
+                        dtype=x.dtype)
+    with torch.no_grad():
+        for i in range(rows):
+            for j in range(cols):
+                occluded = x.clone()
+                occluded[..., i * window:(i + 1) * window, j * window:(j + 1) * window] = value
+                probs[:, i, j] = model(occluded).softmax(-1)
+    return probs
+
+
+def test_probability_map_and_class_map_equal_the_original_loop():
+    """score="probability" and return_classes=True are Netlens 1.x's occlusion heat map (the
+    target's probability under occlusion, each window filled with its value) and class map
+    (the argmax class per window), here on a 3-class CNN with windows that tile a 12x10 image
+    (the last column of windows cut off at the border)."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Flatten(),
+                          nn.Linear(4 * 12 * 10, 3)).double().eval()
+    x = torch.randn(2, 3, 12, 10, dtype=torch.float64)
+    probs = _hand_occlusion(model, x, 4)
+    target = [2, 0]
+    heat, classes = occlusion(model, x, target, window=4, stride=4, score="probability",
+                              return_classes=True, batch_size=5)
+    assert heat.shape == (2, 1, 12, 10) and classes.shape == (2, 3, 3)
+    assert classes.dtype == torch.int64 and torch.equal(classes, probs.argmax(-1))
+    for b, t in enumerate(target):
+        window_values = probs[b, :, :, t]  # (3, 3): each window's probability of the target
+        filled = window_values.repeat_interleave(4, 0).repeat_interleave(4, 1)[:12, :10]
+        torch.testing.assert_close(heat[b, 0], filled, rtol=0, atol=1e-12)
+    # the probabilities do vary across windows, so the comparison can fail
+    assert float(probs[..., 2].std()) > 1e-4
+    # the class map alone leaves the drop map as it was
+    drop, again = occlusion(model, x, target, window=4, stride=4, return_classes=True)
+    assert torch.equal(again, classes)
+    assert torch.equal(drop, occlusion(model, x, target, window=4, stride=4))
+
+
+def test_probability_and_class_map_errors_name_the_fix():
+    model, x = linear(1, 4, 4)
+    with pytest.raises(ValueError, match="score must be 'drop' or 'probability'"):
+        occlusion(model, x, 0, window=2, score="prob")
+    seg = nn.Conv2d(1, 2, 1).double()
+    from netlens.targets import Segmentation
+
+    with pytest.raises(ValueError, match="score='drop'"):
+        occlusion(seg, x, Segmentation(1), window=2, score="probability")
+    with pytest.raises(ValueError, match=r"needs \(B, classes\) logits"):
+        occlusion(seg, x, Segmentation(1), window=2, return_classes=True)
