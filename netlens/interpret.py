@@ -68,12 +68,13 @@ class NetLens:
         return A.METHODS[method](self.fm, x, target, **options)
 
     def layer_channel_gradient(self, x: torch.Tensor, layer: str, channel: int,
-                               reduce: Literal["mean", "sum"] = "mean",
+                               reduce: Literal["mean", "sum"] = "mean", guided: bool = False,
                                batch_size: int | None = None) -> torch.Tensor:
         """Input gradient of one channel of one layer ``(B, C, H, W)``; the same as
-        ``saliency(x, nl.targets.Channel(layer, channel))``."""
+        ``saliency(x, nl.targets.Channel(layer, channel))`` (``guided=True``: as
+        ``guided_backprop``)."""
         return A.layer_channel_gradient(self.fm, x, layer=layer, channel=channel,
-                                        reduce=reduce, batch_size=batch_size)
+                                        reduce=reduce, guided=guided, batch_size=batch_size)
 
     def __repr__(self) -> str:
         return f"NetLens({type(self.model).__name__})"
@@ -130,7 +131,7 @@ class NetLens:
     def attribute(self, method: str, x: torch.Tensor, target: TargetLike = None,
                   **options: Any) -> torch.Tensor: ...
     def layer_channel_gradient(self, x: torch.Tensor, layer: str, channel: int,
-                               reduce: Literal["mean", "sum"] = "mean",
+                               reduce: Literal["mean", "sum"] = "mean", guided: bool = False,
                                batch_size: int | None = None) -> torch.Tensor: ...
 '''
 

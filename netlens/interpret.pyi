@@ -26,7 +26,7 @@ class NetLens:
     def attribute(self, method: str, x: torch.Tensor, target: TargetLike = None,
                   **options: Any) -> torch.Tensor: ...
     def layer_channel_gradient(self, x: torch.Tensor, layer: str, channel: int,
-                               reduce: Literal["mean", "sum"] = "mean",
+                               reduce: Literal["mean", "sum"] = "mean", guided: bool = False,
                                batch_size: int | None = None) -> torch.Tensor: ...
 
     def saliency(
@@ -43,6 +43,7 @@ class NetLens:
         x: torch.Tensor,
         target: TargetLike = None,
         *,
+        guided: bool = False,
         batch_size: int | None = None,
     ) -> torch.Tensor: ...
 
@@ -84,6 +85,7 @@ class NetLens:
         steps: int = 50,
         baseline: object = None,
         method: IGMethod = 'gausslegendre',
+        guided: bool = False,
         return_delta: bool = False,
         batch_size: int | None = None,
         progress: bool | None = None,

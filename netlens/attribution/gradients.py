@@ -186,14 +186,16 @@ def saliency(
 
 
 def input_x_gradient(
-    model: nn.Module, x: torch.Tensor, target: TargetLike = None, *, batch_size: int | None = None,
+    model: nn.Module, x: torch.Tensor, target: TargetLike = None, *, guided: bool = False,
+    batch_size: int | None = None,
 ) -> torch.Tensor:
     """Input × gradient (Shrikumar et al., 2016): ``x * d score / d x``.
 
-    Args and returns as :func:`saliency`.
+    Args and returns as :func:`saliency`; ``guided=True`` multiplies the input by the
+    guided-backprop gradient (:func:`guided_backprop`) instead.
     """
     fm, x = prepare(model, x)
-    g, t = _input_gradients(fm, x, target, batch_size=batch_size)
+    g, t = _input_gradients(fm, x, target, guided=guided, batch_size=batch_size)
     return with_k(x, t.k) * g
 
 
@@ -391,7 +393,8 @@ def baseline_image(baseline: object, x: torch.Tensor,
 @overload
 def integrated_gradients(
     model: nn.Module, x: torch.Tensor, target: TargetLike = ..., *, steps: int = ...,
-    baseline: object = ..., method: IGMethod = ..., return_delta: Literal[False] = ...,
+    baseline: object = ..., method: IGMethod = ..., guided: bool = ...,
+    return_delta: Literal[False] = ...,
     batch_size: int | None = ..., progress: bool | None = ...,
     generator: torch.Generator | None = ...,
 ) -> torch.Tensor: ...
@@ -400,7 +403,8 @@ def integrated_gradients(
 @overload
 def integrated_gradients(
     model: nn.Module, x: torch.Tensor, target: TargetLike = ..., *, steps: int = ...,
-    baseline: object = ..., method: IGMethod = ..., return_delta: Literal[True],
+    baseline: object = ..., method: IGMethod = ..., guided: bool = ...,
+    return_delta: Literal[True],
     batch_size: int | None = ..., progress: bool | None = ...,
     generator: torch.Generator | None = ...,
 ) -> tuple[torch.Tensor, torch.Tensor]: ...
@@ -408,8 +412,8 @@ def integrated_gradients(
 
 def integrated_gradients(
     model: nn.Module, x: torch.Tensor, target: TargetLike = None, *, steps: int = 50,
-    baseline: object = None, method: IGMethod = "gausslegendre", return_delta: bool = False,
-    batch_size: int | None = None, progress: bool | None = None,
+    baseline: object = None, method: IGMethod = "gausslegendre", guided: bool = False,
+    return_delta: bool = False, batch_size: int | None = None, progress: bool | None = None,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Integrated gradients: ``(x - b) ⊙ Σ_k w_k ∇f(b + α_k (x - b))``.
@@ -431,6 +435,10 @@ def integrated_gradients(
             ``"riemann_left"``, ``"riemann_right"`` or ``"riemann_middle"``. Captum's
             trapezoid weights sum to ``1 - 1/steps``, so its completeness gap is about
             ``(f(x) - f(b)) / steps``.
+        guided: integrate guided-backprop gradients (every ReLU call passes only positive
+            gradients, :func:`guided_backprop`) instead of plain ones: Netlens 1.x's guided
+            integrated gradients. Completeness no longer holds then (``return_delta`` says by
+            how much).
         return_delta: also return the completeness gap ``Σ attr - (f(x) - f(b))`` per image.
         batch_size: points per pass; default: as many images as fit the memory budget.
         progress: show a progress bar: None (when slow), True or False.
@@ -471,8 +479,9 @@ def integrated_gradients(
         def add(k: int, rows: slice, g: torch.Tensor) -> None:
             total[rows] += weight[k] * g
 
-        _along_path(fm, x, t, len(alphas), point, add, batch_size=batch_size,
-                    progress=progress, desc="Integrated gradients")
+        with relu_rule(fm) if guided else contextlib.nullcontext():
+            _along_path(fm, x, t, len(alphas), point, add, batch_size=batch_size,
+                        progress=progress, desc="Integrated gradients")
         attr = with_k(diff, t.k) * total
         if not return_delta:
             return attr
@@ -482,7 +491,8 @@ def integrated_gradients(
 
 def layer_channel_gradient(
     model: nn.Module, x: torch.Tensor, *, layer: str, channel: int,
-    reduce: Literal["mean", "sum"] = "mean", batch_size: int | None = None,
+    reduce: Literal["mean", "sum"] = "mean", guided: bool = False,
+    batch_size: int | None = None,
 ) -> torch.Tensor:
     """The input gradient of one channel of one layer: ``d reduce(A[channel]) / d x``.
 
@@ -498,6 +508,8 @@ def layer_channel_gradient(
         layer: a layer name of ``FlatModel(model).layer_names``.
         channel: the channel index, ``0 <= channel < C`` of that layer.
         reduce: ``"mean"`` or ``"sum"`` over the channel's positions.
+        guided: the guided-backprop gradient (only positive gradients through every ReLU
+            call below the layer), Netlens 1.x's guided feature gradient.
         batch_size: images per pass; default from the memory budget.
 
     Returns:
@@ -518,5 +530,5 @@ def layer_channel_gradient(
     fm.ensure_traced(x)
     name = fm.resolve_layer(layer)
     target = Channel(name, channel, reduce)
-    g, _ = _input_gradients(fm, x, target, batch_size=batch_size)
+    g, _ = _input_gradients(fm, x, target, guided=guided, batch_size=batch_size)
     return g

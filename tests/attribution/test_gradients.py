@@ -559,3 +559,29 @@ def test_progress_bar_on_request(every_relu_net, capsys):
     assert "Integrated gradients" in capsys.readouterr().err
     smooth_grad(every_relu_net, x, 1, n=2, progress=False)
     assert "SmoothGrad" not in capsys.readouterr().err
+
+
+def test_guided_option_of_every_gradient_method_equals_the_guided_oracle(every_relu_net):
+    """guided=True (Netlens 1.x's guided IG and guided feature gradient; input x gradient and
+    SmoothGrad too) equals the plain method on a copy of the network whose every ReLU call is
+    the guided-backprop autograd function, on every ReLU kind (module, in-place, reused,
+    functional)."""
+    from helpers import ReluOracle
+
+    oracle = ReluOracle(GuidedRelu).double().eval()
+    oracle.load_state_dict(every_relu_net.state_dict())
+    x = torch.randn(3, 3, 12, 12, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    pairs = {
+        "input_x_gradient": lambda m, **o: gradients.input_x_gradient(m, x, 2, **o),
+        "integrated_gradients": lambda m, **o: gradients.integrated_gradients(
+            m, x, 2, steps=6, baseline="blur", **o),
+        "smooth_grad": lambda m, **o: gradients.smooth_grad(
+            m, x, 2, n=3, generator=torch.Generator().manual_seed(1), **o),
+        "layer_channel_gradient": lambda m, **o: gradients.layer_channel_gradient(
+            m, x, layer="conv3", channel=1, **o),
+    }
+    for name, run in pairs.items():
+        guided, reference, plain = run(every_relu_net, guided=True), run(oracle), run(
+            every_relu_net)
+        torch.testing.assert_close(guided, reference, rtol=0, atol=1e-12, msg=name)
+        assert not torch.allclose(guided, plain), name  # the rule changes the result
