@@ -30,6 +30,7 @@ if TYPE_CHECKING:  # matplotlib is imported lazily: it costs about a second
 
 __all__ = [
     "Reduce",
+    "explain",
     "grid",
     "normalize_map",
     "overlay",
@@ -455,6 +456,116 @@ def show_maps(
                 ys = (np.arange(mask.shape[0]) + 0.5) * h / mask.shape[0] - 0.5
                 ax.contour(xs, ys, mask, levels=[0.5], colors=outline, linewidths=0.7)
     return fig
+
+
+ExplainKind = Literal["gradient", "saliency", "cam"]
+
+_EXPLAIN_TITLES: dict[str, tuple[str, str, str]] = {
+    "gradient": ("image", "gradient (colour)", "gradient (gray, 99th pct)"),
+    "saliency": ("image", "positive saliency", "negative saliency"),
+    "cam": ("heat map", "overlay", "CAM (gray)"),
+}
+
+
+def explain(
+    image: Tensor,
+    attr: Tensor,
+    kind: ExplainKind = "gradient",
+    *,
+    mean: Stats = IMAGENET_MEAN,
+    std: Stats = IMAGENET_STD,
+    cmap: str | Colormap = "hsv",
+    alpha: float = 0.4,
+    titles: Sequence[str] | None = None,
+    panel_size: float = _PANEL_INCHES,
+) -> Figure:
+    """Netlens 1.x's one-call pictures of an explanation: three panels per image.
+
+    - ``kind="gradient"`` (an input attribution: saliency, guided backprop, SmoothGrad, IG,
+      guided Grad-CAM): the image; the attribution as a colour image, min-max scaled over
+      ``(C, H, W)``; the grayscale map ``sum_c |a_c|`` scaled by its 99th percentile (clipped).
+    - ``kind="saliency"``: the image and :func:`positive_negative_saliency`'s two parts as
+      colour images.
+    - ``kind="cam"`` (a CAM or an occlusion map of any size, resized bilinearly to the image):
+      the heat map in ``cmap`` (the original's ``"hsv"``), the heat map blended over the image
+      with weight ``alpha`` (:func:`overlay`) and the map in grayscale, min-max scaled.
+
+    Args:
+        image: ``(B, C, H, W)`` or one image ``(C, H, W)``, normalized with ``mean``/``std``.
+        attr: ``(B, C', H', W')`` (or ``(C', H', W')``): ``C' = C`` input attributions for
+            ``"gradient"`` and ``"saliency"``, one channel for ``"cam"``.
+        kind: ``"gradient"``, ``"saliency"`` or ``"cam"``.
+        mean: the mean ``image`` was normalized with; ``None`` if it was not shifted.
+        std: the std ``image`` was normalized with; ``None`` if it was not scaled.
+        cmap: colormap of the CAM panels.
+        alpha: heat map weight of the CAM overlay.
+        titles: one title per image (its first panel).
+        panel_size: size of one panel in inches.
+
+    Returns:
+        A ``matplotlib.figure.Figure``, one row of three panels per image.
+
+    Raises:
+        TypeError: if ``image`` or ``attr`` is not a tensor.
+        ValueError: an unknown ``kind``, or shapes that do not fit it.
+
+    Example:
+        >>> fig = explain(torch.rand(3, 8, 8), torch.randn(3, 8, 8), mean=None, std=None)
+        >>> [ax.get_title() for ax in fig.axes]
+        ['image', 'gradient (colour)', 'gradient (gray, 99th pct)']
+    """
+    if kind not in _EXPLAIN_TITLES:
+        raise ValueError(f"kind must be one of {', '.join(map(repr, _EXPLAIN_TITLES))}, got "
+                         f"{kind!r}")
+    for value, what in ((image, "image"), (attr, "attr")):
+        if not isinstance(value, Tensor):
+            raise TypeError(f"{what} must be a torch.Tensor, got {type(value).__name__}")
+    images = image[None] if image.ndim == 3 else image
+    attrs = attr[None] if attr.ndim == 3 else attr
+    if images.ndim != 4 or attrs.ndim != 4 or attrs.shape[0] != images.shape[0]:
+        raise ValueError(f"image (B, C, H, W) and attr (B, C', H', W') must have the same B; "
+                         f"got {tuple(image.shape)} and {tuple(attr.shape)}")
+    if kind != "cam" and attrs.shape[1:] != images.shape[1:]:
+        raise ValueError(f"kind={kind!r} shows an input attribution of the image's shape "
+                         f"{tuple(images.shape[1:])}, got {tuple(attrs.shape[1:])}; for a CAM "
+                         "or an occlusion map use kind='cam'")
+    if kind == "cam" and attrs.shape[1] != 1:
+        raise ValueError(f"kind='cam' shows one-channel maps, got {attrs.shape[1]} channels")
+    labels = _titles(titles, images.shape[0])
+    panels: list[np.ndarray] = []
+    names: list[str] = []
+    for i in range(images.shape[0]):
+        a = attrs[i].detach().double().cpu()
+        shown = to_numpy(images[i], *_stats_for(images[i], mean, std))
+        shown = np.repeat(shown, 3, axis=-1) if shown.shape[-1] == 1 else shown
+        if kind == "gradient":
+            colour = normalize_map(a, reduce=None, clip=None)[0]
+            gray = a.abs().sum(0)
+            top = _percentile(gray.flatten()[None], 99.0)[0]
+            gray = (gray / top).clamp(max=1) if top > 0 else torch.zeros_like(gray)
+            row = [shown, _rgb_array(colour), gray.numpy()]
+        elif kind == "saliency":
+            pos, neg = positive_negative_saliency(a)
+            row = [shown, _rgb_array(pos), _rgb_array(neg)]
+        else:
+            size = tuple(images.shape[-2:])
+            m = normalize_map(a, clip=None)
+            if tuple(m.shape[-2:]) != size:
+                m = F.interpolate(m, size=size, mode="bilinear", align_corners=False)
+            m = m[0, 0].clamp(0, 1).numpy()
+            heat = _colormap(cmap)(m)[..., :3]
+            blended = np.clip((1.0 - alpha) * shown + alpha * heat, 0.0, 1.0)
+            row = [heat, blended, m]
+        panels += [np.asarray(p, dtype=np.float32) for p in row]
+        first = _EXPLAIN_TITLES[kind]
+        names += [labels[i] if labels is not None else first[0], *first[1:]]
+    return grid(panels, names, ncols=3, cmap="gray", panel_size=panel_size)
+
+
+def _rgb_array(t: Tensor) -> np.ndarray:
+    """A ``(C, H, W)`` tensor in ``[0, 1]`` as an ``(H, W, 3)`` array (one channel repeated)."""
+    arr = t.permute(1, 2, 0).numpy()
+    return np.repeat(arr, 3, axis=-1) if arr.shape[-1] == 1 else arr
 
 
 def grid(

@@ -8,6 +8,7 @@ import numpy as np  # noqa: E402
 import PIL.Image  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 from netlens import plot  # noqa: E402
@@ -283,3 +284,39 @@ def test_a_grayscale_image_with_the_default_stats_is_shown_as_raw_pixels():
     assert np.allclose(_shown(maps.axes[0])[..., 0], x[0, 0].numpy())
     with pytest.raises(ValueError, match="mean has 3 entries"):  # given explicitly: refused
         plot.show(x, mean=(0.1, 0.2, 0.3), std=None)
+
+
+def test_explain_draws_the_original_panels_by_hand():
+    """nl.plot.explain: Netlens 1.x's three panels per image, each equal to its definition."""
+    g = _gen()
+    x = torch.rand(2, 3, 8, 8, generator=g)
+    attr = torch.randn(2, 3, 8, 8, generator=g)
+    fig = plot.explain(x, attr, mean=None, std=None, titles=["a", "b"])
+    assert len(fig.axes) == 6 and [ax.get_title() for ax in fig.axes[:3]] == [
+        "a", "gradient (colour)", "gradient (gray, 99th pct)"]
+    for i in range(2):
+        image, colour, gray = fig.axes[3 * i: 3 * i + 3]
+        assert np.allclose(_shown(image), x[i].permute(1, 2, 0).numpy())
+        a = attr[i].double()
+        expected = ((a - a.min()) / (a.max() - a.min())).permute(1, 2, 0).numpy()
+        assert np.allclose(_shown(colour), expected, atol=1e-6)
+        total = a.abs().sum(0)
+        top = np.percentile(total.numpy(), 99)  # linear interpolation, as numpy's default
+        assert np.allclose(_shown(gray), np.clip(total.numpy() / top, 0, 1), atol=1e-6)
+    fig = plot.explain(x[0], attr[0], "saliency", mean=None, std=None)
+    pos, neg = plot.positive_negative_saliency(attr[0].double())
+    assert np.allclose(_shown(fig.axes[1]), pos.permute(1, 2, 0).numpy(), atol=1e-6)
+    assert np.allclose(_shown(fig.axes[2]), neg.permute(1, 2, 0).numpy(), atol=1e-6)
+    cam = torch.rand(1, 1, 2, 2, generator=g)
+    fig = plot.explain(x[:1], cam, "cam", mean=None, std=None)
+    up = F.interpolate((cam - cam.min()) / (cam.max() - cam.min()), size=(8, 8),
+                       mode="bilinear", align_corners=False)[0, 0].clamp(0, 1).numpy()
+    assert np.allclose(_shown(fig.axes[2]), up, atol=1e-6)
+    heat = matplotlib.colormaps["hsv"](up)[..., :3]
+    assert np.allclose(_shown(fig.axes[0]), heat, atol=1e-6)
+    assert np.allclose(_shown(fig.axes[1]), 0.6 * x[0].permute(1, 2, 0).numpy() + 0.4 * heat,
+                       atol=1e-6)
+    with pytest.raises(ValueError, match="kind must be one of"):
+        plot.explain(x, attr, "heat")
+    with pytest.raises(ValueError, match="use kind='cam'"):
+        plot.explain(x, cam.expand(2, -1, -1, -1), "gradient")
