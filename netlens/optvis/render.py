@@ -165,7 +165,8 @@ class OptVis:
 
     # -- public ---------------------------------------------------------------------------
     def vis(self, thresholds: Sequence[int] = (256,), callback: Callback | Callable | None = None,
-            progress: bool | None = None) -> list[torch.Tensor]:
+            progress: bool | None = None, *, show_step: int | None = None,
+            show: bool = False) -> list[torch.Tensor]:
         """Runs ``max(thresholds)`` optimization steps.
 
         Args:
@@ -173,6 +174,11 @@ class OptVis:
             callback: a :class:`Callback`, or a function ``f(vis, step, value)`` called after
                 every step.
             progress: show a progress bar: None (when slow), True or False.
+            show_step: print ``step N: objective V`` every ``show_step`` steps (Netlens 1.x's
+                ``show_step``/``verbose``); None prints nothing.
+            show: display each threshold's picture as it is taken, in a notebook (IPython's
+                ``display``), as Netlens 1.x's ``show=True`` did; outside IPython a
+                ``ValueError`` says to plot the returned images instead.
 
         A second call continues from the current image, with a fresh optimizer and history.
 
@@ -185,11 +191,14 @@ class OptVis:
         Raises:
             RuntimeError: under ``torch.inference_mode()``, which disables gradients.
             ValueError: empty or non-increasing thresholds, an objective that cannot read its
-                layer (channel out of range, ...), or a non-finite objective (lower ``lr``).
+                layer (channel out of range, ...), a non-finite objective (lower ``lr``), a
+                ``show_step`` that is not a positive int, or ``show=True`` outside IPython.
         """
         check_grad_mode("OptVis")
         steps = _check_thresholds(thresholds)
         cb = callback if isinstance(callback, Callback) else _FunctionCallback(callback)
+        if show_step is not None or show:
+            cb = _Shown(cb, show_step, steps if show else [])
         images: list[torch.Tensor] = []
         self.history = []
         self.interrupted = False
@@ -368,6 +377,52 @@ class _FunctionCallback(Callback):
     def on_step(self, vis: OptVis, step: int, value: float) -> None:
         if self.fn is not None:
             self.fn(vis, step, value)
+
+
+class _Shown(Callback):
+    """The user's callback, plus Netlens 1.x's progress: the objective printed every
+    ``show_step`` steps, each picture at ``steps`` displayed in IPython."""
+
+    def __init__(self, inner: Callback, show_step: int | None, steps: Sequence[int]) -> None:
+        if show_step is not None and (isinstance(show_step, bool) or not isinstance(
+                show_step, int) or show_step < 1):
+            raise ValueError(f"show_step must be a positive int (print every N steps) or None, "
+                             f"got {show_step!r}")
+        self.display: Callable[[Any], Any] | None = None
+        if steps:
+            self.display = _ipython_display()
+        self.inner, self.show_step, self.steps = inner, show_step, set(steps)
+
+    def on_begin(self, vis: OptVis) -> None:
+        self.inner.on_begin(vis)
+
+    def on_step(self, vis: OptVis, step: int, value: float) -> None:
+        self.inner.on_step(vis, step, value)
+        if self.show_step is not None and step % self.show_step == 0:
+            print(f"step {step}: objective {value:.4g}", flush=True)
+        if self.display is not None and step in self.steps:
+            from ..image import to_pil
+
+            for image in vis._image():
+                self.display(to_pil(image, None, None))
+
+    def on_end(self, vis: OptVis, images: list[torch.Tensor]) -> None:
+        self.inner.on_end(vis, images)
+
+
+def _ipython_display() -> Callable[[Any], Any]:
+    """IPython's ``display`` when running under IPython, else a ValueError with the fix."""
+    try:
+        from IPython import get_ipython
+        from IPython.display import display
+        running = get_ipython() is not None
+    except ImportError:
+        running = False
+    if not running:
+        raise ValueError("show=True displays the pictures in a notebook (IPython); here, plot "
+                         "the returned images instead, e.g. nl.plot.grid(images[-1], "
+                         "mean=None, std=None)")
+    return display
 
 
 class _Null:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 import torchvision
 
 from netlens import FlatModel, UnknownLayerError
 from netlens.data import make_shapes
+from netlens.image import to_pil
 from netlens.optvis import objectives as obj
 from netlens.optvis.param import ImageParam, RawParam
 from netlens.optvis.render import Callback, OptVis, model_normalization
@@ -274,3 +276,29 @@ def test_inference_mode_is_explained(shapes):
     with torch.inference_mode(), pytest.raises(RuntimeError, match=(
             r"OptVis needs gradients, which torch.inference_mode\(\) disables; call it outside")):
         vis.vis((1,), progress=False)
+
+
+def test_show_step_prints_the_objective_and_show_displays_each_picture(shapes, capsys):
+    """Netlens 1.x's progress in a notebook: show_step=N prints the objective every N steps
+    (the values the callback sees), show=True displays each threshold's picture with IPython
+    (here a stand-in display) and is refused with the fix outside IPython."""
+    from netlens.optvis import render
+
+    values = []
+    vis = OptVis(shapes, obj.channel("layer2", 0), size=32, generator=_gen())
+    images = vis.vis((2, 4), callback=lambda v, step, value: values.append(value),
+                     progress=False, show_step=2)
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines == [f"step {k}: objective {values[k - 1]:.4g}" for k in (2, 4)]
+    assert len(images) == 2
+    with pytest.raises(ValueError, match="plot the returned images"):
+        vis.vis((2,), progress=False, show=True)
+    with pytest.raises(ValueError, match="show_step must be a positive int"):
+        vis.vis((2,), progress=False, show_step=0)
+    shown = []
+    cb = render._Shown(Callback(), None, [])
+    cb.display, cb.steps = shown.append, {1, 3}
+    pictures = vis.vis((1, 3), callback=cb, progress=False)
+    assert len(shown) == 2 and all(p.size == (32, 32) for p in shown)
+    assert np.array_equal(np.asarray(shown[-1]),
+                          np.asarray(to_pil(pictures[-1][0], None, None)))
