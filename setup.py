@@ -19,8 +19,8 @@ setup(
     python_requires=">=3.9",
     packages=find_packages(include=["netlens", "netlens.*"]),
     py_modules=["_netlens_cli"],  # the console script's Ctrl-C guard around importing netlens
-    package_data={"netlens": ["resources/*.txt", "resources/*.json", "weights/*.pt", "*.pyi",
-                           "py.typed"]},
+    package_data={"netlens": ["resources/*.txt", "resources/*.json", "resources/examples/*.jpg",
+                              "weights/*.pt", "*.pyi", "py.typed"]},
     include_package_data=True,
     entry_points={"console_scripts": ["netlens = _netlens_cli:main"]},
     install_requires=[

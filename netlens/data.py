@@ -28,7 +28,8 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
-__all__ = ["SHAPES_CLASSES", "ShapesBatch", "example_photo", "imagenet_classes", "make_shapes"]
+__all__ = ["EXAMPLES", "SHAPES_CLASSES", "Example", "ShapesBatch", "example", "example_photo",
+           "imagenet_classes", "make_shapes"]
 
 SHAPES_CLASSES: tuple[str, ...] = ("circle", "square", "triangle", "plus")
 """Class names of the shapes dataset, indexed by label."""
@@ -371,6 +372,78 @@ def make_shapes(
         masks=masks.unsqueeze(1).to(out_device),
         distractor_masks=dis_masks.unsqueeze(1).to(out_device),
     )
+
+
+class Example(NamedTuple):
+    """One example photo (:func:`example`).
+
+    Attributes:
+        image: ``(1, C, H, W)`` in ``[0, 1]`` (not normalized).
+        target: its ImageNet-1k class index, or None when no class fits (the astronaut).
+        label: the class's name (``imagenet_classes()[target]``) or a description.
+        credit: who made it and its licence.
+    """
+
+    image: torch.Tensor
+    target: int | None
+    label: str
+    credit: str
+
+
+EXAMPLES: dict[str, tuple[str, int | None, str]] = {
+    "grace_hopper": ("matplotlib", 652, "U.S. Navy photograph, public domain "
+                     "(matplotlib's sample data)"),
+    "chelsea": ("chelsea.jpg", 281, "Stefan van der Walt, CC0 (scikit-image's data)"),
+    "coffee": ("coffee.jpg", 967, "Rachel Michetti, CC0 (scikit-image's data)"),
+    "rocket": ("rocket.jpg", 657, "SpaceX, public domain (scikit-image's data)"),
+    "camera": ("camera.jpg", 759, "Lav Varshney, CC0 (scikit-image's data; grayscale)"),
+    "astronaut": ("astronaut.jpg", None, "NASA, public domain (scikit-image's data)"),
+}
+"""The example photos: name -> (file in ``netlens/resources/examples``, ImageNet class index or
+None, credit and licence). Netlens 1.x's pelican, guitar, panda and pineapple are gone with
+their unknown licences; these are public domain or CC0, shipped with netlens (at most 320 px)."""
+
+
+def example(name: str, size: int | tuple[int, int] | None = None, *,
+            channels: int = 3) -> Example:
+    """An example photo with its ImageNet class, for the pretrained-model paths of the
+    notebooks (Netlens 1.x's ``get_example_data``).
+
+    Args:
+        name: one of :data:`EXAMPLES`: ``"grace_hopper"`` (652 military uniform), ``"chelsea"``
+            (281 tabby), ``"coffee"`` (967 espresso), ``"rocket"`` (657 missile),
+            ``"camera"`` (759 reflex camera; a grayscale photo), ``"astronaut"`` (no class).
+        size: as :func:`netlens.image.load` takes it; None keeps the photo's size (at most
+            320 px on the longer side; Grace Hopper 512 x 600).
+        channels: 3 (a grayscale photo repeated) or 1 (luminance).
+
+    Returns:
+        An :class:`Example`: ``image`` ``(1, channels, H, W)`` in ``[0, 1]``, ``target``,
+        ``label`` and ``credit``.
+
+    Raises:
+        ValueError: an unknown name (the message lists the names).
+
+    Example:
+        >>> image, target, label, _ = example("chelsea", 224)
+        >>> tuple(image.shape), target, label
+        ((1, 3, 224, 224), 281, 'tabby')
+    """
+    from .image import load
+
+    if name not in EXAMPLES:
+        raise ValueError(f"no example photo {name!r}; the examples are "
+                         f"{', '.join(map(repr, EXAMPLES))}")
+    file, target, credit = EXAMPLES[name]
+    label = imagenet_classes()[target] if target is not None else "Eileen Collins (no class)"
+    if file == "matplotlib":
+        image, _ = example_photo(size)
+        if channels == 1:
+            image = load(image, channels=1, mean=None, std=None)
+        return Example(image, target, label, credit)
+    with resources.as_file(resources.files("netlens") / "resources" / "examples" / file) as p:
+        image = load(p, size=size, mean=None, std=None, channels=channels)
+    return Example(image, target, label, credit)
 
 
 def example_photo(size: int | tuple[int, int] | None = None) -> tuple[torch.Tensor, str]:

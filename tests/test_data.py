@@ -145,3 +145,29 @@ def test_example_photo_and_its_drawn_stand_in(monkeypatch):
     drawn, source = example_photo(48)
     assert drawn.shape == (1, 3, 48, 48) and "drawn" in source
     assert not torch.allclose(drawn, photo)
+
+
+def test_example_photos_ship_with_their_imagenet_classes() -> None:
+    """nl.data.example: six public-domain or CC0 photos shipped with netlens (Grace Hopper from
+    matplotlib), each with its ImageNet class (or None) and credit; Netlens 1.x's
+    get_example_data."""
+    from netlens.data import EXAMPLES, example, imagenet_classes
+
+    assert len(EXAMPLES) >= 5
+    means = set()
+    for name, (_, target, credit) in EXAMPLES.items():
+        image, t, label, cred = example(name)
+        assert image.dim() == 4 and image.shape[:2] == (1, 3) and min(image.shape[2:]) >= 200
+        assert 0 <= float(image.min()) < float(image.max()) <= 1 and image.dtype == torch.float32
+        assert t == target and cred == credit and ("CC0" in credit or "public domain" in credit)
+        assert label == (imagenet_classes()[t] if t is not None else label)
+        means.add(round(float(image.mean()), 4))
+        assert tuple(example(name, 64).image.shape) == (1, 3, 64, 64)
+        gray = example(name, channels=1).image
+        assert gray.shape == (1, 1, *image.shape[2:])
+    assert len(means) == len(EXAMPLES)  # six different photos
+    assert example("chelsea").label == "tabby" and example("coffee").target == 967
+    camera = example("camera").image  # a grayscale photo, repeated to three channels
+    assert torch.equal(camera[:, 0], camera[:, 1]) and torch.equal(camera[:, 1], camera[:, 2])
+    with pytest.raises(ValueError, match="'chelsea'"):
+        example("pelican")
