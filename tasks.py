@@ -7,8 +7,9 @@
     python3 tasks.py docs [--serve]    # builds the documentation site (strict) into site/
 
 Each creates a virtual environment in ``.venv`` (or ``$NETLENS_VENV``) on first use, installs
-``requirements-dev.txt`` and netlens itself (editable) into it, and reinstalls only when those
-files change. Nothing outside the repository is touched.
+``requirements-dev.txt``, the test-only anchors of ``requirements-anchors.txt`` (without their
+dependencies) and netlens itself (editable) into it, and reinstalls only when those files
+change. Nothing outside the repository is touched.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent
 VENV = Path(os.environ.get("NETLENS_VENV", ROOT / ".venv"))
 REQUIREMENTS = ROOT / "requirements-dev.txt"
+ANCHORS = ROOT / "requirements-anchors.txt"  # test-only anchors installed without their deps
 BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
 PYTHON = BIN / ("python.exe" if os.name == "nt" else "python")
 
@@ -43,7 +45,8 @@ def ensure_env() -> None:
         _say(f"creating a virtual environment in {VENV}")
         venv.EnvBuilder(with_pip=True, clear=VENV.exists()).create(VENV)
     stamp = VENV / ".netlens-installed"
-    digest = hashlib.sha256(REQUIREMENTS.read_bytes() + (ROOT / "setup.py").read_bytes())
+    digest = hashlib.sha256(REQUIREMENTS.read_bytes() + ANCHORS.read_bytes()
+                            + (ROOT / "setup.py").read_bytes())
     want = digest.hexdigest()
     if stamp.exists() and stamp.read_text().strip() == want:
         return
@@ -52,6 +55,8 @@ def ensure_env() -> None:
     # modules a run imports
     _run(PYTHON, "-m", "pip", "install", "--disable-pip-version-check", "-q", "--no-compile",
          "-r", REQUIREMENTS)
+    _run(PYTHON, "-m", "pip", "install", "--disable-pip-version-check", "-q", "--no-compile",
+         "--no-deps", "--ignore-requires-python", "-r", ANCHORS)
     _run(PYTHON, "-m", "pip", "install", "--disable-pip-version-check", "-q", "--no-deps",
          "--no-build-isolation", "-e", ROOT)
     stamp.write_text(want)
