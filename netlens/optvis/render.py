@@ -156,6 +156,12 @@ class OptVis:
                 self._check_image(int(image.shape[1]))
                 self.fm.ensure_traced(image.detach())
         self._layers = [self.fm.resolve_layer(n) for n in self.objective.layers]
+        # the names the objective reads its layers by (a Netlens 1.x key such as
+        # "features-conv-7" reads the layer it resolves to)
+        self._aliases: dict[str, list[str]] = {}
+        for given, name in zip(self.objective.layers, self._layers):
+            if given != name:
+                self._aliases.setdefault(name, []).append(given)
         self._layouts = {self.fm.resolve_layer(n): as_layout(v)
                          for n, v in (layouts or {}).items()}
         self._stop = self._stop_layer()
@@ -336,6 +342,8 @@ class OptVis:
             t = t.clone()  # later in-place ops (ReLU(inplace), out += identity) would change it
         layout = self._layouts.get(name) or self.fm.layout(name)
         self._acts[name] = layout.to_map(t, self._hw)
+        for given in self._aliases.get(name, ()):
+            self._acts[given] = self._acts[name]
         if name == self._stop:
             raise _StopForward(name)
 
