@@ -66,8 +66,8 @@ def attribution_figure(result: StageResult, methods: Sequence[str] | None = None
         raise ValueError(f"no maps for {missing} in the attribution stage; it has "
                          f"{[m for m in result.groups if m != 'input']}")
     images = torch.cat([item.image for item in inputs])
-    masks = (torch.cat([item.mask for item in inputs])
-             if all(item.mask is not None for item in inputs) else None)
+    given = [item.mask for item in inputs if item.mask is not None]
+    masks = torch.cat(given) if len(given) == len(inputs) else None
     maps = {}
     for method in methods:
         cells = result.groups[method]

@@ -188,6 +188,29 @@ class NetLens:
         layout: LayoutLike | None = None,
     ) -> torch.Tensor: ...
 
+    def lrp(
+        self,
+        x: torch.Tensor,
+        target: TargetLike = None,
+        *,
+        composite: str = 'epsilon_plus',
+        rules: Any = None,
+        epsilon: float = 1e-06,
+        gamma: float = 0.25,
+        low: float | torch.Tensor | None = None,
+        high: float | torch.Tensor | None = None,
+        batch_size: int | None = None,
+    ) -> torch.Tensor: ...
+
+    def excitation_backprop(
+        self,
+        x: torch.Tensor,
+        target: TargetLike = None,
+        *,
+        contrastive: bool = False,
+        batch_size: int | None = None,
+    ) -> torch.Tensor: ...
+
     def occlusion(
         self,
         x: torch.Tensor,

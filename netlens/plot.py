@@ -548,14 +548,14 @@ def explain(
             pos, neg = positive_negative_saliency(a)
             row = [shown, _rgb_array(pos), _rgb_array(neg)]
         else:
-            size = tuple(images.shape[-2:])
-            m = normalize_map(a, clip=None)
-            if tuple(m.shape[-2:]) != size:
-                m = F.interpolate(m, size=size, mode="bilinear", align_corners=False)
-            m = m[0, 0].clamp(0, 1).numpy()
-            heat = _colormap(cmap)(m)[..., :3]
+            h, w = int(images.shape[-2]), int(images.shape[-1])
+            scaled = normalize_map(a, clip=None)
+            if tuple(scaled.shape[-2:]) != (h, w):
+                scaled = F.interpolate(scaled, size=(h, w), mode="bilinear", align_corners=False)
+            gray_cam: np.ndarray = scaled[0, 0].clamp(0, 1).numpy()
+            heat = np.asarray(_colormap(cmap)(gray_cam))[..., :3]
             blended = np.clip((1.0 - alpha) * shown + alpha * heat, 0.0, 1.0)
-            row = [heat, blended, m]
+            row = [heat, blended, gray_cam]
         panels += [np.asarray(p, dtype=np.float32) for p in row]
         first = _EXPLAIN_TITLES[kind]
         names += [labels[i] if labels is not None else first[0], *first[1:]]

@@ -35,6 +35,8 @@ from .cam import (
     xgradcam,
 )
 from .deconvnet import deconvnet
+from .excitation import excitation_backprop
+from .lrp import lrp
 from .gradients import (
     baseline_image,
     guided_backprop,
@@ -116,6 +118,16 @@ _SPECS = [
                      "Components\", IJCNN 2020",
                summary="the first principal component of the activations (class-agnostic)",
                gradients=False, **_CAM),
+    MethodSpec("lrp", lrp, "input", "rule",
+               "Bach et al., \"On Pixel-Wise Explanations for Non-Linear Classifier Decisions "
+               "by Layer-Wise Relevance Propagation\", PLoS ONE 2015",
+               "the target score redistributed layer by layer to the pixels by LRP rules",
+               rules=True, attention=False),
+    MethodSpec("excitation_backprop", excitation_backprop, "map", "rule",
+               "Zhang et al., \"Top-down Neural Attention by Excitation Backprop\", ECCV 2016 "
+               "(IJCV 2018)",
+               "the marginal winning probability of each pixel, passed down through positive "
+               "weights", rules=True, attention=False),
     MethodSpec("occlusion", occlusion, "map", "perturbation",
                "Zeiler & Fergus, \"Visualizing and Understanding Convolutional Networks\", "
                "ECCV 2014", "the drop of the target score when a window is set to the baseline (0)",
@@ -150,6 +162,7 @@ __all__ = [
     "AttributionMethod", "MethodSpec", "Target", "resolve_target", "NetlensWarning", "METHODS",
     "CAM_METHODS", "saliency", "input_x_gradient", "guided_backprop", "deconvnet", "smooth_grad",
     "integrated_gradients", "layer_channel_gradient", "gradcam", "guided_gradcam", "gradcam_pp",
-    "xgradcam", "layercam", "hirescam", "scorecam", "eigencam", "occlusion", "cam_driver",
+    "xgradcam", "layercam", "hirescam", "scorecam", "eigencam", "lrp", "excitation_backprop", "occlusion",
+    "cam_driver",
     "CamContext", "baseline_image",
 ]

@@ -56,6 +56,9 @@ class MethodSpec:
         stochastic: whether its result is random by default (it then takes ``generator=``;
             a method may take one for optional random baselines without being stochastic).
         progress: whether it takes ``progress=`` (long, multiplied passes).
+        attention: whether it is defined on transformer layers (LayerNorm, attention); a
+            method with ``attention=False`` (a rule method whose rules cover convolutional
+            networks) raises a ``ValueError`` naming the first layer it has no rule for.
         cheap: options that make it fast enough for demos and tests (few steps, samples or
             windows), e.g. ``{"n": 4}``.
         paper: the reference: authors, title, venue and year.
@@ -73,6 +76,7 @@ class MethodSpec:
     gradients: bool = True
     stochastic: bool = False
     progress: bool = False
+    attention: bool = True
     cheap: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
