@@ -71,6 +71,7 @@ API_MODULES = [
     ("netlens.data", "api/data.md", "netlens.data"),
     ("netlens.zoo", "api/zoo.md", "netlens.zoo"),
     ("netlens.export", "api/export.md", "netlens.export"),
+    ("netlens.tiling", "api/tiling.md", "netlens.tiling"),
 ]
 
 _FENCE = re.compile(r"^\s*(```|~~~)")

@@ -30,10 +30,10 @@ __all__ = [
     "StyleTransferModule", "StyleTransferObjective", "generate_style_transfer",
     "UnknownLayerError", "Hook", "HookDict", "ModuleHook",
     "TensorHook", "preserved_state", "relu_calls", "adapter", "attribution", "hooks", "image",
-    "plot", "data", "zoo", "metrics", "targets", "rules", "Layout", "layouts",
+    "plot", "data", "zoo", "metrics", "targets", "rules", "Layout", "layouts", "tiling",
 ]
 
-_LAZY = ("image", "plot", "data", "zoo")
+_LAZY = ("image", "plot", "data", "zoo", "tiling")
 
 
 def __getattr__(name: str) -> Any:

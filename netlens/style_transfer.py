@@ -229,10 +229,66 @@ class StyleTransferModule:
     def losses(self, image: Tensor) -> dict[str, Tensor]:
         """The unweighted ``{"content", "style"}`` losses of ``image`` (1 or B, C, H, W) in
         [0, 1], scalar tensors differentiable w.r.t. ``image`` (not the model's weights)."""
-        image = self._image(image, "image")
+        image = self._image(image, "image", detach=False)
         f = self.features(image, self.content_layers + self.style_layers)
         return {"content": self.content_loss(f.__getitem__),
                 "style": self.style_loss(f.__getitem__)}
+
+    def compute_losses(self, x: Tensor, style_weight: float = 1e6, content_weight: float = 1.0,
+                       tv_weight: float = 0.0) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """The weighted losses of ``x``: ``(total, style, content, tv)``, as the original
+        Netlens's ``compute_losses``.
+
+        ``style = style_weight · style loss``, ``content = content_weight · content loss``,
+        ``tv = tv_weight · tv(x)`` and ``total = style + content + tv``, the loss that
+        :func:`generate_style_transfer` minimizes (its objective is ``-total``). ``tv`` is the
+        mean squared difference between neighbouring pixels (see
+        :class:`StyleTransferObjective`). One forward pass, stopped after the deepest layer
+        read; a zero weight skips its term (its layers are not read) and gives a zero tensor.
+
+        Args:
+            x: the image ``(1 or B, C, H, W)`` in [0, 1], of the content's size; the losses
+                are differentiable w.r.t. it (not w.r.t. the model's weights).
+            style_weight: the weight of the style loss, >= 0.
+            content_weight: the weight of the content loss, >= 0.
+            tv_weight: the weight of the total variation, >= 0.
+
+        Returns:
+            Four scalar tensors ``(total, style, content, tv)``.
+
+        Raises:
+            ValueError: an image not (B, C, H, W) in [0, 1] or of another size than the
+                content's, negative weights, or all three weights 0.
+
+        Example:
+            >>> net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU()).eval()
+            >>> m = StyleTransferModule(net, torch.rand(1, 3, 16, 16), "1",
+            ...                         torch.rand(1, 3, 16, 16), "1")
+            >>> total, style, content, tv = m.compute_losses(torch.rand(1, 3, 16, 16))
+            >>> bool(torch.allclose(total, style + content + tv))
+            True
+        """
+        w = _weights(style_weight, content_weight, tv_weight)
+        terms = self._terms(self._image(x, "x", detach=False), w)
+        zero = next(iter(terms.values())).new_zeros(())
+        style, content, tv = (w[k] * terms[k] if k in terms else zero
+                              for k in ("style", "content", "tv"))
+        return content + style + tv, style, content, tv  # the objective's order of the sum
+
+    def _terms(self, image: Tensor, weights: dict[str, float]) -> dict[str, Tensor]:
+        """The unweighted losses of positive weight, ``{"content", "style", "tv"}`` in order."""
+        layers = (self.content_layers if weights.get("content") else ()) + (
+            self.style_layers if weights.get("style") else ())
+        terms: dict[str, Tensor] = {}
+        if layers:
+            f = self.features(image, layers)
+            if weights.get("content"):
+                terms["content"] = self.content_loss(f.__getitem__)
+            if weights.get("style"):
+                terms["style"] = self.style_loss(f.__getitem__)
+        if weights.get("tv"):
+            terms["tv"] = _total_variation(image)
+        return terms
 
     def features(self, image: Tensor, layers: Sequence[str]) -> dict[str, Tensor]:
         """The ``[B, C, h, w]`` features of ``image`` in [0, 1] at ``layers``: one forward pass,
@@ -283,7 +339,7 @@ class StyleTransferModule:
             raise ValueError(f"{what} is empty; name at least one layer")
         return tuple(dict.fromkeys(self.fm.resolve_layer(n) for n in names))
 
-    def _image(self, x: object, what: str) -> Tensor:
+    def _image(self, x: object, what: str, detach: bool = True) -> Tensor:
         if not isinstance(x, Tensor) or not x.is_floating_point():
             kind = x.dtype if isinstance(x, Tensor) else type(x).__name__
             raise TypeError(f"{what} must be a float tensor (B, C, H, W) in [0, 1], got {kind}; "
@@ -292,39 +348,55 @@ class StyleTransferModule:
             x = x[None]
         if x.dim() != 4 or x.numel() == 0:
             raise ValueError(f"{what} must have shape (B, C, H, W), got {tuple(x.shape)}")
-        if not bool(torch.isfinite(x).all()):
+        if not bool(torch.isfinite(x.detach()).all()):
             raise ValueError(f"{what} holds NaN or infinite values")
-        lo, hi = float(x.min()), float(x.max())
+        lo, hi = float(x.detach().min()), float(x.detach().max())
         if lo < -_RANGE_TOL or hi > 1 + _RANGE_TOL:
             raise ValueError(f"{what} must hold pixels in [0, 1], got [{lo:.3g}, {hi:.3g}]; pass "
                              "raw images, not model-normalized ones (netlens.image.load(..., "
                              "mean=None, std=None), or netlens.image.denormalize)")
+        if not detach:  # the caller differentiates w.r.t. x: no clamp, no copy
+            return x.to(**self._to)
         return x.detach().clamp(0, 1).to(**self._to)
 
 
 class StyleTransferObjective(Objective):
     """Minus ``style_weight · style + content_weight · content + tv_weight · tv``, to maximize.
 
-    ``tv`` is the mean squared difference between neighbouring pixels (horizontal plus
-    vertical) of the image. A zero weight drops its term: it is not computed, its layers are not
-    read (a content-only objective stops the forward pass at the content layer) and it is not in
-    :attr:`losses`.
+    ``tv`` is the mean squared difference between neighbouring pixels, horizontal plus
+    vertical: ``mean((x[..., :, 1:] - x[..., :, :-1])²) + mean((x[..., 1:, :] -
+    x[..., :-1, :])²)``. The original Netlens used the anisotropic L1 total variation, the
+    *sum* of the absolute neighbour differences; the mean of squares does not depend on the
+    image size and is smooth at 0 (L-BFGS needs a smooth loss), so a ``tv_weight`` of the
+    original corresponds to a very different value here. A zero weight drops its term: it is
+    not computed, its layers are not read (a content-only objective stops the forward pass at
+    the content layer) and it is not in :attr:`losses`.
+
+    Called on an image, ``objective(image)`` gives the *total loss* (the weighted sum above,
+    which the optimization lowers), as the original's objectives did, equal to
+    ``module.compute_losses(image, ...)[0]``; called on a :class:`Context` inside
+    :class:`~netlens.optvis.OptVis` it gives the score to maximize, minus that loss.
+
+    Args:
+        module: the :class:`StyleTransferModule`.
+        style_weight: the weight of the style loss, >= 0.
+        content_weight: the weight of the content loss, >= 0.
+        tv_weight: the weight of the total variation, >= 0.
 
     Attributes:
         losses: the unweighted losses of the last evaluation, ``{"content", "style", "tv"}``
             (the terms of positive weight) and the weighted ``"total"``, as floats.
+
+    Raises:
+        TypeError: ``module`` is not a :class:`StyleTransferModule`.
+        ValueError: negative weights, or all three 0.
     """
 
     def __init__(self, module: StyleTransferModule, style_weight: float = 1e6,
                  content_weight: float = 1.0, tv_weight: float = 0.0) -> None:
         if not isinstance(module, StyleTransferModule):
             raise TypeError(f"module must be a StyleTransferModule, got {type(module).__name__}")
-        w = {"style": _weight(style_weight, "style_weight"),
-             "content": _weight(content_weight, "content_weight"),
-             "tv": _weight(tv_weight, "tv_weight")}
-        if not any(w.values()):
-            raise ValueError("style_weight, content_weight and tv_weight are all 0: nothing to "
-                             "optimize")
+        w = _weights(style_weight, content_weight, tv_weight)
         self.module, self.weights = module, {k: v for k, v in w.items() if v > 0}
         layers = (module.content_layers if w["content"] else ()) + (
             module.style_layers if w["style"] else ())
@@ -336,6 +408,44 @@ class StyleTransferObjective(Objective):
     def losses(self) -> dict[str, float]:
         return {k: float(v) for k, v in self._last.items()}
 
+    def __call__(self, ctx: Context | Tensor, model: nn.Module | None = None, *,
+                 mean: Any = None, std: Any = None) -> Tensor:
+        """The score ``-total`` on a :class:`Context`; the total loss on an image.
+
+        Args:
+            ctx: a :class:`Context`, or an image ``(1 or B, C, H, W)`` in [0, 1] of the
+                content's size.
+            model: not needed (the module holds it); if given, it must be the module's model.
+            mean: not accepted: the module's normalization applies (``module.mean``).
+            std: not accepted, as ``mean``.
+
+        Returns:
+            A scalar tensor, differentiable w.r.t. the image.
+
+        Raises:
+            ValueError: another model, or ``mean=``/``std=`` with an image.
+        """
+        if isinstance(ctx, Context):
+            return super().__call__(ctx, model, mean=mean, std=std)
+        m = self.module
+        if model is not None and model is not m.fm and model is not m.fm.model:
+            raise ValueError("this objective evaluates its StyleTransferModule's model; call it "
+                             "as objective(image), without model=")
+        if mean is not None or std is not None:
+            raise ValueError(f"the module's normalization applies (mean={m.mean!r}, "
+                             f"std={m.std!r}); build the StyleTransferModule with mean=, std=")
+        terms = m._terms(m._image(ctx, "image", detach=False), self.weights)
+        return self._total(terms)
+
+    def evaluate(self, model: nn.Module, image: Tensor, *, mean: Any = None, std: Any = None,
+                 layouts: Any = None) -> Tensor:
+        """The score :class:`~netlens.optvis.OptVis` maximizes at ``image``: minus the total
+        loss, with the module's normalization unless ``mean``/``std`` are given (see
+        :meth:`netlens.optvis.objectives.Objective.evaluate`)."""
+        m = self.module
+        return super().evaluate(model, image, mean=m.mean if mean is None else mean,
+                                std=m.std if std is None else std, layouts=layouts)
+
     def _score(self, ctx: Context) -> Tensor:
         m, terms = self.module, {}
         if "content" in self.weights:
@@ -344,10 +454,13 @@ class StyleTransferObjective(Objective):
             terms["style"] = m.style_loss(ctx.__getitem__)
         if "tv" in self.weights:
             terms["tv"] = _total_variation(ctx.image)
+        return -self._total(terms)
+
+    def _total(self, terms: dict[str, Tensor]) -> Tensor:
         total = _tensor_sum(self.weights[k] * v for k, v in terms.items())  # >= 1 term
         self._last = {k: v.detach() for k, v in terms.items()}
         self._last["total"] = total.detach()
-        return -total
+        return total
 
 
 class LossReporter(Callback):
@@ -379,12 +492,13 @@ class LossReporter(Callback):
 
 
 def generate_style_transfer(
-    module: StyleTransferModule, input_img: Tensor | None = None, num_steps: int = 300,
-    style_weight: float = 1e6, content_weight: float = 1.0, tv_weight: float = 0.0, *,
-    optimizer: str | Callable[[list], torch.optim.Optimizer] = "lbfgs",
+    module: StyleTransferModule, input_img: Tensor | None = None,
+    num_steps: int | Sequence[int] = 300, style_weight: float = 1e6, content_weight: float = 1.0,
+    tv_weight: float = 0.0, *, optimizer: str | Callable[[list], torch.optim.Optimizer] = "lbfgs",
     param: str | nn.Module = "raw", lr: float | None = None, history_size: int = 50,
     progress: bool | None = True, callback: Callback | Callable | None = None,
-) -> Tensor:
+    show: bool | ShowFunction = False, show_step: int | None = None,
+) -> Any:
     """Optimizes an image to the content of one image and the style of others.
 
     One step is one forward and backward pass, with either optimizer; no random transforms.
@@ -398,7 +512,9 @@ def generate_style_transfer(
         module: the :class:`StyleTransferModule`.
         input_img: the start ``(1 or B, C, H, W)`` in [0, 1], of the content's size; default the
             content image.
-        num_steps: steps (forward + backward passes); 0 returns the rendered start image.
+        num_steps: steps (forward + backward passes); 0 returns the rendered start image. A
+            sequence of increasing step counts (the original's tuple of thresholds, e.g.
+            ``(50, 100, 300)``) runs to the last and returns one image per count.
         style_weight: see :class:`StyleTransferObjective`.
         content_weight: see :class:`StyleTransferObjective`.
         tv_weight: see :class:`StyleTransferObjective`.
@@ -410,21 +526,29 @@ def generate_style_transfer(
         progress: show a progress bar (None: only when slow).
         callback: a :class:`~netlens.optvis.render.Callback` (e.g. :class:`LossReporter`) or
             a function ``f(vis, step, value)`` called after every step.
+        show: show the picture at each of the ``num_steps`` counts (and every ``show_step``
+            steps) while it runs, as the original's ``show=True``: ``True`` displays a
+            matplotlib figure titled with the step and the losses in a Jupyter/IPython session;
+            a function ``f(image, step, losses)`` receives the picture ``(B, C, H, W)``, the
+            step and the step's unweighted losses (:attr:`StyleTransferObjective.losses`).
+        show_step: also show every ``show_step`` steps (needs ``show``).
 
     Returns:
-        The image ``(B, C, H, W)`` in [0, 1], detached, on the model's device.
+        The image ``(B, C, H, W)`` in [0, 1], detached, on the model's device; a list of them,
+        one per count, when ``num_steps`` is a sequence.
 
     Raises:
         ValueError: an input image of another size or range, an unknown optimizer or param,
-            negative weights, a non-finite loss (lower ``lr``).
+            negative weights, a non-finite loss (lower ``lr``), ``num_steps`` that are not
+            increasing ints (> 0 in a sequence), ``show=True`` outside IPython, ``show_step``
+            without ``show``.
         RuntimeError: under ``torch.inference_mode()``, which disables gradients.
     """
     check_grad_mode("style transfer")
     if not isinstance(module, StyleTransferModule):
         raise TypeError(f"module must be a StyleTransferModule, got {type(module).__name__}")
-    if isinstance(num_steps, bool) or not isinstance(num_steps, numbers.Integral) or \
-            num_steps < 0:
-        raise ValueError(f"num_steps must be an int >= 0, got {num_steps!r}")
+    steps = _steps(num_steps)
+    shower = _shower(show, show_step)
     objective = module.objective(style_weight, content_weight, tv_weight)
     image = module.content_image if input_img is None else module._image(input_img, "input_img")
     if image.shape[-2:] != module.content_image.shape[-2:]:
@@ -441,7 +565,7 @@ def generate_style_transfer(
         p = ImageParam(image=image, fft=True, decorrelate=image.shape[1] == 3)
     else:
         raise ValueError(f"param must be 'raw', 'fft' or a parameterization, got {param!r}")
-    if num_steps == 0:
+    if steps == [0]:
         with torch.no_grad():
             return p().detach().clone()
     made: list[torch.optim.Optimizer] = []
@@ -451,7 +575,7 @@ def generate_style_transfer(
             made.append(LBFGS(params, rate, history_size, box))
         elif optimizer == "adam":
             made.append(ProjectedAdam(params, rate, box))
-        else:
+        elif callable(optimizer):  # checked below, before any step
             made.append(optimizer(params))
         return made[-1]
 
@@ -465,17 +589,134 @@ def generate_style_transfer(
                          f"got {optimizer!r}")
     vis = OptVis(module.fm, objective, p, transforms=(), optimizer=make, lr=rate,
                  mean=module.mean, std=module.std, redirect_steps=0)
-    out = vis.vis((num_steps,), callback=callback, progress=progress)[-1]
+    if shower is not None:
+        callback = _Showing(callback, shower, objective, steps, show_step)
+    images = vis.vis(steps, callback=callback, progress=progress)
     if isinstance(made[0], LBFGS) and made[0].undo_untried_step(-vis.value()):
         with torch.no_grad():
-            out = p().detach().clone()
-    return out
+            images[-1] = p().detach().clone()
+    return images if not isinstance(num_steps, numbers.Integral) else images[-1]
+
+
+ShowFunction = Callable[[Tensor, int, "dict[str, float]"], Any]
+
+
+def _steps(num_steps: object) -> list[int]:
+    """``[n]`` for an int ``n >= 0``; the counts of a strictly increasing sequence of ints > 0."""
+    if isinstance(num_steps, numbers.Integral) and not isinstance(num_steps, bool):
+        if num_steps < 0:
+            raise ValueError(f"num_steps must be an int >= 0, got {num_steps!r}")
+        return [int(num_steps)]
+    if isinstance(num_steps, (str, bytes, Tensor)) or not isinstance(num_steps, Sequence):
+        raise ValueError(f"num_steps must be an int >= 0 or a sequence of step counts, e.g. "
+                         f"(50, 100, 300), got {num_steps!r}")
+    counts = list(num_steps)
+    if not counts or any(isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1
+                         for n in counts):
+        raise ValueError(f"num_steps as a sequence must hold ints > 0, e.g. (50, 100, 300), got "
+                         f"{num_steps!r}")
+    if any(b <= a for a, b in zip(counts, counts[1:])):
+        raise ValueError(f"num_steps must be strictly increasing, got {num_steps!r}")
+    return [int(n) for n in counts]
+
+
+def _shower(show: object, show_step: object) -> ShowFunction | None:
+    if show_step is not None and (isinstance(show_step, bool) or
+                                  not isinstance(show_step, numbers.Integral) or show_step < 1):
+        raise ValueError(f"show_step must be an int >= 1, got {show_step!r}")
+    if show is False or show is None:
+        if show_step is not None:
+            raise ValueError("show_step= says how often to show the picture; pass show=True "
+                             "(in a notebook) or show=f(image, step, losses) as well")
+        return None
+    if show is True:
+        if _ipython() is None:
+            raise ValueError("show=True displays the pictures in a Jupyter/IPython session; "
+                             "elsewhere pass show=f(image, step, losses) (e.g. to save them) or "
+                             "use the images returned")
+        return _display_picture
+    if callable(show):
+        return show
+    raise TypeError(f"show must be True, False or a function f(image, step, losses), got "
+                    f"{type(show).__name__}")
+
+
+def _ipython() -> Any:
+    """The running IPython shell, or None."""
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return None
+    return get_ipython()
+
+
+def _picture(image: Tensor, step: int, losses: dict[str, float]) -> Any:
+    """A matplotlib figure of the pictures, titled with the step and the losses."""
+    from matplotlib.figure import Figure
+
+    n = image.shape[0]
+    fig = Figure(figsize=(3.0 * n, 3.3))
+    text = ", ".join(f"{k} {v:.3g}" for k, v in losses.items())
+    for i, ax in enumerate(fig.subplots(1, n, squeeze=False)[0]):
+        im = image[i].detach().float().clamp(0, 1).cpu()
+        ax.imshow(im[0] if im.shape[0] == 1 else im.permute(1, 2, 0).numpy(),
+                  cmap="gray" if im.shape[0] == 1 else None, vmin=0, vmax=1)
+        ax.set_axis_off()
+    fig.suptitle(f"step {step}: {text}" if text else f"step {step}", fontsize=9)
+    return fig
+
+
+def _display_picture(image: Tensor, step: int, losses: dict[str, float]) -> None:
+    from IPython.display import display
+
+    display(_picture(image, step, losses))
+
+
+class _Showing(Callback):
+    """Calls the user's callback, and shows the picture at the counts and every ``every`` steps."""
+
+    def __init__(self, inner: Callback | Callable | None, show: ShowFunction,
+                 objective: StyleTransferObjective, steps: list[int], every: int | None) -> None:
+        if inner is not None and not callable(inner) and not isinstance(inner, Callback):
+            raise TypeError(f"callback must be a Callback or a function, got "
+                            f"{type(inner).__name__}")
+        self.inner, self.show, self.objective = inner, show, objective
+        self.steps, self.every = set(steps), every
+
+    def on_begin(self, vis: OptVis) -> None:
+        if isinstance(self.inner, Callback):
+            self.inner.on_begin(vis)
+
+    def on_step(self, vis: OptVis, step: int, value: float) -> None:
+        if isinstance(self.inner, Callback):
+            self.inner.on_step(vis, step, value)
+        elif self.inner is not None:
+            self.inner(vis, step, value)
+        if step in self.steps or (self.every is not None and step % self.every == 0):
+            with torch.no_grad():
+                image = vis.param().detach().clone()
+            self.show(image, step, self.objective.losses)
+
+    def on_end(self, vis: OptVis, images: list[Tensor]) -> None:
+        if isinstance(self.inner, Callback):
+            self.inner.on_end(vis, images)
 
 
 def _total_variation(image: Tensor) -> Tensor:
     dx = image[..., :, 1:] - image[..., :, :-1]
     dy = image[..., 1:, :] - image[..., :-1, :]
     return dx.pow(2).mean() + dy.pow(2).mean()
+
+
+def _weights(style_weight: object, content_weight: object, tv_weight: object
+             ) -> dict[str, float]:
+    w = {"style": _weight(style_weight, "style_weight"),
+         "content": _weight(content_weight, "content_weight"),
+         "tv": _weight(tv_weight, "tv_weight")}
+    if not any(w.values()):
+        raise ValueError("style_weight, content_weight and tv_weight are all 0: nothing to "
+                         "optimize")
+    return w
 
 
 def _weight(value: object, name: str) -> float:

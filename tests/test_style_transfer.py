@@ -15,7 +15,7 @@ from torch import nn
 from torchvision.models.vgg import cfgs, make_layers
 
 from netlens import UnknownLayerError
-from netlens.optvis import Callback, RawParam
+from netlens.optvis import Callback, OptVis, RawParam
 from netlens.style_transfer import (
     LossReporter,
     StyleTransferModule,
@@ -392,3 +392,112 @@ def test_grayscale_images_for_a_colour_model_and_inference_mode_are_explained(ne
     with torch.inference_mode(), pytest.raises(RuntimeError, match=(
             r"needs gradients, which torch.inference_mode\(\) disables; call it outside")):
         generate_style_transfer(module, num_steps=1, progress=False)
+
+
+# -- the original's conveniences: compute_losses, objective(image), thresholds, show ----------
+def test_compute_losses_returns_the_four_weighted_terms_of_an_oracle():
+    net = four_conv_net(torch.float64)
+    content, style = smooth(24, 0, torch.float64), smooth(24, 5, torch.float64)
+    m = StyleTransferModule(net, content, "7", style, ["1", "3", "8"], mean=MEAN, std=STD)
+    x = noise(24, 2, torch.float64).requires_grad_(True)
+    total_, style_, content_, tv_ = m.compute_losses(x, 1e3, 2.0, 0.5)
+    c, s = _oracle_losses(net, x, content, [style], [1.0], "7", ["1", "3", "8"])
+    tv = ((x[..., :, 1:] - x[..., :, :-1]) ** 2).mean() + ((x[..., 1:, :] - x[..., :-1, :]) ** 2
+                                                            ).mean()
+    for got, expected in ((style_, 1e3 * s), (content_, 2.0 * c), (tv_, 0.5 * tv),
+                          (total_, 1e3 * s + 2.0 * c + 0.5 * tv)):
+        assert got.shape == () and abs(float((got - expected).detach())) <= 1e-12 * float(
+            expected.detach())
+    # differentiable w.r.t. the image, as the oracle
+    (g,) = torch.autograd.grad(total_, x)
+    (expected_g,) = torch.autograd.grad(1e3 * s + 2.0 * c + 0.5 * tv, x)
+    assert torch.allclose(g, expected_g, atol=1e-12 * float(expected_g.abs().max()), rtol=0)
+    # a zero weight skips its term: a zero tensor, and its layers are not read
+    with torch.no_grad():
+        t, s0, c0, v0 = m.compute_losses(x, 0.0, 1.0, 0.0)
+    assert float(s0) == float(v0) == 0.0 and float(t) == float(c0) == float(c.detach())
+    with pytest.raises(ValueError, match="all 0"):
+        m.compute_losses(x, 0, 0, 0)
+    with pytest.raises(ValueError, match="content's size"):
+        m.compute_losses(noise(16, 2, torch.float64))
+
+
+def test_the_tv_term_by_hand():
+    net = four_conv_net(torch.float64)
+    m = StyleTransferModule(net, smooth(4, 0, torch.float64), "1", smooth(4, 1, torch.float64),
+                            "1")
+    x = torch.zeros(1, 3, 4, 4, dtype=torch.float64)
+    x[..., 1, 2] = 0.5  # one bright pixel: 2 horizontal and 2 vertical differences of 0.5
+    _, _, _, tv = m.compute_losses(x, 0.0, 0.0, 1.0)
+    # 3 channels x 4 rows x 3 differences per axis: mean = 3 * 2 * 0.25 / 36, twice
+    assert abs(float(tv) - 2 * (3 * 2 * 0.25 / 36)) < 1e-15
+
+
+def test_the_objective_called_on_an_image_gives_the_total_loss_optvis_lowers():
+    net = four_conv_net(torch.float64)
+    content, style = smooth(24, 0, torch.float64), smooth(24, 5, torch.float64)
+    m = StyleTransferModule(net, content, "7", style, ["1", "3", "8"], mean=MEAN, std=STD)
+    x = noise(24, 2, torch.float64)
+    objective = StyleTransferObjective(m, 1e3, 2.0, 0.5)
+    loss = objective(x)
+    assert loss.shape == () and float(loss) == float(m.compute_losses(x, 1e3, 2.0, 0.5)[0])
+    assert objective.losses["total"] == float(loss)
+    assert set(objective.losses) == {"content", "style", "tv", "total"}
+    assert objective(x, model=net) == loss and objective(x, model=m.fm) == loss
+    vis = OptVis(m.fm, objective, RawParam(x), transforms=(), mean=MEAN, std=STD)
+    assert abs(vis.value(x) + float(loss)) <= 1e-12 * float(loss)  # OptVis maximizes -loss
+    assert abs(float(objective.evaluate(net, x)) + float(loss)) <= 1e-12 * float(loss)
+    with pytest.raises(ValueError, match="without model="):
+        objective(x, model=four_conv_net(torch.float64))
+    with pytest.raises(ValueError, match="normalization"):
+        objective(x, mean=0.0)
+    with pytest.raises(ValueError, match="content's size"):
+        objective(noise(16, 2, torch.float64))
+
+
+def test_a_tuple_of_thresholds_returns_one_image_per_threshold(module):
+    start = noise(32, 3)
+    two, five = generate_style_transfer(module, start, num_steps=(2, 5), optimizer="adam",
+                                        progress=False)
+    assert torch.equal(two, generate_style_transfer(module, start, num_steps=2,
+                                                    optimizer="adam", progress=False))
+    assert torch.equal(five, generate_style_transfer(module, start, num_steps=5,
+                                                     optimizer="adam", progress=False))
+    assert not torch.equal(two, five)
+    images = generate_style_transfer(module, start, num_steps=[3, 6], progress=False)
+    assert isinstance(images, list) and len(images) == 2
+    assert torch.equal(images[-1], generate_style_transfer(module, start, num_steps=6,
+                                                           progress=False))
+    for bad, match in (((5, 2), "increasing"), ((0, 3), "ints > 0"), ((), "ints > 0"),
+                       ("300", "sequence of step counts"), (2.5, "sequence of step counts")):
+        with pytest.raises(ValueError, match=match):
+            generate_style_transfer(module, num_steps=bad, progress=False)
+
+
+def test_show_shows_the_pictures_at_the_thresholds_and_every_show_step(module, monkeypatch):
+    import netlens.style_transfer as st
+
+    shown = []
+    out = generate_style_transfer(module, num_steps=(2, 4), progress=False, callback=LossReporter(),
+                                  show=lambda im, step, losses: shown.append((step, im, losses)),
+                                  show_step=3)
+    assert [s for s, _, _ in shown] == [2, 3, 4]
+    assert torch.equal(shown[0][1], out[0]) and torch.equal(shown[2][1], out[1])
+    assert set(shown[0][2]) == {"content", "style", "total"}
+    with pytest.raises(ValueError, match="IPython"):
+        generate_style_transfer(module, num_steps=1, show=True, progress=False)
+    with pytest.raises(ValueError, match="show_step"):
+        generate_style_transfer(module, num_steps=1, show_step=2, progress=False)
+    with pytest.raises(ValueError, match="show_step must be an int >= 1"):
+        generate_style_transfer(module, num_steps=1, show=print, show_step=0, progress=False)
+    # in a notebook: a matplotlib figure per picture, titled with the step and the losses
+    import IPython.display
+    from matplotlib.figure import Figure
+
+    figures = []
+    monkeypatch.setattr(st, "_ipython", lambda: object())
+    monkeypatch.setattr(IPython.display, "display", figures.append)
+    generate_style_transfer(module, num_steps=(1, 2), show=True, progress=False)
+    assert len(figures) == 2 and all(isinstance(f, Figure) for f in figures)
+    assert figures[1]._suptitle.get_text().startswith("step 2: content ")
+    assert len(figures[1].axes) == 1

@@ -16,12 +16,17 @@ from .param import ImageParam, Param, RawParam
 from .render import Callback, OptVis, model_normalization
 from .transforms import (
     Transform,
+    affine,
     compose,
     jitter,
     pad,
+    random_crop,
     random_rotate,
     random_scale,
+    shear,
     standard_transforms,
+    thumbnail,
+    translate,
 )
 
 __all__ = [
@@ -30,5 +35,5 @@ __all__ = [
     "model_normalization",
     "Param", "ImageParam", "RawParam",
     "Transform", "pad", "jitter", "random_scale", "random_rotate", "compose",
-    "standard_transforms",
+    "standard_transforms", "translate", "shear", "affine", "random_crop", "thumbnail",
 ]

@@ -16,6 +16,20 @@ own objective (``sum(channel(layer, c, batch=c) for c in range(4))``).
 
 Values are means over the batch images they read and over positions, so an objective's scale
 does not depend on the batch size or the image size.
+
+An objective is evaluated on a :class:`Context` inside the optimization loop, or on images
+``(B, C, H, W)`` in ``[0, 1]`` directly: ``obj(image, model=model)`` (or
+``obj.evaluate(model, image)``) gives the value :class:`~netlens.optvis.OptVis` maximizes at that
+image (its model normalization, no transforms), a scalar tensor differentiable w.r.t. ``image``.
+Image priors read no model, so ``total_variation()(image)`` works without one.
+
+Example:
+    >>> import torchvision
+    >>> model = torchvision.models.resnet18().eval()
+    >>> image = torch.rand(1, 3, 64, 64)
+    >>> obj = channel("layer2", 7) - 0.1 * total_variation()
+    >>> obj(image, model=model).shape
+    torch.Size([])
 """
 
 from __future__ import annotations
@@ -25,9 +39,12 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Union, cast
 
 import torch
+from torch import nn
 
 if TYPE_CHECKING:
     from typing import TypeGuard  # Python 3.10+; the annotations are never evaluated
+
+    from ..adapter import LayoutLike
 
 __all__ = [
     "Objective",
@@ -84,8 +101,96 @@ class Objective:
         self.layers: tuple[str, ...] = tuple(dict.fromkeys(layers))
         self.needs_output = bool(needs_output)
 
-    def __call__(self, ctx: Context) -> torch.Tensor:
-        return self.fn(ctx)
+    def __call__(self, ctx: Context | torch.Tensor, model: nn.Module | None = None, *,
+                 mean: Any = None, std: Any = None) -> torch.Tensor:
+        """The objective's value on a :class:`Context`, or on images with ``model``.
+
+        Args:
+            ctx: a :class:`Context` (inside the optimization loop), or images
+                ``(B, C, H, W)`` in ``[0, 1]``.
+            model: with images: the model whose layers or output the objective reads (see
+                :meth:`evaluate`); not needed by image priors, which read only the image.
+            mean: with images, the model's input normalization (see :meth:`evaluate`).
+            std: with images, the standard deviation of that normalization.
+
+        Returns:
+            A scalar tensor.
+
+        Raises:
+            TypeError: images without ``model`` for an objective that reads a layer or the
+                model's output (the message says how to evaluate it), or ``model`` with a
+                :class:`Context`.
+        """
+        if isinstance(ctx, Context):
+            if model is not None or mean is not None or std is not None:
+                raise TypeError("model=, mean= and std= apply to images only; a Context already "
+                                "holds the activations")
+            return self.fn(ctx)
+        if model is None:
+            _check_image(ctx)
+            if self.layers or self.needs_output:
+                reads = (f"layer(s) {list(self.layers)}" if self.layers
+                         else "the model's output")
+                raise TypeError(f"the objective {self.name} reads {reads}, so it needs a model to "
+                                "be evaluated on an image: call obj(image, model=model) or "
+                                "obj.evaluate(model, image)")
+            return _scalar(self.fn(Context(ctx, {})), self)
+        return self.evaluate(model, ctx, mean=mean, std=std)
+
+    def evaluate(self, model: nn.Module, image: torch.Tensor, *, mean: Any = None,
+                 std: Any = None, layouts: Mapping[str, LayoutLike] | None = None
+                 ) -> torch.Tensor:
+        """The value :class:`~netlens.optvis.OptVis` maximizes at ``image``: the model's input
+        normalization, one forward pass (stopped after the deepest layer read), no transforms.
+
+        It equals ``OptVis(model, obj, ...).value(image)`` and OptVis's first step on ``image``
+        with ``transforms=()``; unlike :meth:`~netlens.optvis.OptVis.value` it is a tensor,
+        differentiable w.r.t. ``image`` (never w.r.t. the model's weights). The model is left
+        as it was (evaluated in eval mode). Pass a :class:`~netlens.FlatModel` to reuse its
+        trace across calls.
+
+        Args:
+            model: any ``nn.Module`` or :class:`~netlens.FlatModel`.
+            image: ``(B, C, H, W)`` in ``[0, 1]``, the batch the objective expects.
+            mean: the model's input normalization, as :class:`~netlens.optvis.OptVis`'s
+                (default :func:`~netlens.optvis.render.model_normalization`; ``mean=0.0,
+                std=1.0`` for none).
+            std: the standard deviation of that normalization, as ``mean``.
+            layouts: layer name -> how to view its output, as OptVis's ``layouts=``.
+
+        Returns:
+            A scalar tensor.
+
+        Raises:
+            TypeError: ``image`` is not a float tensor or ``model`` not an ``nn.Module``.
+            ValueError: an image that is not ``(B, C, H, W)`` or does not fit the model, or
+                an objective that cannot read its layer (channel out of range, ...).
+            UnknownLayerError: the model has no layer of that name.
+
+        Example:
+            >>> model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU()).eval()
+            >>> x = torch.rand(2, 3, 8, 8)
+            >>> value = channel("1", 2).evaluate(model, x, mean=0.0, std=1.0)
+            >>> torch.allclose(value, model(x)[:, 2].mean())
+            True
+        """
+        from contextlib import nullcontext
+
+        from ..adapter import model_lock, preserved_state
+        from .render import OptVis  # render imports this module
+
+        _check_image(image)
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"model must be an nn.Module or a FlatModel, got "
+                            f"{type(model).__name__}")
+        vis = OptVis(model, self, _Fixed(image), transforms=(), mean=mean, std=std,
+                     redirect_steps=0, layouts=layouts)
+        fm = vis.fm
+        with model_lock(fm.model), preserved_state(fm.model, eval=True):
+            for p in fm.model.parameters():  # the graph reaches the image only
+                p.requires_grad_(False)
+            with fm.intercept(vis._layers, vis._keep) if vis._layers else nullcontext():
+                return vis._evaluate(image, image)
 
     def __repr__(self) -> str:
         return self.name
@@ -315,6 +420,33 @@ def l2(centre: float = 0.5) -> Objective:
 
 
 # -- helpers -------------------------------------------------------------------------------
+class _Fixed(nn.Module):
+    """A parameterization that is the given image (for :meth:`Objective.evaluate`)."""
+
+    def __init__(self, image: torch.Tensor) -> None:
+        super().__init__()
+        self.image = image
+
+    def forward(self) -> torch.Tensor:
+        return self.image
+
+
+def _check_image(x: object) -> None:
+    if not isinstance(x, torch.Tensor) or not x.is_floating_point():
+        kind = x.dtype if isinstance(x, torch.Tensor) else type(x).__name__
+        raise TypeError(f"an objective is evaluated on a Context or on float images "
+                        f"(B, C, H, W) in [0, 1], got {kind}")
+    if x.dim() != 4:
+        raise ValueError(f"an objective is evaluated on images (B, C, H, W), got shape "
+                         f"{tuple(x.shape)}; add the batch axis with x[None]")
+
+
+def _scalar(value: object, obj: Objective) -> torch.Tensor:
+    if not isinstance(value, torch.Tensor) or value.numel() != 1:
+        raise TypeError(f"the objective {obj!r} must return a scalar tensor")
+    return value.reshape(())
+
+
 def _is_scalar(v: object) -> TypeGuard[numbers.Real | torch.Tensor]:
     if isinstance(v, torch.Tensor):
         return v.dim() == 0 and not v.requires_grad

@@ -5,8 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
+from netlens.optvis import OptVis, RawParam
 from netlens.optvis import objectives as obj
 from netlens.optvis.objectives import Context
+
+from helpers import assert_untouched, model_state, small_cnn
 
 
 @pytest.fixture
@@ -118,3 +121,76 @@ def test_errors_at_construction():
         obj.channel("a", 0) + "x"
     with pytest.raises(TypeError, match="1-D tensor"):
         obj.direction("a", torch.ones(2, 2))
+
+
+# -- objectives called on images (issue: the original's objective(x) gave its value) -----------
+MEAN, STD = (0.4, 0.5, 0.6), (0.2, 0.25, 0.3)
+
+
+def _normalized(x: torch.Tensor) -> torch.Tensor:
+    return (x - torch.tensor(MEAN, dtype=x.dtype).view(3, 1, 1)) / torch.tensor(
+        STD, dtype=x.dtype).view(3, 1, 1)
+
+
+def test_called_on_images_equals_a_hook_oracle_and_what_optvis_optimizes():
+    model = small_cnn()
+    x = torch.rand(2, 3, 12, 12, generator=torch.Generator().manual_seed(1),
+                   dtype=torch.float64).requires_grad_(True)
+    seen = {}
+    handle = model.conv2.register_forward_hook(lambda m, i, o: seen.update(a=o))
+    try:
+        logits = model(_normalized(x))
+    finally:
+        handle.remove()
+    oracle = seen["a"][:, 3].mean() + 0.5 * logits[:, 1].mean()
+    objective = obj.channel("conv2", 3) + 0.5 * obj.class_logit(1)
+    before = model_state(model)
+    value = objective(x, model=model, mean=MEAN, std=STD)
+    assert value.shape == () and abs(float((value - oracle).detach())) < 1e-12
+    # differentiable w.r.t. the image (and only the image), as the oracle
+    (g,) = torch.autograd.grad(value, x)
+    (expected,) = torch.autograd.grad(oracle, x)
+    assert torch.allclose(g, expected, atol=1e-12, rtol=0)
+    assert_untouched(model, before)
+    assert torch.equal(objective.evaluate(model, x, mean=MEAN, std=STD), value)
+    # OptVis's value at that image and its first step (no transforms) see the same number
+    vis = OptVis(model, objective, RawParam(x.detach()), transforms=(), mean=MEAN, std=STD)
+    assert abs(vis.value(x.detach()) - value.item()) < 1e-12
+    vis.vis((1,), progress=False)
+    assert abs(vis.history[0] - value.item()) < 1e-12
+    assert_untouched(model, before)
+
+
+def test_called_on_images_in_train_mode_evaluates_in_eval_mode_and_restores():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4),
+                                torch.nn.ReLU()).double()
+    model[1].running_mean.uniform_(-1, 1)
+    model.train()
+    before = model_state(model)
+    x = torch.rand(1, 3, 8, 8, dtype=torch.float64)
+    value = obj.layer("2", squared=True)(x, model=model, mean=0.0, std=1.0)
+    model.eval()
+    with torch.no_grad():
+        expected = (model(x) ** 2).mean()
+    model.train()
+    assert abs(float(value - expected)) < 1e-12
+    assert_untouched(model, before)  # training flags, running statistics, requires_grad
+
+
+def test_priors_need_no_model_but_layer_objectives_say_how_to_evaluate_them(ctx):
+    im = ctx.image
+    for prior in (obj.total_variation(), obj.l1(), obj.l2(0.3), obj.alpha_norm(4)):
+        assert torch.equal(prior(im), prior(ctx).reshape(()))
+    with pytest.raises(TypeError, match=r"reads layer\(s\) \['a'\].*obj\(image, model=model\)"):
+        obj.channel("a", 2)(im)
+    with pytest.raises(TypeError, match=r"reads the model's output.*obj.evaluate\(model, image\)"):
+        (obj.class_logit(1) - obj.l1())(im)
+    with pytest.raises(TypeError, match="apply to images only"):
+        obj.channel("a", 2)(ctx, model=torch.nn.ReLU())
+    with pytest.raises(ValueError, match=r"\(B, C, H, W\).*x\[None\]"):
+        obj.l1()(im[0])
+    with pytest.raises(TypeError, match="float images"):
+        obj.l1()(im.long())
+    with pytest.raises(TypeError, match="nn.Module"):
+        obj.channel("a", 2)(im, model="resnet")  # type: ignore[arg-type]

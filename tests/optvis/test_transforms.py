@@ -17,6 +17,7 @@ from netlens.optvis import (
     random_scale,
     standard_transforms,
 )
+from netlens.optvis.transforms import affine, random_crop, shear, thumbnail, translate
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
@@ -35,14 +36,22 @@ TRANSFORMS: dict[str, Transform] = {
     "scale": random_scale([0.8, 1.3]), "rotate": random_rotate([-30, 25]),
     "standard": standard_transforms(),
     "composed": compose([jitter(1), random_rotate([15]), random_scale([1.1])]),
+    "translate": translate(1.5, -1, fill=0.2), "shear": shear(0.3, -0.1),
+    "affine": affine([[0.9, 0.2, 1.0], [-0.1, 1.1, 0.5]]),
+    "scale_interval": random_scale(interval=(0.8, 1.25)),
+    "rotate_interval": random_rotate(interval=(-20, 20)),
+    "composed_fill": compose([jitter(1), translate(0.5, 0, fill=0.7), random_scale([1.1])]),
 }
 ALL = pytest.mark.parametrize("t", list(TRANSFORMS.values()), ids=list(TRANSFORMS))
 
 
 @pytest.mark.parametrize("t", [jitter(0), random_scale([1]), random_rotate([0]), pad(0),
                                compose([]), compose([pad(5)]),
-                               compose([jitter(0), random_scale([1.0]), random_rotate([0.0])])],
-                         ids=["jitter", "scale", "rotate", "pad", "empty", "pad_crop", "chain"])
+                               compose([jitter(0), random_scale([1.0]), random_rotate([0.0])]),
+                               translate(0, 0), affine([[1, 0, 0], [0, 1, 0], [0, 0, 1]]),
+                               random_scale(interval=(1, 1)), thumbnail(10)],
+                         ids=["jitter", "scale", "rotate", "pad", "empty", "pad_crop", "chain",
+                              "translate", "affine", "interval", "thumbnail"])
 def test_identities_are_exact(t):
     x = image(2, 3, 9, 10)
     assert torch.equal(t(x, generator=gen()), x)
@@ -154,6 +163,25 @@ BAD = [
     (lambda: jitter(1)(image(1, 3, 8, 8).long()), ValueError, "float"),
     (lambda: jitter(1)([1.0]), TypeError, "tensor"),
     (lambda: standard_transforms()(image(1, 3, 8, 8), generator=1), TypeError, "generator"),
+    (lambda: random_scale(), ValueError, "either scales"),
+    (lambda: random_scale([1.0], interval=(0.9, 1.1)), ValueError, "not both"),
+    (lambda: random_scale(interval=(1.1, 0.9)), ValueError, "a <= b"),
+    (lambda: random_scale(interval=(0.0, 1.1)), ValueError, "> 0"),
+    (lambda: random_rotate(interval=(5,)), ValueError, "pair"),
+    (lambda: random_rotate(interval=(0, math.nan)), ValueError, "finite"),
+    (lambda: affine([[1, 0, 0], [2, 0, 0]]), ValueError, "not invertible"),
+    (lambda: affine([[1, 0], [0, 1]]), ValueError, r"\[\[a, b, tx\]"),
+    (lambda: affine("x"), ValueError, "2x3"),
+    (lambda: shear(1.0, 1.0), ValueError, "not invertible"),
+    (lambda: translate(1, math.inf), ValueError, "finite"),
+    (lambda: translate(1, 0, fill=math.nan), ValueError, "fill"),
+    (lambda: random_crop(), ValueError, "either size"),
+    (lambda: random_crop(4, delta=1), ValueError, "not both"),
+    (lambda: random_crop(0), ValueError, "int >= 1"),
+    (lambda: random_crop(delta=-1), ValueError, "int >= 0"),
+    (lambda: random_crop(9)(image(1, 1, 8, 12)), ValueError, "cannot crop"),
+    (lambda: thumbnail((4, 0)), ValueError, "int >= 1"),
+    (lambda: thumbnail(4, mode="nearest"), ValueError, "mode"),
 ]
 
 
@@ -161,3 +189,107 @@ BAD = [
 def test_bad_arguments_raise_clear_errors(make, error, match):
     with pytest.raises(error, match=match):
         make()
+
+
+# -- the original's transforms: deterministic maps, intervals, crops, thumbnails --------------
+def test_integer_translate_is_a_shift_with_the_fill_or_the_edge():
+    x = image(2, 3, 7, 9, dtype=torch.float64)
+    out = translate(2, -1, fill=0.3)(x)
+    expected = torch.full_like(x, 0.3)
+    expected[..., :-1, 2:] = x[..., 1:, :-2]  # out[i, j] = x[i + 1, j - 2]
+    assert torch.equal(out, expected)
+    edge = translate(-3, 2)(x)  # no fill: the edge pixels repeat, as jitter's
+    padded = F.pad(x, (0, 3, 2, 0), mode="replicate")
+    assert torch.equal(edge, padded[..., :7, 3:])
+
+
+def test_fractional_translate_is_bilinear_and_equals_the_affine_matrix():
+    ramp = torch.arange(9, dtype=torch.float64).expand(1, 1, 5, 9)
+    out = translate(0.5, 0)(ramp)
+    assert torch.allclose(out[..., 1:], ramp[..., 1:] - 0.5, atol=1e-12)  # in(x - 1/2)
+    assert torch.allclose(out[..., 0], ramp[..., 0], atol=1e-12)  # the edge repeats
+    x = image(1, 2, 8, 10, dtype=torch.float64)
+    assert torch.equal(translate(1.5, -0.25, fill=0.1)(x),
+                       affine([[1, 0, 1.5], [0, 1, -0.25]], fill=0.1)(x))
+
+
+@pytest.mark.parametrize("angle", [20, -35, 90])
+def test_an_affine_rotation_matrix_equals_rotate(angle):
+    x = image(2, 3, 11, 13, dtype=torch.float64)
+    t = math.radians(angle)
+    m = torch.tensor([[math.cos(t), math.sin(t), 0.0], [-math.sin(t), math.cos(t), 0.0],
+                      [0.0, 0.0, 1.0]])
+    assert torch.allclose(affine(m)(x), random_rotate([angle])(x), atol=1e-12)
+    # a constant fill is the constant padding seen through the same map
+    padded = pad(6, mode="constant", value=0.25)(x)
+    assert torch.allclose(affine(m, fill=0.25)(x),
+                          random_rotate([angle])(padded)[..., 6:-6, 6:-6], atol=1e-12)
+
+
+def test_shear_moves_each_row_by_its_distance_from_the_centre():
+    x = image(1, 2, 5, 12, dtype=torch.float64)
+    out = shear(1.0, fill=0.0)(x)  # row i is i - 2 pixels below the centre: it moves i - 2
+    for i in range(5):
+        k = i - 2
+        expected = torch.zeros_like(x[..., i, :])
+        if k >= 0:
+            expected[..., k:] = x[..., i, :12 - k]
+        else:
+            expected[..., :12 + k] = x[..., i, -k:]
+        assert torch.allclose(out[..., i, :], expected, atol=1e-12), i
+    assert torch.allclose(shear(y=1.0)(x.transpose(-1, -2)),
+                          shear(x=1.0)(x).transpose(-1, -2), atol=1e-12)
+
+
+def test_compose_keeps_a_constant_fill_step_apart():
+    x = image(1, 3, 10, 10, dtype=torch.float64)
+    fused = compose([random_rotate([10]), translate(2, 0, fill=0.5), random_scale([1.2])])(x)
+    steps = random_scale([1.2])(translate(2, 0, fill=0.5)(random_rotate([10])(x)))
+    assert torch.allclose(fused, steps, atol=1e-12)
+
+
+def test_an_interval_draws_a_continuous_value_a_list_only_its_members():
+    x = image(1, 3, 15, 15, dtype=torch.float64)
+    for seed in range(5):
+        u = float(torch.rand(1, generator=gen(seed), dtype=torch.float64))
+        factor, angle = 0.8 + u * (1.25 - 0.8), -20 + u * 40
+        assert torch.equal(random_scale(interval=(0.8, 1.25))(x, generator=gen(seed)),
+                           random_scale([factor])(x))
+        assert torch.equal(random_rotate(interval=(-20, 20))(x, generator=gen(seed)),
+                           random_rotate([angle])(x))
+    # a positional pair is the list of two values, never the interval between them
+    ends = [random_scale([0.8])(x), random_scale([1.25])(x)]
+    listed = [random_scale((0.8, 1.25))(x, generator=gen(s)) for s in range(8)]
+    ranged = [random_scale(interval=(0.8, 1.25))(x, generator=gen(s)) for s in range(8)]
+    assert all(any(torch.equal(o, e) for e in ends) for o in listed)
+    assert not any(torch.equal(o, e) for o in ranged for e in ends)
+
+
+def test_random_crop_is_a_slice_at_a_seeded_uniform_position():
+    x = image(2, 3, 9, 12)
+    corners = set()
+    for seed in range(20):
+        out = random_crop((5, 7))(x, generator=gen(seed))
+        found = [(i, j) for i in range(5) for j in range(6)
+                 if torch.equal(out, x[..., i:i + 5, j:j + 7])]
+        assert len(found) == 1
+        corners.add(found[0])
+        assert torch.equal(out, random_crop((5, 7))(x, generator=gen(seed)))
+    assert len(corners) > 8
+    assert random_crop(delta=(2, 3))(x, generator=gen(0)).shape == (2, 3, 7, 9)
+    assert random_crop(delta=4)(x, generator=gen(0)).shape == (2, 3, 5, 8)
+    assert torch.equal(random_crop((9, 12))(x), x)
+    assert compose([random_crop(6)], keep_size=False)(x, generator=gen(0)).shape[-2:] == (6, 6)
+
+
+def test_thumbnail_keeps_the_aspect_and_never_enlarges():
+    x = image(1, 3, 8, 12, dtype=torch.float64)
+    small = thumbnail((4, 100))(x)  # the height binds: a factor 2, area means of 2x2 blocks
+    assert torch.allclose(small, F.avg_pool2d(x, 2), atol=1e-12)
+    assert thumbnail((100, 3))(x).shape[-2:] == (2, 3)
+    assert thumbnail(20)(image(1, 3, 37, 50)).shape[-2:] == (15, 20)  # 37 * 0.4 = 14.8
+    assert torch.equal(thumbnail((8, 12))(x), x) and torch.equal(thumbnail(50)(x), x)
+    for mode in ("bilinear", "bicubic"):
+        out = thumbnail(6, mode=mode)(x)
+        assert out.shape[-2:] == (4, 6) and out.dtype == x.dtype
+        assert float((out - F.avg_pool2d(x, 2)).abs().max()) < 0.5
