@@ -37,6 +37,8 @@ setup(
                 "captum>=0.7", "grad-cam>=1.5", "mypy>=1.10", "jupytext>=1.16", "mkdocs>=1.6",
                 "mkdocs-material>=9.5", "mkdocstrings[python]>=0.25", "mkdocs-jupyter>=0.24",
                 "playwright>=1.40"],
+        # superpixels for the black-box methods (netlens.segments.slic, quickshift, felzenszwalb)
+        "segments": ["scikit-image>=0.19"],
     },
     classifiers=[
         "License :: OSI Approved :: MIT License",

@@ -72,6 +72,7 @@ API_MODULES = [
     ("netlens.zoo", "api/zoo.md", "netlens.zoo"),
     ("netlens.export", "api/export.md", "netlens.export"),
     ("netlens.tiling", "api/tiling.md", "netlens.tiling"),
+    ("netlens.segments", "api/segments.md", "netlens.segments"),
 ]
 
 _FENCE = re.compile(r"^\s*(```|~~~)")

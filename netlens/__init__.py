@@ -30,10 +30,10 @@ __all__ = [
     "StyleTransferModule", "StyleTransferObjective", "generate_style_transfer",
     "UnknownLayerError", "Hook", "HookDict", "ModuleHook",
     "TensorHook", "preserved_state", "relu_calls", "adapter", "attribution", "hooks", "image",
-    "plot", "data", "zoo", "metrics", "targets", "rules", "Layout", "layouts", "tiling",
+    "plot", "data", "zoo", "metrics", "targets", "rules", "Layout", "layouts", "tiling", "segments",
 ]
 
-_LAZY = ("image", "plot", "data", "zoo", "tiling")
+_LAZY = ("image", "plot", "data", "zoo", "tiling", "segments")
 
 
 def __getattr__(name: str) -> Any:

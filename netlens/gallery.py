@@ -8,8 +8,9 @@ draws one figure per family of techniques, the methods grouped by their
 
 - ``attribution.png``: the methods whose result is an input attribution, on shapes images, with
   the object outlined;
-- ``cams.png``: the class activation maps; ``occlusion.png``: the perturbation methods beside
-  Grad-CAM;
+- ``rules.png``: the rule-based methods (LRP, DeepLift, excitation backprop);
+- ``cams.png`` and ``cams_gradient_free.png``: the class activation maps with and without the
+  model's gradients; ``occlusion.png``: the perturbation (black-box) methods beside Grad-CAM;
 - ``optvis.png``: class and channel visualizations;
 - ``deep_dream.png`` and ``inversion.png``: on a shapes image and on Grace Hopper's photo;
 - ``style_transfer.png``: content, style, output;
@@ -122,20 +123,33 @@ def _methods(result: StageResult, keep: Callable[[Any], bool]) -> list[str]:
 
 def _cams(result: StageResult) -> Figure:
     return attribution_figure(result, _methods(result, lambda s: s.family == "cam" and
-                                               s.output == "map"),
-                              title="class activation maps (layer3), true class")
+                                               s.output == "map" and s.gradients),
+                              title="gradient class activation maps (layer3), true class")
+
+
+def _cams_gradient_free(result: StageResult) -> Figure:
+    return attribution_figure(result, _methods(result, lambda s: s.family == "cam" and
+                                               s.output == "map" and not s.gradients),
+                              title="gradient-free class activation maps (layer3), true class")
 
 
 def _gradients(result: StageResult) -> Figure:
-    return attribution_figure(result, _methods(result, lambda s: s.output == "input"),
+    return attribution_figure(result, _methods(result, lambda s: s.output == "input" and
+                                               s.family != "rule"),
                               title="gradient attributions, true class")
+
+
+def _rules(result: StageResult) -> Figure:
+    return attribution_figure(result, _methods(result, lambda s: s.family == "rule"),
+                              title="rule-based attributions (LRP epsilon-plus, DeepLift, "
+                                    "excitation backprop), true class")
 
 
 def _occlusion(result: StageResult) -> Figure:
     # Grad-CAM, the reference beside which the perturbation maps are shown
     methods = ["gradcam", *_methods(result, lambda s: s.family == "perturbation")]
-    return attribution_figure(result, methods, panel=1.6,
-                              title="occlusion (drop in the class score) beside Grad-CAM")
+    return attribution_figure(result, methods,
+                              title="perturbation methods (black-box) beside Grad-CAM")
 
 
 def _metrics(result: StageResult) -> Figure:
@@ -146,7 +160,9 @@ def _metrics(result: StageResult) -> Figure:
 
 FIGURES: dict[str, tuple[str, Callable[[StageResult], Figure]]] = {
     "attribution.png": ("attribution", _gradients),
+    "rules.png": ("attribution", _rules),
     "cams.png": ("attribution", _cams),
+    "cams_gradient_free.png": ("attribution", _cams_gradient_free),
     "occlusion.png": ("attribution", _occlusion),
     "optvis.png": ("visualization", lambda r: stage_figure(
         r, title="class visualization (top) and channel visualization (bottom)")),

@@ -115,9 +115,11 @@ import torch
 from torch import nn
 
 from .adapter import LayoutLike
+from .attribution.cam import Interpolate
 from .attribution.gradients import IGMethod, SmoothVariant
 from .attribution.occlusion import OcclusionScore, Size2
 from .flat_model import FlatModel
+from .segments import Cells, SegmentsLike
 from .targets import TargetLike
 
 __all__ = ["NetLens"]

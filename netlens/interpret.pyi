@@ -10,9 +10,11 @@ import torch
 from torch import nn
 
 from .adapter import LayoutLike
+from .attribution.cam import Interpolate
 from .attribution.gradients import IGMethod, SmoothVariant
 from .attribution.occlusion import OcclusionScore, Size2
 from .flat_model import FlatModel
+from .segments import Cells, SegmentsLike
 from .targets import TargetLike
 
 __all__ = ["NetLens"]
@@ -98,8 +100,9 @@ class NetLens:
         target: TargetLike = None,
         *,
         layer: str | None = None,
-        interpolate: bool = True,
+        interpolate: Interpolate = True,
         relu: bool = True,
+        normalize: bool = False,
         batch_size: int | None = None,
         layout: LayoutLike | None = None,
     ) -> torch.Tensor: ...
@@ -120,8 +123,9 @@ class NetLens:
         target: TargetLike = None,
         *,
         layer: str | None = None,
-        interpolate: bool = True,
+        interpolate: Interpolate = True,
         relu: bool = True,
+        normalize: bool = False,
         batch_size: int | None = None,
         layout: LayoutLike | None = None,
     ) -> torch.Tensor: ...
@@ -132,8 +136,9 @@ class NetLens:
         target: TargetLike = None,
         *,
         layer: str | None = None,
-        interpolate: bool = True,
+        interpolate: Interpolate = True,
         relu: bool = True,
+        normalize: bool = False,
         batch_size: int | None = None,
         layout: LayoutLike | None = None,
     ) -> torch.Tensor: ...
@@ -144,8 +149,9 @@ class NetLens:
         target: TargetLike = None,
         *,
         layer: str | None = None,
-        interpolate: bool = True,
+        interpolate: Interpolate = True,
         relu: bool = True,
+        normalize: bool = False,
         batch_size: int | None = None,
         layout: LayoutLike | None = None,
     ) -> torch.Tensor: ...
@@ -156,8 +162,9 @@ class NetLens:
         target: TargetLike = None,
         *,
         layer: str | None = None,
-        interpolate: bool = True,
+        interpolate: Interpolate = True,
         relu: bool = True,
+        normalize: bool = False,
         batch_size: int | None = None,
         layout: LayoutLike | None = None,
     ) -> torch.Tensor: ...
@@ -168,8 +175,9 @@ class NetLens:
         target: TargetLike = None,
         *,
         layer: str | None = None,
-        interpolate: bool = True,
+        interpolate: Interpolate = True,
         relu: bool = True,
+        normalize: bool = False,
         batch_size: int | None = None,
         progress: bool | None = None,
         layout: LayoutLike | None = None,
@@ -182,10 +190,127 @@ class NetLens:
         target: TargetLike = None,
         *,
         layer: str | None = None,
-        interpolate: bool = True,
+        interpolate: Interpolate = True,
         relu: bool = True,
+        normalize: bool = False,
         batch_size: int | None = None,
         layout: LayoutLike | None = None,
+    ) -> torch.Tensor: ...
+
+    def gradcam_elementwise(
+        self,
+        x: torch.Tensor,
+        target: TargetLike = None,
+        *,
+        layer: str | None = None,
+        interpolate: Interpolate = True,
+        relu: bool = True,
+        normalize: bool = False,
+        batch_size: int | None = None,
+        layout: LayoutLike | None = None,
+    ) -> torch.Tensor: ...
+
+    def eigengradcam(
+        self,
+        x: torch.Tensor,
+        target: TargetLike = None,
+        *,
+        layer: str | None = None,
+        interpolate: Interpolate = True,
+        relu: bool = True,
+        normalize: bool = False,
+        batch_size: int | None = None,
+        layout: LayoutLike | None = None,
+    ) -> torch.Tensor: ...
+
+    def cam(
+        self,
+        x: torch.Tensor,
+        target: TargetLike = None,
+        *,
+        layer: str | None = None,
+        interpolate: Interpolate = True,
+        relu: bool = True,
+        normalize: bool = False,
+        batch_size: int | None = None,
+        layout: LayoutLike | None = None,
+    ) -> torch.Tensor: ...
+
+    def ablationcam(
+        self,
+        x: torch.Tensor,
+        target: TargetLike = None,
+        *,
+        layer: str | None = None,
+        interpolate: Interpolate = True,
+        relu: bool = True,
+        normalize: bool = False,
+        batch_size: int | None = None,
+        progress: bool | None = None,
+        layout: LayoutLike | None = None,
+    ) -> torch.Tensor: ...
+
+    def sscam(
+        self,
+        x: torch.Tensor,
+        target: TargetLike = None,
+        *,
+        layer: str | None = None,
+        interpolate: Interpolate = True,
+        relu: bool = True,
+        normalize: bool = False,
+        batch_size: int | None = None,
+        progress: bool | None = None,
+        layout: LayoutLike | None = None,
+        n: int = 35,
+        sigma: float = 2.0,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor: ...
+
+    def iscam(
+        self,
+        x: torch.Tensor,
+        target: TargetLike = None,
+        *,
+        layer: str | None = None,
+        interpolate: Interpolate = True,
+        relu: bool = True,
+        normalize: bool = False,
+        batch_size: int | None = None,
+        progress: bool | None = None,
+        layout: LayoutLike | None = None,
+        n: int = 10,
+    ) -> torch.Tensor: ...
+
+    def smoothgradcam_pp(
+        self,
+        x: torch.Tensor,
+        target: TargetLike = None,
+        *,
+        layer: str | None = None,
+        interpolate: Interpolate = True,
+        relu: bool = True,
+        normalize: bool = False,
+        batch_size: int | None = None,
+        progress: bool | None = None,
+        layout: LayoutLike | None = None,
+        n: int = 4,
+        sigma: float = 0.15,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor: ...
+
+    def randomcam(
+        self,
+        x: torch.Tensor,
+        target: TargetLike = None,
+        *,
+        layer: str | None = None,
+        interpolate: Interpolate = True,
+        relu: bool = True,
+        normalize: bool = False,
+        batch_size: int | None = None,
+        layout: LayoutLike | None = None,
+        generator: torch.Generator | None = None,
     ) -> torch.Tensor: ...
 
     def lrp(
@@ -200,6 +325,40 @@ class NetLens:
         low: float | torch.Tensor | None = None,
         high: float | torch.Tensor | None = None,
         batch_size: int | None = None,
+    ) -> torch.Tensor: ...
+
+    def deeplift(
+        self,
+        x: torch.Tensor,
+        target: TargetLike = None,
+        *,
+        baseline: object = None,
+        return_delta: bool = False,
+        batch_size: int | None = None,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]: ...
+
+    def deeplift_shap(
+        self,
+        x: torch.Tensor,
+        target: TargetLike = None,
+        *,
+        baselines: object = None,
+        batch_size: int | None = None,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor: ...
+
+    def gradient_shap(
+        self,
+        x: torch.Tensor,
+        target: TargetLike = None,
+        *,
+        baselines: object = None,
+        n: int = 50,
+        stdev: float = 0.0,
+        batch_size: int | None = None,
+        progress: bool | None = None,
+        generator: torch.Generator | None = None,
     ) -> torch.Tensor: ...
 
     def excitation_backprop(
@@ -224,3 +383,73 @@ class NetLens:
         batch_size: int | None = None,
         progress: bool | None = None,
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]: ...
+
+    def feature_ablation(
+        self,
+        x: torch.Tensor,
+        target: TargetLike = None,
+        *,
+        mask: SegmentsLike = None,
+        baseline: float | torch.Tensor = 0.0,
+        batch_size: int | None = None,
+        progress: bool | None = None,
+    ) -> torch.Tensor: ...
+
+    def rise(
+        self,
+        x: torch.Tensor,
+        target: TargetLike = None,
+        *,
+        n: int = 4000,
+        cells: Cells = 7,
+        p: float = 0.5,
+        batch_size: int | None = None,
+        progress: bool | None = None,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor: ...
+
+    def lime(
+        self,
+        x: torch.Tensor,
+        target: TargetLike = None,
+        *,
+        n: int | None = None,
+        kernel_width: float = 1.0,
+        segments: SegmentsLike = None,
+        baseline: float | torch.Tensor = 0.0,
+        alpha: float = 0.0,
+        return_coefficients: bool = False,
+        batch_size: int | None = None,
+        progress: bool | None = None,
+        generator: torch.Generator | None = None,
+        samples: torch.Tensor | None = None,
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]: ...
+
+    def kernel_shap(
+        self,
+        x: torch.Tensor,
+        target: TargetLike = None,
+        *,
+        n: int | None = None,
+        segments: SegmentsLike = None,
+        baseline: float | torch.Tensor = 0.0,
+        return_coefficients: bool = False,
+        batch_size: int | None = None,
+        progress: bool | None = None,
+        generator: torch.Generator | None = None,
+        samples: torch.Tensor | None = None,
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]: ...
+
+    def shapley_sampling(
+        self,
+        x: torch.Tensor,
+        target: TargetLike = None,
+        *,
+        n_permutations: int = 25,
+        segments: SegmentsLike = None,
+        baseline: float | torch.Tensor = 0.0,
+        permutations: torch.Tensor | None = None,
+        batch_size: int | None = None,
+        progress: bool | None = None,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor: ...

@@ -232,7 +232,7 @@ def test_given_layouts_replace_the_read_ones_inside_the_block_only():
         torch.testing.assert_close(nl.attribution.gradcam(vit, x, 1, layer=layer, layout=given),
                                    want)
     # a layout that drops the patch grid is used as given: it changes the map
-    rows = nl.attribution.gradcam(vit, x, 1, layer=layer, interpolate=False,
+    rows = nl.attribution.gradcam(vit, x, 1, layer=layer, interpolate="none",
                                   layout=lambda t: t[:, 1:].transpose(1, 2)[..., None])
     assert rows.shape == (2, 1, 16, 1)
     assert fm.layout(layer) == read

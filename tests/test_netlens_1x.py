@@ -50,6 +50,8 @@ def test_attribution_notebook_flow(alexnet, photo):
     cam = lens.gradcam(x, cls, layer="features-conv-4")   # grad_cam('features-conv-4')
     assert cam.shape == (1, 1, *x.shape[2:])
     assert torch.equal(cam, lens.gradcam(x, cls, layer="features.10"))
+    blocks = lens.gradcam(x, cls, layer="features-conv-4", interpolate=False, normalize=True)
+    assert blocks.shape == cam.shape and blocks.min() == 0 and blocks.max() == 1  # as 1.x did
     assert len(nl.plot.explain(x, cam, "cam").axes) == 3  # heat map | overlay | gray CAM
     both = lens.guided_gradcam(x, cls, layer="features-relu-4")  # guided_grad_cam(...)
     assert both.shape == x.shape and len(nl.plot.explain(x, both).axes) == 3

@@ -131,7 +131,7 @@ def test_default_cam_layer_grid_and_values(built, family):
     model, x = built(family)
     fm = FlatModel(model)
     fm.ensure_traced(x)
-    cam = nl.NetLens(model).gradcam(x, None, interpolate=False)
+    cam = nl.NetLens(model).gradcam(x, None, interpolate="none")
     assert tuple(cam.shape) == (1, 1, *family.grid), f"{family}: map {tuple(cam.shape)}"
     layer = nl.attribution.cam._default_layer(fm)
     assert fm.layer_info(layer).module_name == family.layer
@@ -189,7 +189,7 @@ def test_torchvision_vit_defaults_to_the_last_blocks_first_norm():
     fm = FlatModel(model)
     fm.ensure_traced(x)
     assert nl.attribution.cam._default_layer(fm) == "encoder.layers.encoder_layer_1.ln_1"
-    assert nl.attribution.gradcam(model, x, 0, interpolate=False).shape == (1, 1, 4, 4)
+    assert nl.attribution.gradcam(model, x, 0, interpolate="none").shape == (1, 1, 4, 4)
 
 
 def test_deep_dream_on_a_fixed_size_vit_points_to_octaves_1(built):

@@ -92,14 +92,14 @@ nl.plot.show(x, cam, titles=titles, mean=None, std=None, ncols=4)
 # drawn over every map in cyan.
 
 # %% [markdown]
-# `interpolate=False` returns the map at the layer's own resolution, before the
+# `interpolate="none"` returns the map at the layer's own resolution, before the
 # bilinear upsampling; it shows how coarse the evidence really is. An earlier layer
 # (`layer=` takes any name of `lens.fm.layer_names`) has smaller receptive fields and
 # more local, less class-specific features: its map follows edges and colours more
 # than objects.
 
 # %%
-raw_cam = lens.gradcam(x, y, interpolate=False)
+raw_cam = lens.gradcam(x, y, interpolate="none")
 print("layer3 map:", tuple(raw_cam.shape[-2:]), "→ upsampled:", tuple(cam.shape[-2:]))
 nl.plot.show_maps(x, {"layer3, 16×16": raw_cam, "upsampled": cam}, mean=None, std=None)
 

@@ -34,9 +34,19 @@ from .cam import (
     scorecam,
     xgradcam,
 )
+from .cam_variants import (
+    ablationcam,
+    class_activation_map,
+    eigengradcam,
+    gradcam_elementwise,
+    iscam,
+    randomcam,
+    smoothgradcam_pp,
+    sscam,
+)
 from .deconvnet import deconvnet
+from .deeplift import deeplift, deeplift_shap
 from .excitation import excitation_backprop
-from .lrp import lrp
 from .gradients import (
     baseline_image,
     guided_backprop,
@@ -46,8 +56,13 @@ from .gradients import (
     saliency,
     smooth_grad,
 )
+from .lrp import lrp
 from .occlusion import occlusion
+from .perturbation import feature_ablation, feature_permutation, shapley_sampling
 from .registry import AttributionMethod, Family, MethodSpec, OutputKind
+from .rise import rise
+from .shap import gradient_shap
+from .surrogate import kernel_shap, lime
 
 Target = TargetLike
 """What ``target=`` accepts (see :mod:`netlens.targets`)."""
@@ -118,11 +133,63 @@ _SPECS = [
                      "Components\", IJCNN 2020",
                summary="the first principal component of the activations (class-agnostic)",
                gradients=False, **_CAM),
+    MethodSpec("gradcam_elementwise", gradcam_elementwise,
+               paper="Gildenblat et al., \"PyTorch library for CAM methods\" (pytorch-grad-cam), "
+                     "2021",
+               summary="positive gradient-activation products per position", **_CAM),
+    MethodSpec("eigengradcam", eigengradcam,
+               paper="Muhammad & Yeasin, \"Eigen-CAM\", IJCNN 2020 (the gradient form of "
+                     "pytorch-grad-cam)",
+               summary="the first principal component of gradients times activations", **_CAM),
+    MethodSpec("cam", class_activation_map,
+               paper="Zhou et al., \"Learning Deep Features for Discriminative Localization\", "
+                     "CVPR 2016",
+               summary="channels weighted by the classifier's weights of the class",
+               gradients=False, linear_head=True, **_CAM),
+    MethodSpec("ablationcam", ablationcam,
+               paper="Desai & Ramaswamy, \"Ablation-CAM: Visual Explanation for Deep "
+                     "Convolutional Network via Gradient-free Localization\", WACV 2020",
+               summary="channels weighted by the score drop when each is zeroed",
+               gradients=False, progress=True, **_CAM),
+    MethodSpec("sscam", sscam,
+               paper="Wang et al., \"SS-CAM: Smoothed Score-CAM for Sharper Visual Feature "
+                     "Localization\", arXiv 2020",
+               summary="Score-CAM averaged over noisy masks", gradients=False, stochastic=True,
+               progress=True, cheap={"n": 1}, **_CAM),
+    MethodSpec("iscam", iscam,
+               paper="Naidu et al., \"IS-CAM: Integrated Score-CAM for axiomatic-based "
+                     "explanations\", arXiv 2020",
+               summary="Score-CAM integrated over scaled masks", gradients=False,
+               progress=True, cheap={"n": 1}, **_CAM),
+    MethodSpec("smoothgradcam_pp", smoothgradcam_pp,
+               paper="Omeiza et al., \"Smooth Grad-CAM++: An Enhanced Inference Level "
+                     "Visualization Technique for Deep Convolutional Neural Network Models\", "
+                     "arXiv 2019",
+               summary="Grad-CAM++ with gradients averaged over noisy inputs", stochastic=True,
+               progress=True, cheap={"n": 2}, **_CAM),
+    MethodSpec("randomcam", randomcam,
+               paper="Gildenblat et al., pytorch-grad-cam, 2021 (a baseline for the metrics)",
+               summary="channels weighted by uniform random weights (a baseline)",
+               gradients=False, stochastic=True, **_CAM),
     MethodSpec("lrp", lrp, "input", "rule",
                "Bach et al., \"On Pixel-Wise Explanations for Non-Linear Classifier Decisions "
                "by Layer-Wise Relevance Propagation\", PLoS ONE 2015",
                "the target score redistributed layer by layer to the pixels by LRP rules",
                rules=True, attention=False),
+    MethodSpec("deeplift", deeplift, "input", "rule",
+               "Shrikumar et al., \"Learning Important Features Through Propagating Activation "
+               "Differences\", ICML 2017",
+               "differences from a baseline propagated by the rescale rule (sums to f(x) - f(b))",
+               rules=True),
+    MethodSpec("deeplift_shap", deeplift_shap, "input", "rule",
+               "Lundberg & Lee, \"A Unified Approach to Interpreting Model Predictions\", "
+               "NeurIPS 2017",
+               "DeepLift averaged over a distribution of baselines", rules=True),
+    MethodSpec("gradient_shap", gradient_shap, "input", "gradient",
+               "Lundberg & Lee, \"A Unified Approach to Interpreting Model Predictions\", "
+               "NeurIPS 2017",
+               "expected gradients: (x - b) times the gradient at random points between "
+               "baselines and the input", stochastic=True, progress=True, cheap={"n": 4}),
     MethodSpec("excitation_backprop", excitation_backprop, "map", "rule",
                "Zhang et al., \"Top-down Neural Attention by Excitation Backprop\", ECCV 2016 "
                "(IJCV 2018)",
@@ -132,6 +199,31 @@ _SPECS = [
                "Zeiler & Fergus, \"Visualizing and Understanding Convolutional Networks\", "
                "ECCV 2014", "the drop of the target score when a window is set to the baseline (0)",
                gradients=False, progress=True, cheap={"window": 16, "stride": 8}),
+    MethodSpec("feature_ablation", feature_ablation, "map", "perturbation",
+               "Zeiler & Fergus, \"Visualizing and Understanding Convolutional Networks\", "
+               "ECCV 2014 (regions set to a baseline; Captum's FeatureAblation)",
+               "the drop of the target score when each region (grid cell or superpixel) is set "
+               "to a baseline", gradients=False, progress=True, cheap={"mask": 4}),
+    MethodSpec("rise", rise, "map", "perturbation",
+               "Petsiuk, Das & Saenko, \"RISE: Randomized Input Sampling for Explanation of "
+               "Black-box Models\", BMVC 2018",
+               "the score-weighted mean of random smooth masks", gradients=False,
+               stochastic=True, progress=True, cheap={"n": 16, "cells": 3}),
+    MethodSpec("lime", lime, "map", "perturbation",
+               "Ribeiro, Singh & Guestrin, \"'Why Should I Trust You?': Explaining the "
+               "Predictions of Any Classifier\", KDD 2016",
+               "a weighted linear surrogate of the score over which regions are kept",
+               gradients=False, stochastic=True, progress=True, cheap={"segments": 3, "n": 16}),
+    MethodSpec("kernel_shap", kernel_shap, "map", "perturbation",
+               "Lundberg & Lee, \"A Unified Approach to Interpreting Model Predictions\", "
+               "NeurIPS 2017",
+               "Shapley values of regions from a Shapley-kernel weighted linear fit",
+               gradients=False, stochastic=True, progress=True, cheap={"segments": 3, "n": 16}),
+    MethodSpec("shapley_sampling", shapley_sampling, "map", "perturbation",
+               "Strumbelj & Kononenko, \"Explaining prediction models and individual "
+               "predictions with feature contributions\", KAIS 2014",
+               "Shapley values of regions averaged over random orders", gradients=False,
+               stochastic=True, progress=True, cheap={"segments": 3, "n_permutations": 2}),
 ]
 
 METHODS: Mapping[str, MethodSpec] = MappingProxyType({s.name: s for s in _SPECS})
@@ -162,7 +254,11 @@ __all__ = [
     "AttributionMethod", "MethodSpec", "Target", "resolve_target", "NetlensWarning", "METHODS",
     "CAM_METHODS", "saliency", "input_x_gradient", "guided_backprop", "deconvnet", "smooth_grad",
     "integrated_gradients", "layer_channel_gradient", "gradcam", "guided_gradcam", "gradcam_pp",
-    "xgradcam", "layercam", "hirescam", "scorecam", "eigencam", "lrp", "excitation_backprop", "occlusion",
+    "xgradcam", "layercam", "hirescam", "scorecam", "eigencam", "gradcam_elementwise",
+    "eigengradcam", "class_activation_map", "ablationcam", "sscam", "iscam", "smoothgradcam_pp",
+    "randomcam",
+    "lrp", "deeplift", "deeplift_shap", "gradient_shap", "excitation_backprop", "occlusion",
+    "feature_ablation", "feature_permutation", "rise", "lime", "kernel_shap", "shapley_sampling",
     "cam_driver",
     "CamContext", "baseline_image",
 ]

@@ -34,7 +34,7 @@ import dataclasses
 import re
 import warnings
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol, Union
 
 import torch
 import torch.nn.functional as F
@@ -43,7 +43,6 @@ from torch import nn
 from .._runtime import (
     as_flat,
     auto_batch_size,
-    bind_part,
     chunks,
     first_tensor,
     grad,
@@ -61,8 +60,14 @@ from .gradients import guided_backprop
 
 __all__ = [
     "gradcam", "hirescam", "gradcam_pp", "xgradcam", "layercam", "eigencam", "scorecam",
-    "guided_gradcam", "cam_driver", "CamContext", "CamVariant",
+    "guided_gradcam", "cam_driver", "CamContext", "CamVariant", "Interpolate",
 ]
+
+
+Interpolate = Union[bool, Literal["bilinear", "nearest", "none"]]
+"""How a CAM reaches the input's size: True or ``"bilinear"``; False or ``"nearest"`` (each
+cell of the layer's grid a block of pixels, Netlens 1.x's ``interpolate=False``); ``"none"``:
+the map at the layer's own resolution ``(h, w)``."""
 
 
 @dataclasses.dataclass
@@ -105,6 +110,17 @@ class CamContext:
         t = self.target.take(images)
         with torch.no_grad():
             return scores_of(t, model_output(self.fm, inputs, t))
+
+    def layer_maps(self, images: torch.Tensor, inputs: torch.Tensor,
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The CAM layer's maps and gradient maps for other inputs (``(n, C, H, W)``: noisy or
+        transformed copies of the images ``images`` of the batch), each scored with the target
+        bound to its clean image: ``A`` ``(n, C, h, w)`` and ``G`` ``(n, [K,] C, h, w)``; one
+        pass (the caller chunks by ``batch_size``)."""
+        a, g, _ = _layer_pass(self.fm, self.layer, inputs, self.target.take(images),
+                              gradients=True, bind=False)
+        assert g is not None
+        return a, g
 
     def scores_with_layer(self, images: torch.Tensor, maps: torch.Tensor) -> torch.Tensor:
         """The target's scores when the CAM layer's output of the images ``images`` is replaced
@@ -217,61 +233,76 @@ def _layer_maps(
 ) -> tuple[torch.Tensor, torch.Tensor | None, Target]:
     """The layer's output maps ``A`` (B, C, h, w), the gradient maps ``G`` of the target scores
     w.r.t. that output (``(B, [K,] C, h, w)``, or None), and the bound target, over chunks."""
-    layout, hw = fm.layout(name), (int(x.shape[2]), int(x.shape[3]))
     t = as_target(target, x.shape[0])
     acts, grads, bound = [], [], []
     with guarded(fm):
         for part in chunks(x.shape[0], batch_size):
-            box: list[torch.Tensor] = []
-
-            def grab(_: str, output: object) -> object:
-                a = first_tensor(output)
-                if a is None:
-                    raise ValueError(f"layer {name!r} returned no tensor")
-                if not gradients:
-                    box.append(a.detach().clone())  # later in-place ops must not change it
-                    return None
-                # The forward runs without autograd up to here: nothing before the layer is
-                # differentiated, so no graph is recorded for it. From here on it is recorded,
-                # starting from a leaf; the model continues on a copy, so that later in-place
-                # ops (ResNet's `out += x`, in-place ReLUs) cannot change the leaf.
-                torch.set_grad_enabled(True)
-                leaf = a.detach().requires_grad_(True)
-                box.append(leaf)
-                return _with_first(output, leaf.clone())
-
-            with fm.intercept(name, grab), torch.no_grad():  # grab turns autograd back on
-                out = model_output(fm, x[part], t)
-            if not box:
-                hint = (f" (the target reads layer {t.layer!r}, which runs before it; choose an "
-                        "earlier CAM layer)" if t.layer is not None else "")
-                raise ValueError(f"the forward pass did not reach layer {name!r}{hint}")
-            ti = bind_part(t, part, out)
-            a = box[0]
-            images = part.stop - part.start
-            if a.shape[0] != images:
-                raise ValueError(
-                    f"layer {name!r} returned {a.shape[0]} maps (shape {tuple(a.shape)}) for "
-                    f"{images} image(s): its first axis is not the batch (e.g. the RoI features "
-                    "of a detector), so it has no per-image activation map; choose a layer of "
-                    "the backbone with layer=")
-            if gradients:
-                scores = scores_of(ti, out)
-                if not _reaches(scores, a):
-                    raise ValueError(
-                        f"the target's score does not depend on layer {name!r} (the layer is not "
-                        "on the path from the input to the explained output, e.g. an auxiliary "
-                        "head or a detector's proposal network), so its gradient CAM would be "
-                        "blank; choose a layer the explained output depends on with layer= (see "
-                        "FlatModel(model).layer_names)")
-                g = grad(scores, a, k=t.k, allow_unused=True)
-                lead = g.shape[:2] if t.k is not None else g.shape[:1]
-                g = layout.to_map(g.detach().flatten(0, len(lead) - 1), hw)
-                grads.append(g.reshape(*lead, *g.shape[1:]))
-            acts.append(layout.to_map(a.detach(), hw))
+            a, g, ti = _layer_pass(fm, name, x[part], t.take(part), gradients=gradients,
+                                   bind=True)
+            acts.append(a)
+            if g is not None:
+                grads.append(g)
             bound.append(ti)
     return (torch.cat(acts), (torch.cat(grads) if gradients else None),
             type(bound[0]).cat(bound))
+
+
+def _layer_pass(
+    fm: FlatModel, name: str, x: torch.Tensor, t: Target, *, gradients: bool, bind: bool,
+) -> tuple[torch.Tensor, torch.Tensor | None, Target]:
+    """One pass of the images ``x``: the layer's maps ``A``, the gradient maps ``G`` of the
+    scores of ``t`` (the target of these images; bound here to their output with ``bind``,
+    else already bound, e.g. to the clean images of noisy copies), and the bound target."""
+    layout, hw = fm.layout(name), (int(x.shape[2]), int(x.shape[3]))
+    box: list[torch.Tensor] = []
+
+    def grab(_: str, output: object) -> object:
+        a = first_tensor(output)
+        if a is None:
+            raise ValueError(f"layer {name!r} returned no tensor")
+        if not gradients:
+            box.append(a.detach().clone())  # later in-place ops must not change it
+            return None
+        # The forward runs without autograd up to here: nothing before the layer is
+        # differentiated, so no graph is recorded for it. From here on it is recorded,
+        # starting from a leaf; the model continues on a copy, so that later in-place
+        # ops (ResNet's `out += x`, in-place ReLUs) cannot change the leaf.
+        torch.set_grad_enabled(True)
+        leaf = a.detach().requires_grad_(True)
+        box.append(leaf)
+        return _with_first(output, leaf.clone())
+
+    with fm.intercept(name, grab), torch.no_grad():  # grab turns autograd back on
+        out = model_output(fm, x, t)
+    if not box:
+        hint = (f" (the target reads layer {t.layer!r}, which runs before it; choose an "
+                "earlier CAM layer)" if t.layer is not None else "")
+        raise ValueError(f"the forward pass did not reach layer {name!r}{hint}")
+    ti = t.bind(out) if bind else t
+    a = box[0]
+    images = int(x.shape[0])
+    if a.shape[0] != images:
+        raise ValueError(
+            f"layer {name!r} returned {a.shape[0]} maps (shape {tuple(a.shape)}) for "
+            f"{images} image(s): its first axis is not the batch (e.g. the RoI features "
+            "of a detector), so it has no per-image activation map; choose a layer of "
+            "the backbone with layer=")
+    g_map = None
+    if gradients:
+        with torch.enable_grad():
+            scores = scores_of(ti, out)
+        if not _reaches(scores, a):
+            raise ValueError(
+                f"the target's score does not depend on layer {name!r} (the layer is not "
+                "on the path from the input to the explained output, e.g. an auxiliary "
+                "head or a detector's proposal network), so its gradient CAM would be "
+                "blank; choose a layer the explained output depends on with layer= (see "
+                "FlatModel(model).layer_names)")
+        g = grad(scores, a, k=t.k, allow_unused=True)
+        lead = g.shape[:2] if t.k is not None else g.shape[:1]
+        g = layout.to_map(g.detach().flatten(0, len(lead) - 1), hw)
+        g_map = g.reshape(*lead, *g.shape[1:])
+    return layout.to_map(a.detach(), hw), g_map, ti
 
 
 def _warn_if_blank(grads: torch.Tensor, name: str) -> None:
@@ -308,9 +339,10 @@ def _reaches(t: torch.Tensor, leaf: torch.Tensor) -> bool:
 
 def _combine(
     acts: torch.Tensor, weights: torch.Tensor, size: tuple[int, int], *, relu: bool,
-    interpolate: bool, k: int | None,
+    interpolate: Interpolate, k: int | None, normalize: bool = False,
 ) -> torch.Tensor:
-    """cam = sum_c w_c A_c (or of the given contributions), ReLU, bilinear upsampling."""
+    """cam = sum_c w_c A_c (or of the given contributions), ReLU, upsampling (bilinear, nearest
+    or none), min-max scaling to [0, 1] per map with ``normalize``."""
     a = acts if k is None else acts.unsqueeze(1)
     contributions = weights[..., None, None] * a if weights.dim() == a.dim() - 2 else weights
     if k is not None and contributions.dim() == acts.dim():  # class-agnostic (Eigen-CAM)
@@ -318,17 +350,35 @@ def _combine(
     cam = contributions.sum(-3, keepdim=True)
     if relu:
         cam = cam.clamp(min=0)
-    if interpolate:
+    mode = _interpolation(interpolate)
+    if mode != "none":
         lead = cam.shape[:-3]
-        cam = F.interpolate(cam.reshape(-1, *cam.shape[-3:]), size=size, mode="bilinear",
-                            align_corners=False)
-        cam = cam.reshape(*lead, *cam.shape[1:])
+        flat = cam.reshape(-1, *cam.shape[-3:])
+        flat = (F.interpolate(flat, size=size, mode="bilinear", align_corners=False)
+                if mode == "bilinear" else F.interpolate(flat, size=size, mode="nearest"))
+        cam = flat.reshape(*lead, *flat.shape[1:])
+    if normalize:
+        lo = cam.amin(dim=(-2, -1), keepdim=True)
+        span = cam.amax(dim=(-2, -1), keepdim=True) - lo
+        cam = (cam - lo) / torch.where(span > 0, span, torch.ones_like(span))
     return cam
+
+
+def _interpolation(value: object) -> str:
+    if value is True or value == "bilinear":
+        return "bilinear"
+    if value is False or value == "nearest":
+        return "nearest"
+    if value == "none":
+        return "none"
+    raise ValueError(f"interpolate must be True ('bilinear'), False ('nearest') or 'none' (the "
+                     f"layer's resolution), got {value!r}")
 
 
 def cam_driver(
     model: nn.Module, x: torch.Tensor, target: TargetLike, variant: CamVariant, *,
-    layer: str | None = None, interpolate: bool = True, relu: bool = True,
+    layer: str | None = None, interpolate: Interpolate = True, relu: bool = True,
+    normalize: bool = False,
     batch_size: int | None = None, progress: bool | None = None,
     layout: LayoutLike | None = None,
 ) -> tuple[torch.Tensor, Target]:
@@ -340,16 +390,19 @@ def cam_driver(
     attribute (see :class:`CamVariant`).
     """
     fm, x = prepare(model, x)
+    _interpolation(interpolate)  # an unknown mode fails before any pass
     with guarded(fm):  # one block: the model's lock is held for the whole call
         fm.ensure_traced(x)
         with fm.given_layouts(layer, layout):
             return _cam_in_layout(fm, x, target, variant, layer=layer, interpolate=interpolate,
-                                  relu=relu, batch_size=batch_size, progress=progress)
+                                  relu=relu,
+                                  normalize=normalize, batch_size=batch_size, progress=progress)
 
 
 def _cam_in_layout(  # cam_driver's body, with the given layout in place
     fm: FlatModel, x: torch.Tensor, target: TargetLike, variant: CamVariant, *,
-    layer: str | None, interpolate: bool, relu: bool, batch_size: int | None,
+    layer: str | None, interpolate: Interpolate, relu: bool, batch_size: int | None,
+    normalize: bool = False,
     progress: bool | None,
 ) -> tuple[torch.Tensor, Target]:
     name = _spatial_layer(fm, layer)
@@ -361,19 +414,21 @@ def _cam_in_layout(  # cam_driver's body, with the given layout in place
         _warn_if_blank(grads, name)
     ctx = CamContext(fm, x, name, fm.layout(name), acts, grads, t, batch_size, progress)
     weights = variant(ctx)
-    cam = _combine(acts, weights, (x.shape[2], x.shape[3]), relu=relu, interpolate=interpolate,
-                   k=t.k)
+    cam = _combine(acts, weights, (x.shape[2], x.shape[3]), relu=relu, normalize=normalize,
+                   interpolate=interpolate, k=t.k)
     return cam, t
 
 
 def _cam(
     model: nn.Module, x: torch.Tensor, target: TargetLike,
     weights_fn: Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor], *,
-    layer: str | None = None, interpolate: bool = True, relu: bool = True,
+    layer: str | None = None, interpolate: Interpolate = True, relu: bool = True,
+    normalize: bool = False,
     batch_size: int | None = None, gradients: bool = True, layout: LayoutLike | None = None,
 ) -> tuple[torch.Tensor, Target]:
     return cam_driver(model, x, target, _FromAG(weights_fn, gradients), layer=layer,
-                      interpolate=interpolate, relu=relu, batch_size=batch_size, layout=layout)
+                      interpolate=interpolate, relu=relu,
+                      normalize=normalize, batch_size=batch_size, layout=layout)
 
 
 # -- weights of each variant -----------------------------------------------------------------
@@ -419,19 +474,26 @@ def _layercam_weights(acts: torch.Tensor, grads: torch.Tensor | None) -> torch.T
 def _eigencam_weights(acts: torch.Tensor, grads: torch.Tensor | None) -> torch.Tensor:
     # Project the centred activations (positions x channels) onto their first principal
     # direction v. SVD leaves v's sign arbitrary: we choose sum_c v_c >= 0, which is the sign
-    # that makes the map correlate positively with the channel-mean activation.
+    # that makes the map correlate positively with the channel-mean activation. Where that sum
+    # is round-off (LayerNorm'ed tokens have zero channel mean, so v is orthogonal to it), the
+    # sign that makes the projection's largest magnitude positive decides instead.
     centred = acts - acts.mean(dim=(2, 3), keepdim=True)
     matrix = centred.flatten(2).transpose(1, 2)  # (B, h*w, C)
     _, _, vh = torch.linalg.svd(matrix, full_matrices=False)
     v = vh[:, 0, :]
-    v = torch.where(v.sum(dim=1, keepdim=True) < 0, -v, v)
+    total = v.sum(dim=1, keepdim=True)
+    p = torch.einsum("bnc,bc->bn", matrix, v)
+    peak = p.gather(1, p.abs().argmax(dim=1, keepdim=True))
+    tiny = total.abs() <= 1e-4 * v.shape[1] ** 0.5  # |sum v| <= 1e-4 of its largest value
+    v = torch.where(torch.where(tiny, peak, total) < 0, -v, v)
     return v[:, :, None, None] * centred
 
 
 # -- public variants -------------------------------------------------------------------------
 def gradcam(
     model: nn.Module, x: torch.Tensor, target: TargetLike = None, *, layer: str | None = None,
-    interpolate: bool = True, relu: bool = True, batch_size: int | None = None,
+    interpolate: Interpolate = True, relu: bool = True,
+    normalize: bool = False, batch_size: int | None = None,
     layout: LayoutLike | None = None,
 ) -> torch.Tensor:
     """Grad-CAM: channels weighted by the spatial mean of the target score's gradient.
@@ -446,8 +508,13 @@ def gradcam(
             callable ``output -> (B,)``.
         layer: the layer name (see ``FlatModel.layer_names``); None takes the last spatial
             layer (for a ViT, the input of its last attention, whose patch tokens still matter).
-        interpolate: upsample the map bilinearly (``align_corners=False``) to ``(H, W)``.
+        interpolate: how the map reaches ``(H, W)``: True or ``"bilinear"``
+            (``align_corners=False``); False or ``"nearest"``: nearest neighbours, each cell of
+            the layer's grid a block of pixels (Netlens 1.x's ``interpolate=False``);
+            ``"none"``: the map at the layer's resolution ``(h, w)``.
         relu: keep only positive evidence, as in the paper.
+        normalize: min-max scale each map to ``[0, 1]`` (after the ReLU and the resizing; a
+            constant map becomes 0), as Netlens 1.x returned it.
         batch_size: images per forward/backward pass; default from the memory budget.
         layout: how to view ``layer``'s output as a ``[B, C, h, w]`` map, where netlens reads
             it wrong or cannot: a :class:`~netlens.Layout` (``Layout("tokens", extra=1)`` for
@@ -456,26 +523,27 @@ def gradcam(
             pass (``FlatModel(model).layout(layer)``).
 
     Returns:
-        ``(B, 1, H, W)`` (or ``(B, 1, h, w)`` with ``interpolate=False``), ``x``'s dtype and
-        device; raw values, not normalized.
+        ``(B, 1, H, W)`` (or ``(B, 1, h, w)`` with ``interpolate="none"``), ``x``'s dtype and
+        device; raw values unless ``normalize``.
 
     Raises:
         ValueError: an unknown layer (with close matches), a layer without a spatial output,
-            an out-of-range target, a bad input.
+            an out-of-range target, a bad input, an unknown ``interpolate``.
 
     Example:
         >>> import torchvision
         >>> m = torchvision.models.resnet18().eval()
-        >>> gradcam(m, torch.rand(1, 3, 64, 64), layer="layer3", interpolate=False).shape
+        >>> gradcam(m, torch.rand(1, 3, 64, 64), layer="layer3", interpolate="none").shape
         torch.Size([1, 1, 4, 4])
     """
     return _cam(model, x, target, _gradcam_weights, layer=layer, interpolate=interpolate,
-                relu=relu, batch_size=batch_size, layout=layout)[0]
+                relu=relu, normalize=normalize, batch_size=batch_size, layout=layout)[0]
 
 
 def hirescam(
     model: nn.Module, x: torch.Tensor, target: TargetLike = None, *, layer: str | None = None,
-    interpolate: bool = True, relu: bool = True, batch_size: int | None = None,
+    interpolate: Interpolate = True, relu: bool = True,
+    normalize: bool = False, batch_size: int | None = None,
     layout: LayoutLike | None = None,
 ) -> torch.Tensor:
     """HiResCAM: ``relu(sum_c dy/dA_c * A_c)``, the gradient times the activation per position.
@@ -484,12 +552,13 @@ def hirescam(
     Args, returns and raises as :func:`gradcam`.
     """
     return _cam(model, x, target, _hirescam_weights, layer=layer, interpolate=interpolate,
-                relu=relu, batch_size=batch_size, layout=layout)[0]
+                relu=relu, normalize=normalize, batch_size=batch_size, layout=layout)[0]
 
 
 def gradcam_pp(
     model: nn.Module, x: torch.Tensor, target: TargetLike = None, *, layer: str | None = None,
-    interpolate: bool = True, relu: bool = True, batch_size: int | None = None,
+    interpolate: Interpolate = True, relu: bool = True,
+    normalize: bool = False, batch_size: int | None = None,
     layout: LayoutLike | None = None,
 ) -> torch.Tensor:
     """Grad-CAM++: positive gradients weighted by the closed-form ``alpha`` of eq. 19.
@@ -500,12 +569,13 @@ def gradcam_pp(
     Args, returns and raises as :func:`gradcam`.
     """
     return _cam(model, x, target, _gradcam_pp_weights, layer=layer, interpolate=interpolate,
-                relu=relu, batch_size=batch_size, layout=layout)[0]
+                relu=relu, normalize=normalize, batch_size=batch_size, layout=layout)[0]
 
 
 def xgradcam(
     model: nn.Module, x: torch.Tensor, target: TargetLike = None, *, layer: str | None = None,
-    interpolate: bool = True, relu: bool = True, batch_size: int | None = None,
+    interpolate: Interpolate = True, relu: bool = True,
+    normalize: bool = False, batch_size: int | None = None,
     layout: LayoutLike | None = None,
 ) -> torch.Tensor:
     """XGrad-CAM: ``w_c = sum_ab (A_c,ab / sum A_c) dy/dA_c,ab``.
@@ -514,12 +584,13 @@ def xgradcam(
     BMVC 2020. Args, returns and raises as :func:`gradcam`.
     """
     return _cam(model, x, target, _xgradcam_weights, layer=layer, interpolate=interpolate,
-                relu=relu, batch_size=batch_size, layout=layout)[0]
+                relu=relu, normalize=normalize, batch_size=batch_size, layout=layout)[0]
 
 
 def layercam(
     model: nn.Module, x: torch.Tensor, target: TargetLike = None, *, layer: str | None = None,
-    interpolate: bool = True, relu: bool = True, batch_size: int | None = None,
+    interpolate: Interpolate = True, relu: bool = True,
+    normalize: bool = False, batch_size: int | None = None,
     layout: LayoutLike | None = None,
 ) -> torch.Tensor:
     """LayerCAM: ``relu(sum_c relu(dy/dA_c) * A_c)``, positive gradients per position.
@@ -528,12 +599,13 @@ def layercam(
     IEEE TIP 2021. Args, returns and raises as :func:`gradcam`.
     """
     return _cam(model, x, target, _layercam_weights, layer=layer, interpolate=interpolate,
-                relu=relu, batch_size=batch_size, layout=layout)[0]
+                relu=relu, normalize=normalize, batch_size=batch_size, layout=layout)[0]
 
 
 def eigencam(
     model: nn.Module, x: torch.Tensor, target: TargetLike = None, *, layer: str | None = None,
-    interpolate: bool = True, relu: bool = True, batch_size: int | None = None,
+    interpolate: Interpolate = True, relu: bool = True,
+    normalize: bool = False, batch_size: int | None = None,
     layout: LayoutLike | None = None,
 ) -> torch.Tensor:
     """Eigen-CAM: the layer's activations projected on their first principal component.
@@ -545,7 +617,8 @@ def eigencam(
     Args, returns and raises as :func:`gradcam`.
     """
     return _cam(model, x, target, _eigencam_weights, layer=layer, interpolate=interpolate,
-                relu=relu, batch_size=batch_size, gradients=False, layout=layout)[0]
+                relu=relu,
+                normalize=normalize, batch_size=batch_size, gradients=False, layout=layout)[0]
 
 
 def _scorecam_weights(ctx: CamContext, baseline: torch.Tensor | None = None) -> torch.Tensor:
@@ -589,7 +662,8 @@ def _scorecam_variant(x: torch.Tensor, baseline: float | torch.Tensor) -> CamVar
 
 def scorecam(
     model: nn.Module, x: torch.Tensor, target: TargetLike = None, *, layer: str | None = None,
-    interpolate: bool = True, relu: bool = True, batch_size: int | None = None,
+    interpolate: Interpolate = True, relu: bool = True,
+    normalize: bool = False, batch_size: int | None = None,
     progress: bool | None = None, layout: LayoutLike | None = None,
     baseline: float | torch.Tensor = 0.0,
 ) -> torch.Tensor:
@@ -616,7 +690,8 @@ def scorecam(
     """
     fm, x = prepare(model, x)
     return cam_driver(fm, x, target, _scorecam_variant(x, baseline), layer=layer,
-                      interpolate=interpolate, relu=relu, batch_size=batch_size,
+                      interpolate=interpolate, relu=relu,
+                      normalize=normalize, batch_size=batch_size,
                       progress=progress, layout=layout)[0]
 
 

@@ -59,6 +59,8 @@ class MethodSpec:
         attention: whether it is defined on transformer layers (LayerNorm, attention); a
             method with ``attention=False`` (a rule method whose rules cover convolutional
             networks) raises a ``ValueError`` naming the first layer it has no rule for.
+        linear_head: whether it needs a global-average-pool + linear classifier after its
+            layer (the original CAM); on other heads it raises a ``ValueError`` that says so.
         cheap: options that make it fast enough for demos and tests (few steps, samples or
             windows), e.g. ``{"n": 4}``.
         paper: the reference: authors, title, venue and year.
@@ -77,6 +79,7 @@ class MethodSpec:
     stochastic: bool = False
     progress: bool = False
     attention: bool = True
+    linear_head: bool = False
     cheap: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:

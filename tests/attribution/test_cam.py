@@ -93,8 +93,22 @@ def resnet18():
 ORACLES = ("gradcam", "hirescam", "layercam", "xgradcam", "gradcam_pp", "eigencam")
 
 
+# the variants of cam_variants.py, checked against their definitions and the peers in
+# tests/attribution/test_cam_variants.py
+VARIANT_TESTS = {"gradcam_elementwise", "eigengradcam", "cam", "ablationcam", "sscam", "iscam",
+                 "smoothgradcam_pp", "randomcam"}
+
+
+def run(spec, model, x, target=None, **options):
+    """The registry's method with its cheap options and, if stochastic, a seeded generator."""
+    options = {**spec.cheap, **options}
+    if spec.stochastic:
+        options.setdefault("generator", torch.Generator().manual_seed(0))
+    return spec(model, x, target, **options)
+
+
 def test_every_cam_of_the_registry_is_checked_against_its_definition():
-    checked = {*ORACLES, "scorecam", "guided_gradcam"}
+    checked = {*ORACLES, "scorecam", "guided_gradcam", *VARIANT_TESTS}
     assert {spec.name for spec in CAMS} == checked, "a CAM without an oracle in this module"
 
 
@@ -104,7 +118,7 @@ def test_variant_equals_its_definition(every_relu_net, kind):
     a, g = acts_and_grads(every_relu_net, x, t)
     expected = oracle(kind, a, g)
     method = getattr(cam, kind)
-    raw = method(every_relu_net, x, t, layer="conv2", relu=False, interpolate=False)
+    raw = method(every_relu_net, x, t, layer="conv2", relu=False, interpolate="none")
     torch.testing.assert_close(raw, expected, rtol=1e-10, atol=1e-12)
     relued = method(every_relu_net, x, t, layer="conv2")
     torch.testing.assert_close(relued, expected.clamp(min=0), rtol=1e-10, atol=1e-12)
@@ -123,7 +137,7 @@ def test_gradcam_oracle_with_a_forward_hook(resnet18):
         handle.remove()
     g, = torch.autograd.grad(out[torch.arange(2), t].sum(), box[0])
     expected = torch.relu((g.mean(dim=(2, 3), keepdim=True) * box[0]).sum(1, keepdim=True))
-    raw = cam.gradcam(model, x, t, layer="layer3", interpolate=False)
+    raw = cam.gradcam(model, x, t, layer="layer3", interpolate="none")
     torch.testing.assert_close(raw, expected.detach(), rtol=1e-10, atol=1e-12)
     assert raw.shape == (2, 1, 4, 3)
     # interpolate=True is bilinear upsampling (align_corners=False) of the raw map.
@@ -154,15 +168,15 @@ def test_gradcam_by_hand():
     # is 0.5 (S + 40) - 0.75 S = 20 - 0.25 S = 8.75, 6.5, -0.25, -2.5.
     model = OnesConvNet().double()
     x = torch.arange(16.0, dtype=torch.float64).reshape(1, 1, 4, 4)
-    raw = cam.gradcam(model, x, 0, layer="conv", relu=False, interpolate=False)
+    raw = cam.gradcam(model, x, 0, layer="conv", relu=False, interpolate="none")
     expected = torch.tensor([[8.75, 6.5], [-0.25, -2.5]], dtype=torch.float64)
     torch.testing.assert_close(raw[0, 0], expected, rtol=0, atol=1e-12)
-    relued = cam.gradcam(model, x, 0, layer="conv", interpolate=False)
+    relued = cam.gradcam(model, x, 0, layer="conv", interpolate="none")
     torch.testing.assert_close(relued[0, 0], expected.clamp(min=0), rtol=0, atol=1e-12)
     # Raw, never normalized: scaling the score scales the map.
     with torch.no_grad():
         model.fc.weight.mul_(10)
-    torch.testing.assert_close(cam.gradcam(model, x, 0, layer="conv", interpolate=False),
+    torch.testing.assert_close(cam.gradcam(model, x, 0, layer="conv", interpolate="none"),
                                10 * relued, rtol=1e-12, atol=1e-12)
 
 
@@ -192,7 +206,7 @@ def test_scorecam_equals_its_definition():
     x, t = images(2, 12, 10), [1, 3]
     a = model.act2(model.conv2(model.act1(model.conv1(x)))).detach()  # (2, 8, 6, 5)
     expected = scorecam_oracle(model, x, t, a)
-    raw = cam.scorecam(model, x, t, layer="act2", relu=False, interpolate=False, batch_size=5)
+    raw = cam.scorecam(model, x, t, layer="act2", relu=False, interpolate="none", batch_size=5)
     torch.testing.assert_close(raw, expected, rtol=1e-10, atol=1e-12)
     up = cam.scorecam(model, x, t, layer="act2", batch_size=3)
     torch.testing.assert_close(up, F.interpolate(expected.clamp(min=0), size=(12, 10),
@@ -206,12 +220,12 @@ def test_scorecam_baseline_equals_its_definition():
     a = model.act2(model.conv2(model.act1(model.conv1(x)))).detach()
     for baseline in (blurred, 0.5):
         base = torch.as_tensor(baseline, dtype=x.dtype).expand_as(x)
-        raw = cam.scorecam(model, x, t, layer="act2", relu=False, interpolate=False,
+        raw = cam.scorecam(model, x, t, layer="act2", relu=False, interpolate="none",
                            baseline=baseline, batch_size=5)
         torch.testing.assert_close(raw, scorecam_oracle(model, x, t, a, base), rtol=1e-10,
                                    atol=1e-12)
     # the image itself as the baseline: every mask keeps the score, the weights are uniform
-    same = cam.scorecam(model, x, t, layer="act2", relu=False, interpolate=False, baseline=x)
+    same = cam.scorecam(model, x, t, layer="act2", relu=False, interpolate="none", baseline=x)
     torch.testing.assert_close(same, a.mean(1, keepdim=True), rtol=1e-10, atol=1e-12)
     torch.testing.assert_close(cam.scorecam(model, x, t, baseline=0.0), cam.scorecam(model, x, t))
     with pytest.raises(ValueError, match="baseline of shape \\(2, 3\\) does not broadcast"):
@@ -269,7 +283,7 @@ def test_eigencam_matches_pytorch_grad_cam_projection(every_relu_net):
     with fm.record("conv5") as rec:
         fm(x)
     theirs = get_2d_projection(rec.activations["conv5"].numpy())
-    ours = cam.eigencam(fm, x, layer="conv5", relu=False, interpolate=False)[:, 0].numpy()
+    ours = cam.eigencam(fm, x, layer="conv5", relu=False, interpolate="none")[:, 0].numpy()
     for o, th in zip(ours, theirs):  # their SVD sign is arbitrary
         sign = 1.0 if np.abs(o - th).max() < np.abs(o + th).max() else -1.0
         np.testing.assert_allclose(o, sign * th, rtol=1e-5, atol=1e-5 * np.abs(th).max())
@@ -281,7 +295,7 @@ def test_gradcam_matches_captum_layer_gradcam(resnet18):
 
     x, t = images(2, 96, 80), [3, 7]
     theirs = LayerGradCam(resnet18, resnet18.layer4).attribute(x, t, relu_attributions=True)
-    ours = cam.gradcam(resnet18, x, t, layer="layer4", interpolate=False)
+    ours = cam.gradcam(resnet18, x, t, layer="layer4", interpolate="none")
     assert ours.shape == theirs.shape == (2, 1, 3, 3)
     torch.testing.assert_close(ours, theirs.detach(), rtol=0, atol=1e-4)
     assert (ours - theirs).abs().max() < 1e-10
@@ -310,7 +324,7 @@ def test_vit_gradcam():
         c = cam.gradcam(vit, x, [1, 2], layer=layer)
         assert c.shape == (2, 1, 32, 32) and c.dtype == torch.float32
         assert torch.isfinite(c).all() and c.abs().sum() > 0, layer
-    raw = cam.gradcam(vit, x, [1, 2], layer="encoder.layers.encoder_layer_0", interpolate=False)
+    raw = cam.gradcam(vit, x, [1, 2], layer="encoder.layers.encoder_layer_0", interpolate="none")
     assert raw.shape == (2, 1, 4, 4)  # the 4x4 patch grid, class token dropped
     # Why the default is not FlatModel.last_spatial_layer() ("encoder"): after the last
     # attention only the class token reaches the head, so the patch tokens get no gradient.
@@ -329,7 +343,7 @@ def test_swin_gradcam():
         c = cam.gradcam(swin, x, 3, layer=layer)
         assert c.shape == (1, 1, 64, 64)
         assert torch.isfinite(c).all() and c.abs().sum() > 0, layer
-    assert cam.gradcam(swin, x, 3, layer="features.5", interpolate=False).shape == (1, 1, 4, 4)
+    assert cam.gradcam(swin, x, 3, layer="features.5", interpolate="none").shape == (1, 1, 4, 4)
 
 
 # -- contracts -------------------------------------------------------------------------------
@@ -340,19 +354,19 @@ def test_contracts(method, untouched):
         model = model.to(dtype)
         x = images(2, 12, 10, dtype)
         with untouched(model):
-            out = method(model, x, [0, 1])
+            out = run(method, model, x, [0, 1])
         channels = 3 if method.output == "input" else 1  # guided Grad-CAM
         assert out.shape == (2, channels, 12, 10) and out.dtype == dtype
         assert torch.isfinite(out).all() and out.abs().sum() > 0
     with untouched(model):
         with pytest.raises(ValueError, match="out of range"):
-            method(model, x, 10**6)
+            run(method, model, x, 10**6)
         with pytest.raises(ValueError, match="did you mean 'conv2'"):
-            method(model, x, 0, layer="conv3")
+            run(method, model, x, 0, layer="conv3")
         with pytest.raises(ValueError, match="'fc' has no spatial output"):
-            method(model, x, 0, layer="fc")
+            run(method, model, x, 0, layer="fc")
     with torch.no_grad():
-        torch.testing.assert_close(method(model, x, [0, 1]), out)
+        torch.testing.assert_close(run(method, model, x, [0, 1]), out)
 
 
 class Flaky(SmallCNN):
@@ -375,19 +389,21 @@ def test_model_untouched_when_the_forward_raises(method, untouched):
     torch.manual_seed(0)
     model = Flaky().double().eval()
     with untouched(model), pytest.raises(RuntimeError, match="a layer failed"):
-        method(model, images(2, 12, 10), [0, 1])
+        run(method, model, images(2, 12, 10), [0, 1])
 
 
 @pytest.mark.parametrize("method", CAMS, ids=lambda spec: spec.name)
 def test_batch_equals_single_calls(method):
     model = small_cnn()
     x, t = images(5, 12, 10), [0, 3, 1, 2, 3]
-    batched = method(model, x, t, batch_size=2)
-    single = torch.cat([method(model, x[i:i + 1], t[i]) for i in range(5)])
+    if method.stochastic:  # a draw per image: tested per variant in test_cam_variants.py
+        pytest.skip(f"{method.name} draws its randomness for the whole batch")
+    batched = run(method, model, x, t, batch_size=2)
+    single = torch.cat([run(method, model, x[i:i + 1], t[i]) for i in range(5)])
     torch.testing.assert_close(batched, single, rtol=1e-10, atol=1e-12)
     # None is the argmax
     argmax = model(x).argmax(1)
-    torch.testing.assert_close(method(model, x), method(model, x, argmax))
+    torch.testing.assert_close(run(method, model, x), run(method, model, x, argmax))
 
 
 def test_frozen_model_and_flat_model_input():
@@ -404,3 +420,22 @@ def test_default_layer_is_last_spatial_layer():
     x = images(1, 12, 10)
     assert FlatModel(model).last_spatial_layer() == "act2"
     torch.testing.assert_close(cam.gradcam(model, x, 0), cam.gradcam(model, x, 0, layer="act2"))
+
+
+def test_interpolate_false_is_nearest_and_normalize_scales_to_unit_range(resnet18):
+    """Netlens 1.x's grad_cam(interpolate=False): the layer's map upsampled to the input with
+    nearest neighbours (each cell a block of pixels); "none" keeps the layer's resolution;
+    normalize=True scales each map to [0, 1] as the original returned it."""
+    x = images(2, 64, 48)
+    small = cam.gradcam(resnet18, x, [5, 9], layer="layer3", interpolate="none")
+    assert small.shape == (2, 1, 4, 3)
+    blocks = cam.gradcam(resnet18, x, [5, 9], layer="layer3", interpolate=False)
+    torch.testing.assert_close(blocks, small.repeat_interleave(16, 2).repeat_interleave(16, 3))
+    smooth = cam.gradcam(resnet18, x, [5, 9], layer="layer3")
+    assert smooth.shape == blocks.shape and not torch.allclose(smooth, blocks)
+    unit = cam.gradcam(resnet18, x, [5, 9], layer="layer3", interpolate=False, normalize=True)
+    lo = blocks.amin(dim=(2, 3), keepdim=True)
+    torch.testing.assert_close(unit, (blocks - lo) / (blocks.amax(dim=(2, 3), keepdim=True) - lo))
+    assert unit.amin() == 0 and unit.amax() == 1
+    with pytest.raises(ValueError, match="interpolate must be True"):
+        cam.gradcam(resnet18, x, [5, 9], interpolate="bicubic")

@@ -42,6 +42,9 @@ def arch():
 
 
 CASES = [pytest.param(m, a, id=f"{m}-{a}") for a in ARCHS for m in METHODS]
+# the architectures whose classifier is not a global-average-pool + one linear layer (an MLP
+# head, a class token), where a method with MethodSpec.linear_head is refused
+NO_LINEAR_HEAD = {"mobilenet_v3_small", "vit"}
 
 
 def test_registry_generates_cases():
@@ -84,6 +87,11 @@ def test_method_contract(method, name, arch):
     spec = METHODS[method]
     if name == "vit" and not spec.attention:  # refused, naming the layer it has no rule for
         with pytest.raises(ValueError, match=r"'encoder[\w.]*'"):
+            call(method, model, x, [1, 2])
+        assert_untouched(model, before)
+        return
+    if name in NO_LINEAR_HEAD and spec.linear_head:  # refused: the head is not pool + linear
+        with pytest.raises(ValueError, match="global-average-pool"):
             call(method, model, x, [1, 2])
         assert_untouched(model, before)
         return
