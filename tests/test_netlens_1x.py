@@ -110,3 +110,26 @@ def test_occlusion_notebook_flow(alexnet, photo):
     labels = nl.data.imagenet_classes()
     found, counts = torch.unique(classes, return_counts=True)
     assert int(counts.sum()) == 9 and all(isinstance(labels[int(c)], str) for c in found)
+
+
+@pytest.mark.slow
+def test_style_transfer_notebook_flow():
+    """neural_style_transfer: StyleTransferModule(arch, content, ['conv-3'], style,
+    ['conv-0' .. 'conv-4']) on VGG features (the original: vgg19().features with a
+    Normalization layer; netlens normalizes inside), generate_style_transfer with a tuple of
+    step counts (one image per threshold), compute_losses' four terms, and the objective called
+    on an image."""
+    torch.manual_seed(0)
+    cnn = torchvision.models.vgg11().features.eval()
+    content = nl.data.example("chelsea", 48).image
+    style = nl.data.example("coffee", 48).image
+    module = nl.StyleTransferModule(cnn, content, ["conv-3"], style,
+                                    [f"conv-{i}" for i in range(5)])
+    outputs = nl.generate_style_transfer(module, content.clone(), num_steps=(2, 4),
+                                         style_weight=1e6, content_weight=1, tv_weight=1e-3,
+                                         progress=False)
+    assert len(outputs) == 2 and all(o.shape == content.shape for o in outputs)
+    total, style_loss, content_loss, tv = module.compute_losses(outputs[-1], 1e6, 1, 1e-3)
+    torch.testing.assert_close(total, style_loss + content_loss + tv)
+    objective = nl.StyleTransferObjective(module, 1e6, 1, 1e-3)
+    torch.testing.assert_close(objective(outputs[-1]), total)
