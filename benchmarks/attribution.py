@@ -155,6 +155,26 @@ def cases(model, lens, x, target, size, skip):
                 x, [pgc.utils.model_targets.ClassifierOutputTarget(c) for c in t])}
 
 
+def table_lines(what: str, device: torch.device, repeat: int, rows: list[tuple]) -> list[str]:
+    """The Markdown table of a benchmark: a header line (versions, machine, how it was timed),
+    then one row per (method, model, batch, netlens s, fastest peer, peer s, ratio, netlens MB,
+    peer default MB, bound ratio)."""
+    where = f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
+    if device.type == "cuda":
+        where = torch.cuda.get_device_name(device)
+    lines = [f"netlens {nl.__version__}, torch {torch.__version__}, {what}, "
+             f"{device.type} ({where}), medians of {repeat} interleaved rounds; peak MB: "
+             "memory above the level at the call's start (CUDA allocator, or process RSS sampled "
+             "every 2 ms on CPU); peer default MB: the peak of the peer's first (default) setting",
+             "", "| method | model | batch | netlens s | fastest peer | peer s | ratio "
+             "| netlens peak MB | peer default MB | bound ratio |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for m, model_name, b, s, peer, ps, ratio, mb, pmb, bound in rows:
+        lines.append(f"| {m} | {model_name} | {b} | {s:.3f} | {peer} | {ps:.3f} | {ratio:.2f} "
+                     f"| {mb:.0f} | {pmb:.0f} | {bound:.2f} |")
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--device", default="cpu")
@@ -191,19 +211,7 @@ def main() -> None:
             print(f"  {method} B={batch}: {ours_s:.3f} s vs {best} {peer_times[best][0]:.3f} s; "
                   + ", ".join(f"{k} {v[0]:.3f} s {v[1]:.0f} MB" for k, v in peer_times.items())
                   + f"; netlens {ours_mb:.0f} MB", flush=True)
-    where = f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
-    if device.type == "cuda":
-        where = torch.cuda.get_device_name(device)
-    lines = [f"netlens {nl.__version__}, torch {torch.__version__}, {args.model} {args.size}px, "
-             f"{device.type} ({where}), medians of {args.repeat} interleaved rounds; peak MB: "
-             "memory above the level at the call's start (CUDA allocator, or process RSS sampled "
-             "every 2 ms on CPU); peer default MB: the peak of the peer's first (default) setting",
-             "", "| method | model | batch | netlens s | fastest peer | peer s | ratio "
-             "| netlens peak MB | peer default MB | bound ratio |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
-    for m, model_name, b, s, peer, ps, ratio, mb, pmb, bound in rows:
-        lines.append(f"| {m} | {model_name} | {b} | {s:.3f} | {peer} | {ps:.3f} | {ratio:.2f} "
-                     f"| {mb:.0f} | {pmb:.0f} | {bound:.2f} |")
+    lines = table_lines(f"{args.model} {args.size}px", device, args.repeat, rows)
     table = "\n".join(lines)
     print(table)
     RESULTS.mkdir(exist_ok=True)

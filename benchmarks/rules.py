@@ -7,7 +7,7 @@ Rows: LRP (composite epsilon_plus) against zennit 1.0.0 with the same composite 
 canonizer (a deep copy of the model: zennit hooks and canonizes the model it is given);
 DeepLift against Captum 0.9.0 (on ResNets Captum refuses the ReLU module that each block calls
 twice, so it gets a copy whose blocks call two ReLU modules: the same function); GradientSHAP
-with 16 samples against Captum's default and its best ``n_samples`` batching. Times are medians
+with 16 samples against Captum's (which evaluates all samples in one batch). Times are medians
 of interleaved rounds (``attribution.timed``); "bound ratio" is netlens's time over (passes
 needed x one forward + backward pass at that batch size). Writes
 ``benchmarks/results/rules-<device>.md``.
@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import platform
 import warnings
 from pathlib import Path
 
@@ -27,7 +26,7 @@ from torch import nn
 
 import netlens as nl
 
-from attribution import one_pass, timed  # benchmarks/attribution.py  # isort: skip
+from attribution import one_pass, table_lines, timed  # benchmarks/attribution.py  # isort: skip
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -92,11 +91,9 @@ def cases(model: nn.Module, x: torch.Tensor, target: torch.Tensor):
         return nl.attribution.gradient_shap(model, x, t, baselines=bank, n=16, progress=False,
                                             generator=g.manual_seed(0))
 
+    # Captum's GradientShap has no batching option: it evaluates all n_samples x B points at once
     yield "gradient_shap (16)", 16, ours_gs, {
-        "captum GradientShap default": lambda: gs.attribute(x, bank, n_samples=16,
-                                                            target=target),
-        "captum GradientShap batch 1": lambda: gs.attribute(
-            x, bank, n_samples=16, target=target, internal_batch_size=x.shape[0])}
+        "captum GradientShap": lambda: gs.attribute(x, bank, n_samples=16, target=target)}
 
 
 def main() -> None:
@@ -130,18 +127,7 @@ def main() -> None:
                              ours_s / (passes * pass_s)))
                 print(f"  {method} {name} B={batch}: {ours_s:.3f} s vs {best} "
                       f"{got[best][0]:.3f} s", flush=True)
-    where = f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
-    if device.type == "cuda":
-        where = torch.cuda.get_device_name(device)
-    lines = [f"netlens {nl.__version__}, torch {torch.__version__}, {args.size}px, {device.type} "
-             f"({where}), medians of {args.repeat} interleaved rounds; peak MB above the call's "
-             "start (CUDA allocator, or process RSS sampled every 2 ms on CPU)", "",
-             "| method | model | batch | netlens s | fastest peer | peer s | ratio "
-             "| netlens peak MB | peer default MB | bound ratio |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
-    for m, model_name, b, s, peer, ps, ratio, mb, pmb, bound in rows:
-        lines.append(f"| {m} | {model_name} | {b} | {s:.3f} | {peer} | {ps:.3f} | {ratio:.2f} "
-                     f"| {mb:.0f} | {pmb:.0f} | {bound:.2f} |")
+    lines = table_lines(f"{args.size}px", device, args.repeat, rows)
     table = "\n".join(lines)
     print(table)
     RESULTS.mkdir(exist_ok=True)
