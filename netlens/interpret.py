@@ -109,15 +109,20 @@ it is current)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal
 
 import torch
 from torch import nn
 
 from .adapter import LayoutLike
-from .attribution.cam import Interpolate
+from .attribution.cam import Fuse, Interpolate, Layers
+from .attribution.extremal import Areas, ExtremalVariant
 from .attribution.gradients import IGMethod, SmoothVariant
+from .attribution.noise_tunnel import TunnelVariant
 from .attribution.occlusion import OcclusionScore, Size2
+from .attribution.path_methods import Padding
+from .attribution.xrai import SegmentsArg, XraiAttribution
 from .flat_model import FlatModel
 from .segments import Cells, SegmentsLike
 from .targets import TargetLike

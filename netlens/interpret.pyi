@@ -4,15 +4,20 @@ it is current)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal
 
 import torch
 from torch import nn
 
 from .adapter import LayoutLike
-from .attribution.cam import Interpolate
+from .attribution.cam import Fuse, Interpolate, Layers
+from .attribution.extremal import Areas, ExtremalVariant
 from .attribution.gradients import IGMethod, SmoothVariant
+from .attribution.noise_tunnel import TunnelVariant
 from .attribution.occlusion import OcclusionScore, Size2
+from .attribution.path_methods import Padding
+from .attribution.xrai import SegmentsArg, XraiAttribution
 from .flat_model import FlatModel
 from .segments import Cells, SegmentsLike
 from .targets import TargetLike
@@ -94,17 +99,61 @@ class NetLens:
         generator: torch.Generator | None = None,
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]: ...
 
+    def noise_tunnel(
+        self,
+        x: torch.Tensor,
+        target: TargetLike = None,
+        *,
+        method: str | Callable[..., torch.Tensor] = 'saliency',
+        n: int = 50,
+        sigma: float = 0.15,
+        variant: TunnelVariant = 'mean',
+        options: Mapping[str, Any] | None = None,
+        noise: torch.Tensor | None = None,
+        batch_size: int | None = None,
+        progress: bool | None = None,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor: ...
+
+    def blur_ig(
+        self,
+        x: torch.Tensor,
+        target: TargetLike = None,
+        *,
+        steps: int = 100,
+        max_sigma: float = 50.0,
+        padding: Padding = 'constant',
+        batch_size: int | None = None,
+        progress: bool | None = None,
+    ) -> torch.Tensor: ...
+
+    def guided_ig(
+        self,
+        x: torch.Tensor,
+        target: TargetLike = None,
+        *,
+        steps: int = 200,
+        baseline: object = None,
+        fraction: float = 0.25,
+        max_dist: float = 0.02,
+        batch_size: int | None = None,
+        progress: bool | None = None,
+    ) -> torch.Tensor: ...
+
     def gradcam(
         self,
         x: torch.Tensor,
         target: TargetLike = None,
         *,
-        layer: str | None = None,
+        layer: Layers = None,
         interpolate: Interpolate = True,
         relu: bool = True,
         normalize: bool = False,
         batch_size: int | None = None,
         layout: LayoutLike | None = None,
+        fuse: Fuse = 'mean',
+        aug_smooth: bool = False,
+        eigen_smooth: bool = False,
     ) -> torch.Tensor: ...
 
     def guided_gradcam(
@@ -122,12 +171,15 @@ class NetLens:
         x: torch.Tensor,
         target: TargetLike = None,
         *,
-        layer: str | None = None,
+        layer: Layers = None,
         interpolate: Interpolate = True,
         relu: bool = True,
         normalize: bool = False,
         batch_size: int | None = None,
         layout: LayoutLike | None = None,
+        fuse: Fuse = 'mean',
+        aug_smooth: bool = False,
+        eigen_smooth: bool = False,
     ) -> torch.Tensor: ...
 
     def xgradcam(
@@ -135,12 +187,15 @@ class NetLens:
         x: torch.Tensor,
         target: TargetLike = None,
         *,
-        layer: str | None = None,
+        layer: Layers = None,
         interpolate: Interpolate = True,
         relu: bool = True,
         normalize: bool = False,
         batch_size: int | None = None,
         layout: LayoutLike | None = None,
+        fuse: Fuse = 'mean',
+        aug_smooth: bool = False,
+        eigen_smooth: bool = False,
     ) -> torch.Tensor: ...
 
     def layercam(
@@ -148,12 +203,15 @@ class NetLens:
         x: torch.Tensor,
         target: TargetLike = None,
         *,
-        layer: str | None = None,
+        layer: Layers = None,
         interpolate: Interpolate = True,
         relu: bool = True,
         normalize: bool = False,
         batch_size: int | None = None,
         layout: LayoutLike | None = None,
+        fuse: Fuse = 'mean',
+        aug_smooth: bool = False,
+        eigen_smooth: bool = False,
     ) -> torch.Tensor: ...
 
     def hirescam(
@@ -161,12 +219,15 @@ class NetLens:
         x: torch.Tensor,
         target: TargetLike = None,
         *,
-        layer: str | None = None,
+        layer: Layers = None,
         interpolate: Interpolate = True,
         relu: bool = True,
         normalize: bool = False,
         batch_size: int | None = None,
         layout: LayoutLike | None = None,
+        fuse: Fuse = 'mean',
+        aug_smooth: bool = False,
+        eigen_smooth: bool = False,
     ) -> torch.Tensor: ...
 
     def scorecam(
@@ -174,13 +235,16 @@ class NetLens:
         x: torch.Tensor,
         target: TargetLike = None,
         *,
-        layer: str | None = None,
+        layer: Layers = None,
         interpolate: Interpolate = True,
         relu: bool = True,
         normalize: bool = False,
         batch_size: int | None = None,
         progress: bool | None = None,
         layout: LayoutLike | None = None,
+        fuse: Fuse = 'mean',
+        aug_smooth: bool = False,
+        eigen_smooth: bool = False,
         baseline: float | torch.Tensor = 0.0,
     ) -> torch.Tensor: ...
 
@@ -189,12 +253,15 @@ class NetLens:
         x: torch.Tensor,
         target: TargetLike = None,
         *,
-        layer: str | None = None,
+        layer: Layers = None,
         interpolate: Interpolate = True,
         relu: bool = True,
         normalize: bool = False,
         batch_size: int | None = None,
         layout: LayoutLike | None = None,
+        fuse: Fuse = 'mean',
+        aug_smooth: bool = False,
+        eigen_smooth: bool = False,
     ) -> torch.Tensor: ...
 
     def gradcam_elementwise(
@@ -202,12 +269,15 @@ class NetLens:
         x: torch.Tensor,
         target: TargetLike = None,
         *,
-        layer: str | None = None,
+        layer: Layers = None,
         interpolate: Interpolate = True,
         relu: bool = True,
         normalize: bool = False,
         batch_size: int | None = None,
         layout: LayoutLike | None = None,
+        fuse: Fuse = 'mean',
+        aug_smooth: bool = False,
+        eigen_smooth: bool = False,
     ) -> torch.Tensor: ...
 
     def eigengradcam(
@@ -215,12 +285,15 @@ class NetLens:
         x: torch.Tensor,
         target: TargetLike = None,
         *,
-        layer: str | None = None,
+        layer: Layers = None,
         interpolate: Interpolate = True,
         relu: bool = True,
         normalize: bool = False,
         batch_size: int | None = None,
         layout: LayoutLike | None = None,
+        fuse: Fuse = 'mean',
+        aug_smooth: bool = False,
+        eigen_smooth: bool = False,
     ) -> torch.Tensor: ...
 
     def cam(
@@ -228,12 +301,15 @@ class NetLens:
         x: torch.Tensor,
         target: TargetLike = None,
         *,
-        layer: str | None = None,
+        layer: Layers = None,
         interpolate: Interpolate = True,
         relu: bool = True,
         normalize: bool = False,
         batch_size: int | None = None,
         layout: LayoutLike | None = None,
+        fuse: Fuse = 'mean',
+        aug_smooth: bool = False,
+        eigen_smooth: bool = False,
     ) -> torch.Tensor: ...
 
     def ablationcam(
@@ -241,13 +317,16 @@ class NetLens:
         x: torch.Tensor,
         target: TargetLike = None,
         *,
-        layer: str | None = None,
+        layer: Layers = None,
         interpolate: Interpolate = True,
         relu: bool = True,
         normalize: bool = False,
         batch_size: int | None = None,
         progress: bool | None = None,
         layout: LayoutLike | None = None,
+        fuse: Fuse = 'mean',
+        aug_smooth: bool = False,
+        eigen_smooth: bool = False,
     ) -> torch.Tensor: ...
 
     def sscam(
@@ -255,7 +334,7 @@ class NetLens:
         x: torch.Tensor,
         target: TargetLike = None,
         *,
-        layer: str | None = None,
+        layer: Layers = None,
         interpolate: Interpolate = True,
         relu: bool = True,
         normalize: bool = False,
@@ -263,6 +342,9 @@ class NetLens:
         progress: bool | None = None,
         layout: LayoutLike | None = None,
         n: int = 35,
+        fuse: Fuse = 'mean',
+        aug_smooth: bool = False,
+        eigen_smooth: bool = False,
         sigma: float = 2.0,
         generator: torch.Generator | None = None,
     ) -> torch.Tensor: ...
@@ -272,7 +354,7 @@ class NetLens:
         x: torch.Tensor,
         target: TargetLike = None,
         *,
-        layer: str | None = None,
+        layer: Layers = None,
         interpolate: Interpolate = True,
         relu: bool = True,
         normalize: bool = False,
@@ -280,6 +362,9 @@ class NetLens:
         progress: bool | None = None,
         layout: LayoutLike | None = None,
         n: int = 10,
+        fuse: Fuse = 'mean',
+        aug_smooth: bool = False,
+        eigen_smooth: bool = False,
     ) -> torch.Tensor: ...
 
     def smoothgradcam_pp(
@@ -287,7 +372,7 @@ class NetLens:
         x: torch.Tensor,
         target: TargetLike = None,
         *,
-        layer: str | None = None,
+        layer: Layers = None,
         interpolate: Interpolate = True,
         relu: bool = True,
         normalize: bool = False,
@@ -295,8 +380,73 @@ class NetLens:
         progress: bool | None = None,
         layout: LayoutLike | None = None,
         n: int = 4,
+        fuse: Fuse = 'mean',
+        aug_smooth: bool = False,
+        eigen_smooth: bool = False,
         sigma: float = 0.15,
         generator: torch.Generator | None = None,
+    ) -> torch.Tensor: ...
+
+    def kpcacam(
+        self,
+        x: torch.Tensor,
+        target: TargetLike = None,
+        *,
+        layer: Layers = None,
+        interpolate: Interpolate = True,
+        relu: bool = True,
+        normalize: bool = False,
+        batch_size: int | None = None,
+        layout: LayoutLike | None = None,
+        fuse: Fuse = 'mean',
+        aug_smooth: bool = False,
+        eigen_smooth: bool = False,
+        kernel: str = 'sigmoid',
+        gamma: float | None = None,
+    ) -> torch.Tensor: ...
+
+    def shapleycam(
+        self,
+        x: torch.Tensor,
+        target: TargetLike = None,
+        *,
+        layer: Layers = None,
+        interpolate: Interpolate = True,
+        relu: bool = True,
+        normalize: bool = False,
+        batch_size: int | None = None,
+        layout: LayoutLike | None = None,
+        fuse: Fuse = 'mean',
+        aug_smooth: bool = False,
+        eigen_smooth: bool = False,
+    ) -> torch.Tensor: ...
+
+    def finercam(
+        self,
+        x: torch.Tensor,
+        target: TargetLike = None,
+        *,
+        layer: Layers = None,
+        interpolate: Interpolate = True,
+        relu: bool = True,
+        normalize: bool = False,
+        batch_size: int | None = None,
+        layout: LayoutLike | None = None,
+        fuse: Fuse = 'mean',
+        aug_smooth: bool = False,
+        eigen_smooth: bool = False,
+        alpha: float = 1.0,
+        comparisons: Sequence[int] = (1, 2, 3),
+    ) -> torch.Tensor: ...
+
+    def fullgrad(
+        self,
+        x: torch.Tensor,
+        target: TargetLike = None,
+        *,
+        normalize: bool = False,
+        batch_size: int | None = None,
+        per_channel: bool = False,
     ) -> torch.Tensor: ...
 
     def randomcam(
@@ -304,13 +454,16 @@ class NetLens:
         x: torch.Tensor,
         target: TargetLike = None,
         *,
-        layer: str | None = None,
+        layer: Layers = None,
         interpolate: Interpolate = True,
         relu: bool = True,
         normalize: bool = False,
         batch_size: int | None = None,
         layout: LayoutLike | None = None,
         generator: torch.Generator | None = None,
+        fuse: Fuse = 'mean',
+        aug_smooth: bool = False,
+        eigen_smooth: bool = False,
     ) -> torch.Tensor: ...
 
     def lrp(
@@ -383,6 +536,37 @@ class NetLens:
         batch_size: int | None = None,
         progress: bool | None = None,
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]: ...
+
+    def extremal_perturbation(
+        self,
+        x: torch.Tensor,
+        target: TargetLike = None,
+        *,
+        areas: Areas = 0.1,
+        steps: int = 800,
+        variant: ExtremalVariant = 'preserve',
+        stride: int | None = None,
+        sigma: float | None = None,
+        max_blur: float | None = None,
+        levels: int = 8,
+        jitter: bool = True,
+        batch_size: int | None = None,
+        progress: bool | None = None,
+    ) -> torch.Tensor: ...
+
+    def xrai(
+        self,
+        x: torch.Tensor,
+        target: TargetLike = None,
+        *,
+        attribution: XraiAttribution = 'integrated_gradients',
+        options: Mapping[str, Any] | None = None,
+        segments: SegmentsArg = None,
+        min_pixels: int = 50,
+        dilation: int = 5,
+        output: Literal['gains', 'ranks'] = 'gains',
+        progress: bool | None = None,
+    ) -> torch.Tensor: ...
 
     def feature_ablation(
         self,

@@ -559,7 +559,8 @@ class ZBox(LRPRule):
         ol, oh = affine(ll, w.clamp(min=0), _pos(b)), affine(lh, w.clamp(max=0), _neg(b))
         s = r / _stabilize((oa - ol - oh).detach(), self.stabilizer)
         ga, gl, gh = _vjp([(la, oa, s), (ll, ol, s), (lh, oh, s)])
-        return None, a * ga - low * gl - high * gh
+        # detached: the relevance is a value, not part of a graph to differentiate again
+        return None, (a * ga - low * gl - high * gh).detach()
 
     def __repr__(self) -> str:
         return "ZBox(low, high)"

@@ -23,7 +23,10 @@ import torch
 from .._util import NetlensWarning
 from ..targets import Class, TargetLike, as_target
 from .cam import (
+    AUGMENTATIONS,
     CamContext,
+    Fuse,
+    Layers,
     cam_driver,
     eigencam,
     gradcam,
@@ -38,15 +41,20 @@ from .cam_variants import (
     ablationcam,
     class_activation_map,
     eigengradcam,
+    finercam,
+    fullgrad,
     gradcam_elementwise,
     iscam,
+    kpcacam,
     randomcam,
+    shapleycam,
     smoothgradcam_pp,
     sscam,
 )
 from .deconvnet import deconvnet
 from .deeplift import deeplift, deeplift_shap
 from .excitation import excitation_backprop
+from .extremal import extremal_perturbation
 from .gradients import (
     baseline_image,
     guided_backprop,
@@ -57,12 +65,15 @@ from .gradients import (
     smooth_grad,
 )
 from .lrp import lrp
+from .noise_tunnel import noise_tunnel
 from .occlusion import occlusion
+from .path_methods import blur_ig, guided_ig
 from .perturbation import feature_ablation, feature_permutation, shapley_sampling
 from .registry import AttributionMethod, Family, MethodSpec, OutputKind
 from .rise import rise
 from .shap import gradient_shap
 from .surrogate import kernel_shap, lime
+from .xrai import xrai
 
 Target = TargetLike
 """What ``target=`` accepts (see :mod:`netlens.targets`)."""
@@ -104,6 +115,20 @@ _SPECS = [
                "Sundararajan et al., \"Axiomatic Attribution for Deep Networks\", ICML 2017",
                "the gradient integrated along the path from a baseline",
                progress=True, cheap={"steps": 8}),
+    MethodSpec("noise_tunnel", noise_tunnel, "input", "gradient",
+               "Smilkov et al., \"SmoothGrad: removing noise by adding noise\", arXiv 2017 "
+               "(Captum's NoiseTunnel; VarGrad: Adebayo et al., ICLR workshop 2018)",
+               "any method averaged over noisy copies of the input (mean, squared or variance)",
+               stochastic=True, progress=True, cheap={"n": 2}),
+    MethodSpec("blur_ig", blur_ig, "input", "gradient",
+               "Xu, Venugopalan & Sundararajan, \"Attribution in Scale and Space\", CVPR 2020",
+               "the gradient integrated along a path of decreasing Gaussian blur",
+               progress=True, cheap={"steps": 4}),
+    MethodSpec("guided_ig", guided_ig, "input", "gradient",
+               "Kapishnikov et al., \"Guided Integrated Gradients: an Adaptive Path Method for "
+               "Removing Noise\", CVPR 2021",
+               "integrated gradients along a path that moves the lowest-gradient features first",
+               progress=True, cheap={"steps": 4}),
     MethodSpec("gradcam", gradcam, paper=_SELVARAJU,
                summary="channels weighted by the mean gradient", **_CAM),
     MethodSpec("guided_gradcam", guided_gradcam, "input", "cam", _SELVARAJU,
@@ -167,6 +192,24 @@ _SPECS = [
                      "arXiv 2019",
                summary="Grad-CAM++ with gradients averaged over noisy inputs", stochastic=True,
                progress=True, cheap={"n": 2}, **_CAM),
+    MethodSpec("kpcacam", kpcacam,
+               paper="Karmani et al., \"KPCA-CAM: Visual Explainability of Deep Computer Vision "
+                     "Models using Kernel PCA\", IEEE MMSP 2024",
+               summary="the first kernel principal component of the activations "
+                       "(class-agnostic)", gradients=False, **_CAM),
+    MethodSpec("shapleycam", shapleycam,
+               paper="Cai et al., \"CAMs as Shapley Value-based Explainers\", The Visual "
+                     "Computer 2025",
+               summary="Grad-CAM with the gradient corrected by the Hessian-vector product",
+               **_CAM),
+    MethodSpec("finercam", finercam,
+               paper="Zhang et al., \"Finer-CAM: Spotting the Difference Reveals Finer Details "
+                     "for Visual Explanation\", CVPR 2025",
+               summary="Grad-CAM of the target against its most similar classes", **_CAM),
+    MethodSpec("fullgrad", fullgrad, "map", "gradient",
+               "Srinivas & Fleuret, \"Full-Gradient Representation for Neural Network "
+               "Visualization\", NeurIPS 2019",
+               "input-gradient plus the bias-gradients of every convolution and batch norm"),
     MethodSpec("randomcam", randomcam,
                paper="Gildenblat et al., pytorch-grad-cam, 2021 (a baseline for the metrics)",
                summary="channels weighted by uniform random weights (a baseline)",
@@ -199,6 +242,15 @@ _SPECS = [
                "Zeiler & Fergus, \"Visualizing and Understanding Convolutional Networks\", "
                "ECCV 2014", "the drop of the target score when a window is set to the baseline (0)",
                gradients=False, progress=True, cheap={"window": 16, "stride": 8}),
+    MethodSpec("extremal_perturbation", extremal_perturbation, "map", "perturbation",
+               "Fong, Patrick & Vedaldi, \"Understanding Deep Networks via Extremal "
+               "Perturbations and Smooth Masks\", ICCV 2019",
+               "the smooth mask of a given area that best keeps the score when the rest is "
+               "blurred", progress=True, cheap={"steps": 4}),
+    MethodSpec("xrai", xrai, "map", "perturbation",
+               "Kapishnikov et al., \"XRAI: Better Attributions Through Regions\", ICCV 2019",
+               "regions of over-segmentations ranked by attribution density and merged greedily",
+               progress=True, cheap={"options": {"steps": 4}}),
     MethodSpec("feature_ablation", feature_ablation, "map", "perturbation",
                "Zeiler & Fergus, \"Visualizing and Understanding Convolutional Networks\", "
                "ECCV 2014 (regions set to a baseline; Captum's FeatureAblation)",
@@ -256,9 +308,10 @@ __all__ = [
     "integrated_gradients", "layer_channel_gradient", "gradcam", "guided_gradcam", "gradcam_pp",
     "xgradcam", "layercam", "hirescam", "scorecam", "eigencam", "gradcam_elementwise",
     "eigengradcam", "class_activation_map", "ablationcam", "sscam", "iscam", "smoothgradcam_pp",
-    "randomcam",
+    "randomcam", "kpcacam", "shapleycam", "finercam", "fullgrad",
     "lrp", "deeplift", "deeplift_shap", "gradient_shap", "excitation_backprop", "occlusion",
     "feature_ablation", "feature_permutation", "rise", "lime", "kernel_shap", "shapley_sampling",
+    "noise_tunnel", "blur_ig", "guided_ig", "extremal_perturbation", "xrai",
     "cam_driver",
-    "CamContext", "baseline_image",
+    "CamContext", "baseline_image", "AUGMENTATIONS", "Fuse", "Layers",
 ]

@@ -31,18 +31,21 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import fnmatch
 import re
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Literal, Protocol, Union
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from .._runtime import (
     as_flat,
     auto_batch_size,
+    bind,
     chunks,
     first_tensor,
     grad,
@@ -54,13 +57,14 @@ from .._runtime import (
 )
 from .._util import NetlensWarning, user_stacklevel
 from ..adapter import Layout, LayoutLike
-from ..flat_model import FlatModel
+from ..flat_model import FlatModel, layouts
 from ..targets import Target, TargetLike, as_target
 from .gradients import guided_backprop
 
 __all__ = [
     "gradcam", "hirescam", "gradcam_pp", "xgradcam", "layercam", "eigencam", "scorecam",
-    "guided_gradcam", "cam_driver", "CamContext", "CamVariant", "Interpolate",
+    "guided_gradcam", "cam_driver", "CamContext", "CamVariant", "Interpolate", "Fuse", "Layers",
+    "AUGMENTATIONS",
 ]
 
 
@@ -68,6 +72,19 @@ Interpolate = Union[bool, Literal["bilinear", "nearest", "none"]]
 """How a CAM reaches the input's size: True or ``"bilinear"``; False or ``"nearest"`` (each
 cell of the layer's grid a block of pixels, Netlens 1.x's ``interpolate=False``); ``"none"``:
 the map at the layer's own resolution ``(h, w)``."""
+
+Layers = Union[str, Sequence[str], None]
+"""The CAM layer(s): a name, a glob matched against the layer names (``"layer4.*"``: every
+map-shaped layer call whose name matches), a list of names and globs, or None (the default)."""
+
+Fuse = Literal["mean", "max", "product"]
+"""How the maps of several layers, each upsampled to the input, become one."""
+
+AUGMENTATIONS: tuple[tuple[bool, float], ...] = tuple(
+    (flip, factor) for flip in (False, True) for factor in (0.9, 1.0, 1.1))
+"""``aug_smooth``'s test-time augmentations, pytorch-grad-cam's default (ttach's
+``HorizontalFlip()`` times ``Multiply([0.9, 1, 1.1])``): ``(flip, factor)`` pairs, the input
+``x * factor``, mirrored left-right when ``flip``; in this order."""
 
 
 @dataclasses.dataclass
@@ -121,6 +138,18 @@ class CamContext:
                               gradients=True, bind=False)
         assert g is not None
         return a, g
+
+    def gradient_and_hvp(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``G`` and the Hessian-vector product ``H A`` of each target's score w.r.t. the CAM
+        layer's output (``d(G . A)/dA`` with ``A`` held fixed: second derivatives of the
+        layers after it only), both ``(B, [K,] C, h, w)`` maps; ``batch_size`` images a pass,
+        targets bound to the clean images."""
+        gs, hs = [], []
+        for part in chunks(int(self.x.shape[0]), self.batch_size):
+            g, h = _hvp_pass(self.fm, self.layer, self.x[part], self.target.take(part))
+            gs.append(g)
+            hs.append(h)
+        return torch.cat(gs), torch.cat(hs)
 
     def scores_with_layer(self, images: torch.Tensor, maps: torch.Tensor) -> torch.Tensor:
         """The target's scores when the CAM layer's output of the images ``images`` is replaced
@@ -305,6 +334,50 @@ def _layer_pass(
     return layout.to_map(a.detach(), hw), g_map, ti
 
 
+def _hvp_pass(fm: FlatModel, name: str, x: torch.Tensor, t: Target,
+              ) -> tuple[torch.Tensor, torch.Tensor]:
+    """One pass: the gradient maps ``G`` of the (bound) target's scores w.r.t. the layer's
+    output and the Hessian-vector products ``d(G . A)/dA``, ``(n, [K,] C, h, w)`` each."""
+    layout, hw = fm.layout(name), (int(x.shape[2]), int(x.shape[3]))
+    box: list[torch.Tensor] = []
+
+    def grab(_: str, output: object) -> object:
+        a = first_tensor(output)
+        assert a is not None  # the driver's layer pass read this layer already
+        torch.set_grad_enabled(True)  # as in _layer_pass: a graph from the layer on only
+        leaf = a.detach().requires_grad_(True)
+        box.append(leaf)
+        return _with_first(output, leaf.clone())
+
+    # PyTorch's fused attention kernels have no double backward: the math kernel has
+    with fm.intercept(name, grab), torch.no_grad(), sdpa_kernel(SDPBackend.MATH):
+        out = model_output(fm, x, t)
+    a = box[0]
+    with torch.enable_grad():
+        scores = scores_of(t, out)
+        columns = [scores] if t.k is None else list(scores.unbind(1))
+        gs, hs = [], []
+        for j, s in enumerate(columns):
+            last = j == len(columns) - 1
+            if not s.requires_grad:
+                g = torch.zeros_like(a)
+            else:
+                g, = torch.autograd.grad(s.sum(), a, create_graph=True, allow_unused=True)
+                g = torch.zeros_like(a) if g is None else g
+            h = None
+            if g.requires_grad:  # else the layers after A are linear in it: H A = 0
+                h, = torch.autograd.grad(g, a, grad_outputs=a.detach(), retain_graph=not last,
+                                         allow_unused=True)
+            gs.append(g.detach())
+            hs.append(torch.zeros_like(a) if h is None else h.detach())
+
+    def maps(ts: list[torch.Tensor]) -> torch.Tensor:
+        m = torch.stack([layout.to_map(v, hw) for v in ts], 1)
+        return m[:, 0] if t.k is None else m
+
+    return maps(gs), maps(hs)
+
+
 def _warn_if_blank(grads: torch.Tensor, name: str) -> None:
     """Warns when the gradient maps of some images are all zero (their gradient CAM is blank)."""
     blank = int((~grads.flatten(1).any(1)).sum())
@@ -340,28 +413,40 @@ def _reaches(t: torch.Tensor, leaf: torch.Tensor) -> bool:
 def _combine(
     acts: torch.Tensor, weights: torch.Tensor, size: tuple[int, int], *, relu: bool,
     interpolate: Interpolate, k: int | None, normalize: bool = False,
+    eigen_smooth: bool = False,
 ) -> torch.Tensor:
-    """cam = sum_c w_c A_c (or of the given contributions), ReLU, upsampling (bilinear, nearest
-    or none), min-max scaling to [0, 1] per map with ``normalize``."""
+    """cam = sum_c w_c A_c (or of the given contributions; with ``eigen_smooth`` their first
+    principal component instead of their sum), ReLU, upsampling (bilinear, nearest or none),
+    min-max scaling to [0, 1] per map with ``normalize``."""
     a = acts if k is None else acts.unsqueeze(1)
     contributions = weights[..., None, None] * a if weights.dim() == a.dim() - 2 else weights
     if k is not None and contributions.dim() == acts.dim():  # class-agnostic (Eigen-CAM)
         contributions = contributions.unsqueeze(1).expand(-1, k, *contributions.shape[1:])
+    if eigen_smooth:
+        contributions = _principal_contributions(contributions)
     cam = contributions.sum(-3, keepdim=True)
     if relu:
         cam = cam.clamp(min=0)
-    mode = _interpolation(interpolate)
-    if mode != "none":
-        lead = cam.shape[:-3]
-        flat = cam.reshape(-1, *cam.shape[-3:])
-        flat = (F.interpolate(flat, size=size, mode="bilinear", align_corners=False)
-                if mode == "bilinear" else F.interpolate(flat, size=size, mode="nearest"))
-        cam = flat.reshape(*lead, *flat.shape[1:])
-    if normalize:
-        lo = cam.amin(dim=(-2, -1), keepdim=True)
-        span = cam.amax(dim=(-2, -1), keepdim=True) - lo
-        cam = (cam - lo) / torch.where(span > 0, span, torch.ones_like(span))
-    return cam
+    cam = _resize(cam, size, _interpolation(interpolate))
+    return _minmax(cam) if normalize else cam
+
+
+def _resize(cam: torch.Tensor, size: tuple[int, int], mode: str) -> torch.Tensor:
+    """``(..., 1, h, w)`` maps resized to ``size`` (``mode`` "bilinear", "nearest", "none")."""
+    if mode == "none":
+        return cam
+    lead = cam.shape[:-3]
+    flat = cam.reshape(-1, *cam.shape[-3:])
+    flat = (F.interpolate(flat, size=size, mode="bilinear", align_corners=False)
+            if mode == "bilinear" else F.interpolate(flat, size=size, mode="nearest"))
+    return flat.reshape(*lead, *flat.shape[1:])
+
+
+def _minmax(cam: torch.Tensor) -> torch.Tensor:
+    """Each map scaled to [0, 1] (a constant map becomes 0)."""
+    lo = cam.amin(dim=(-2, -1), keepdim=True)
+    span = cam.amax(dim=(-2, -1), keepdim=True) - lo
+    return (cam - lo) / torch.where(span > 0, span, torch.ones_like(span))
 
 
 def _interpolation(value: object) -> str:
@@ -375,60 +460,181 @@ def _interpolation(value: object) -> str:
                      f"layer's resolution), got {value!r}")
 
 
+_FUSE = ("mean", "max", "product")
+
+
+def _check_options(fuse: object, aug_smooth: object, eigen_smooth: object) -> None:
+    if fuse not in _FUSE:
+        raise ValueError(f"fuse must be one of {', '.join(map(repr, _FUSE))}, got {fuse!r}")
+    for name, value in (("aug_smooth", aug_smooth), ("eigen_smooth", eigen_smooth)):
+        if not isinstance(value, bool):
+            raise TypeError(f"{name} must be True or False, got {value!r}")
+
+
+def _is_glob(name: str) -> bool:
+    return any(ch in name for ch in "*?[")
+
+
+def _cam_layers(fm: FlatModel, layer: Layers) -> list[str]:
+    """The CAM layers, resolved and checked to have map outputs: one for None or a name; for
+    a glob, every map-shaped layer call whose name matches (in execution order); for a list,
+    each of its names and globs, without repeats."""
+    if layer is None:
+        return [_spatial_layer(fm, None)]
+    items = [layer] if isinstance(layer, str) else list(layer)
+    if not items or not all(isinstance(item, str) for item in items):
+        raise TypeError(f"layer must be a name, a glob or a non-empty list of them, got "
+                        f"{layer!r}")
+    names: list[str] = []
+    for item in items:
+        if not _is_glob(item):
+            found = [_spatial_layer(fm, item)]
+        else:
+            found = [n for n in fm.layer_names if fnmatch.fnmatchcase(n, item)
+                     and fm.layout(n).is_spatial]
+            if not found:
+                spatial = [n for n in fm.layer_names if fm.layout(n).is_spatial]
+                raise ValueError(
+                    f"layer pattern {item!r} matches no layer with a map output; patterns "
+                    f"are matched against FlatModel(model).layer_names, e.g. "
+                    f"{', '.join(map(repr, spatial[-3:]))}")
+        names.extend(n for n in found if n not in names)
+    return names
+
+
 def cam_driver(
     model: nn.Module, x: torch.Tensor, target: TargetLike, variant: CamVariant, *,
-    layer: str | None = None, interpolate: Interpolate = True, relu: bool = True,
+    layer: Layers = None, interpolate: Interpolate = True, relu: bool = True,
     normalize: bool = False,
     batch_size: int | None = None, progress: bool | None = None,
-    layout: LayoutLike | None = None,
+    layout: LayoutLike | None = None, fuse: Fuse = "mean", aug_smooth: bool = False,
+    eigen_smooth: bool = False,
 ) -> tuple[torch.Tensor, Target]:
     """The one pipeline every CAM runs: layer, ``A`` (and ``G``), ``variant``'s weights, sum
     over channels, ReLU, upsampling. Returns the maps (``(B, 1, H, W)``, or ``(B, K, 1, H, W)``)
     and the bound target.
 
     A new CAM is one ``variant``: a callable ``CamContext -> weights`` with a ``gradients``
-    attribute (see :class:`CamVariant`).
+    attribute (see :class:`CamVariant`). The options every CAM takes live here:
+
+    * several layers (``layer=`` a list or a glob): each layer's map is computed on its own
+      (one pass, or one run of the variant, per layer) and upsampled to the input, then the
+      maps are fused with ``fuse``: ``"mean"`` (the default: linear, so a fused HiResCAM stays
+      a sum of per-layer contributions, and pytorch-grad-cam's aggregation of several
+      ``target_layers``; the multi-layer LayerCAM of detector tool-kits), ``"max"`` (the
+      element-wise maximum, LayerCAM's own fusion of shallow and deep layers) or
+      ``"product"`` (only where every layer agrees). With ``normalize`` each layer's map is
+      scaled to [0, 1] before the fusion (so layers of different magnitudes count alike, as in
+      pytorch-grad-cam) and the fused map again after it;
+    * ``aug_smooth``: the mean of the maps of the :data:`AUGMENTATIONS` of the input (each
+      map of a mirrored input mirrored back; ``normalize``: each scaled before the mean, and
+      the mean again), the target bound once on the clean input;
+    * ``eigen_smooth``: each map is the first principal component of the channels'
+      contributions ``w_c A_c`` (pytorch-grad-cam's ``get_2d_projection``: centred per channel
+      over positions) instead of their sum, its sign chosen as :func:`eigencam`'s.
     """
     fm, x = prepare(model, x)
     _interpolation(interpolate)  # an unknown mode fails before any pass
+    _check_options(fuse, aug_smooth, eigen_smooth)
     with guarded(fm):  # one block: the model's lock is held for the whole call
         fm.ensure_traced(x)
-        with fm.given_layouts(layer, layout):
+        if isinstance(layer, str) and not _is_glob(layer) or layer is None:
+            given = fm.given_layouts(layer, layout)
+        else:
+            if layout is None:
+                given = layouts({})
+            else:
+                given = layouts({name: layout for name in _cam_layers(fm, layer)})
+        with given:
             return _cam_in_layout(fm, x, target, variant, layer=layer, interpolate=interpolate,
-                                  relu=relu,
-                                  normalize=normalize, batch_size=batch_size, progress=progress)
+                                  relu=relu, normalize=normalize, batch_size=batch_size,
+                                  progress=progress, fuse=fuse, aug_smooth=aug_smooth,
+                                  eigen_smooth=eigen_smooth)
 
 
 def _cam_in_layout(  # cam_driver's body, with the given layout in place
     fm: FlatModel, x: torch.Tensor, target: TargetLike, variant: CamVariant, *,
-    layer: str | None, interpolate: Interpolate, relu: bool, batch_size: int | None,
-    normalize: bool = False,
-    progress: bool | None,
+    layer: Layers, interpolate: Interpolate, relu: bool, batch_size: int | None,
+    normalize: bool = False, progress: bool | None, fuse: Fuse = "mean",
+    aug_smooth: bool = False, eigen_smooth: bool = False,
 ) -> tuple[torch.Tensor, Target]:
-    name = _spatial_layer(fm, layer)
+    names = _cam_layers(fm, layer)
     needs = bool(getattr(variant, "gradients", True))
     if batch_size is None:
         batch_size = auto_batch_size(fm, x, backward=needs)
+    size = (int(x.shape[2]), int(x.shape[3]))
+    several = len(names) > 1
+    t: TargetLike = target
+    bound: Target | None = None
+    if aug_smooth:
+        bound = bind(fm, x, target, batch_size)
+        t = bound
+    views = AUGMENTATIONS if aug_smooth else ((False, 1.0),)
+    maps = []
+    for flip, factor in views:
+        xv = x * factor if factor != 1.0 else x
+        xv = xv.flip(-1) if flip else xv
+        layer_maps = []
+        for name in names:
+            cam, ti = _one_layer(fm, xv, t, variant, name, needs=needs, size=size, relu=relu,
+                                 interpolate=interpolate, batch_size=batch_size,
+                                 progress=progress, normalize=normalize,
+                                 eigen_smooth=eigen_smooth)
+            bound = ti if bound is None else bound
+            layer_maps.append(cam)
+        cam = layer_maps[0] if not several else _fuse(layer_maps, fuse, names)
+        if several and normalize:
+            cam = _minmax(cam)
+        maps.append(cam.flip(-1) if flip else cam)
+    cam = maps[0] if len(maps) == 1 else torch.stack(maps).mean(0)
+    if len(maps) > 1 and normalize:
+        cam = _minmax(cam)
+    assert bound is not None
+    return cam, bound
+
+
+def _fuse(maps: list[torch.Tensor], fuse: Fuse, names: list[str]) -> torch.Tensor:
+    grids = sorted({tuple(m.shape[-2:]) for m in maps})
+    if len(grids) > 1:
+        raise ValueError(f"interpolate='none' keeps each layer's resolution, but the layers "
+                         f"{names} have maps of sizes {grids}, which cannot be fused; "
+                         "upsample them (interpolate=True) or choose layers of one size")
+    stacked = torch.stack(maps)
+    if fuse == "mean":
+        return stacked.mean(0)
+    if fuse == "max":
+        return stacked.amax(0)
+    return stacked.prod(0)
+
+
+def _one_layer(
+    fm: FlatModel, x: torch.Tensor, target: TargetLike, variant: CamVariant, name: str, *,
+    needs: bool, size: tuple[int, int], relu: bool, interpolate: Interpolate, batch_size: int,
+    progress: bool | None, normalize: bool, eigen_smooth: bool,
+) -> tuple[torch.Tensor, Target]:
+    """One layer's map of the images ``x`` (and the target bound to them)."""
     acts, grads, t = _layer_maps(fm, x, target, name, gradients=needs, batch_size=batch_size)
     if grads is not None:
         _warn_if_blank(grads, name)
     ctx = CamContext(fm, x, name, fm.layout(name), acts, grads, t, batch_size, progress)
     weights = variant(ctx)
-    cam = _combine(acts, weights, (x.shape[2], x.shape[3]), relu=relu, normalize=normalize,
-                   interpolate=interpolate, k=t.k)
+    cam = _combine(acts, weights, size, relu=relu, normalize=normalize,
+                   interpolate=interpolate, k=t.k, eigen_smooth=eigen_smooth)
     return cam, t
 
 
 def _cam(
     model: nn.Module, x: torch.Tensor, target: TargetLike,
     weights_fn: Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor], *,
-    layer: str | None = None, interpolate: Interpolate = True, relu: bool = True,
+    layer: Layers = None, interpolate: Interpolate = True, relu: bool = True,
     normalize: bool = False,
     batch_size: int | None = None, gradients: bool = True, layout: LayoutLike | None = None,
+    fuse: Fuse = "mean", aug_smooth: bool = False, eigen_smooth: bool = False,
 ) -> tuple[torch.Tensor, Target]:
     return cam_driver(model, x, target, _FromAG(weights_fn, gradients), layer=layer,
                       interpolate=interpolate, relu=relu,
-                      normalize=normalize, batch_size=batch_size, layout=layout)
+                      normalize=normalize, batch_size=batch_size, layout=layout, fuse=fuse,
+                      aug_smooth=aug_smooth, eigen_smooth=eigen_smooth)
 
 
 # -- weights of each variant -----------------------------------------------------------------
@@ -471,30 +677,38 @@ def _layercam_weights(acts: torch.Tensor, grads: torch.Tensor | None) -> torch.T
     return grads.clamp(min=0) * acts
 
 
+def _principal_contributions(m: torch.Tensor) -> torch.Tensor:
+    """The per-channel contributions ``v_c * centred_c`` of the projection of ``m``
+    (``(..., C, h, w)``, centred per channel over positions) on its first principal direction
+    ``v`` over channels. SVD leaves v's sign arbitrary: we choose sum_c v_c >= 0, which is the
+    sign that makes the map correlate positively with the channel-mean. Where that sum is
+    round-off (LayerNorm'ed tokens have zero channel mean, so v is orthogonal to it), the sign
+    that makes the projection's largest magnitude positive decides instead."""
+    centred = m - m.mean(dim=(-2, -1), keepdim=True)
+    matrix = centred.flatten(-2).transpose(-1, -2)  # (..., h*w, C)
+    _, _, vh = torch.linalg.svd(matrix, full_matrices=False)
+    v = vh[..., 0, :]
+    total = v.sum(dim=-1, keepdim=True)
+    p = torch.einsum("...nc,...c->...n", matrix, v)
+    peak = p.gather(-1, p.abs().argmax(dim=-1, keepdim=True))
+    tiny = total.abs() <= 1e-4 * v.shape[-1] ** 0.5  # |sum v| <= 1e-4 of its largest value
+    v = torch.where(torch.where(tiny, peak, total) < 0, -v, v)
+    return v[..., None, None] * centred
+
+
 def _eigencam_weights(acts: torch.Tensor, grads: torch.Tensor | None) -> torch.Tensor:
     # Project the centred activations (positions x channels) onto their first principal
-    # direction v. SVD leaves v's sign arbitrary: we choose sum_c v_c >= 0, which is the sign
-    # that makes the map correlate positively with the channel-mean activation. Where that sum
-    # is round-off (LayerNorm'ed tokens have zero channel mean, so v is orthogonal to it), the
-    # sign that makes the projection's largest magnitude positive decides instead.
-    centred = acts - acts.mean(dim=(2, 3), keepdim=True)
-    matrix = centred.flatten(2).transpose(1, 2)  # (B, h*w, C)
-    _, _, vh = torch.linalg.svd(matrix, full_matrices=False)
-    v = vh[:, 0, :]
-    total = v.sum(dim=1, keepdim=True)
-    p = torch.einsum("bnc,bc->bn", matrix, v)
-    peak = p.gather(1, p.abs().argmax(dim=1, keepdim=True))
-    tiny = total.abs() <= 1e-4 * v.shape[1] ** 0.5  # |sum v| <= 1e-4 of its largest value
-    v = torch.where(torch.where(tiny, peak, total) < 0, -v, v)
-    return v[:, :, None, None] * centred
+    # direction, the sign as _principal_contributions chooses it.
+    return _principal_contributions(acts)
 
 
 # -- public variants -------------------------------------------------------------------------
 def gradcam(
-    model: nn.Module, x: torch.Tensor, target: TargetLike = None, *, layer: str | None = None,
+    model: nn.Module, x: torch.Tensor, target: TargetLike = None, *, layer: Layers = None,
     interpolate: Interpolate = True, relu: bool = True,
     normalize: bool = False, batch_size: int | None = None,
     layout: LayoutLike | None = None,
+    fuse: Fuse = "mean", aug_smooth: bool = False, eigen_smooth: bool = False,
 ) -> torch.Tensor:
     """Grad-CAM: channels weighted by the spatial mean of the target score's gradient.
 
@@ -508,6 +722,8 @@ def gradcam(
             callable ``output -> (B,)``.
         layer: the layer name (see ``FlatModel.layer_names``); None takes the last spatial
             layer (for a ViT, the input of its last attention, whose patch tokens still matter).
+            A glob (``"layer4.*"``, every map-shaped layer call whose name matches) or a list
+            of names and globs: each layer's map, upsampled to the input, fused by ``fuse``.
         interpolate: how the map reaches ``(H, W)``: True or ``"bilinear"``
             (``align_corners=False``); False or ``"nearest"``: nearest neighbours, each cell of
             the layer's grid a block of pixels (Netlens 1.x's ``interpolate=False``);
@@ -520,7 +736,19 @@ def gradcam(
             it wrong or cannot: a :class:`~netlens.Layout` (``Layout("tokens", extra=1)`` for
             a ViT block), a kind's name (``"nhwc"``) or a function ``output -> [B, C, h, w]``
             (pytorch-grad-cam's ``reshape_transform``). None: the layout read off the forward
-            pass (``FlatModel(model).layout(layer)``).
+            pass (``FlatModel(model).layout(layer)``). With several layers, the layout of
+            each.
+        fuse: how the maps of several layers become one: ``"mean"`` (the default: linear,
+            pytorch-grad-cam's aggregation of several target layers and the multi-layer
+            LayerCAM of detector tool-kits), ``"max"`` (LayerCAM's element-wise maximum) or
+            ``"product"``. With ``normalize``, each layer's map is scaled to [0, 1] first.
+        aug_smooth: average the maps of pytorch-grad-cam's six test-time augmentations
+            (:data:`AUGMENTATIONS`: the input times 0.9, 1 and 1.1, each also mirrored, the
+            map of a mirrored input mirrored back), the target fixed on the clean input
+            (for targets that a left-right mirror leaves meaningful, e.g. classes).
+        eigen_smooth: each map is the first principal component of the channels'
+            contributions ``w_c A_c`` instead of their sum (pytorch-grad-cam's
+            ``eigen_smooth``), with :func:`eigencam`'s sign.
 
     Returns:
         ``(B, 1, H, W)`` (or ``(B, 1, h, w)`` with ``interpolate="none"``), ``x``'s dtype and
@@ -528,7 +756,9 @@ def gradcam(
 
     Raises:
         ValueError: an unknown layer (with close matches), a layer without a spatial output,
-            an out-of-range target, a bad input, an unknown ``interpolate``.
+            a glob that matches no map-shaped layer, an out-of-range target, a bad input, an
+            unknown ``interpolate`` or ``fuse``; layers of different sizes with
+            ``interpolate="none"``.
 
     Example:
         >>> import torchvision
@@ -537,14 +767,16 @@ def gradcam(
         torch.Size([1, 1, 4, 4])
     """
     return _cam(model, x, target, _gradcam_weights, layer=layer, interpolate=interpolate,
-                relu=relu, normalize=normalize, batch_size=batch_size, layout=layout)[0]
+                relu=relu, normalize=normalize, batch_size=batch_size, layout=layout,
+                fuse=fuse, aug_smooth=aug_smooth, eigen_smooth=eigen_smooth)[0]
 
 
 def hirescam(
-    model: nn.Module, x: torch.Tensor, target: TargetLike = None, *, layer: str | None = None,
+    model: nn.Module, x: torch.Tensor, target: TargetLike = None, *, layer: Layers = None,
     interpolate: Interpolate = True, relu: bool = True,
     normalize: bool = False, batch_size: int | None = None,
     layout: LayoutLike | None = None,
+    fuse: Fuse = "mean", aug_smooth: bool = False, eigen_smooth: bool = False,
 ) -> torch.Tensor:
     """HiResCAM: ``relu(sum_c dy/dA_c * A_c)``, the gradient times the activation per position.
 
@@ -552,14 +784,16 @@ def hirescam(
     Args, returns and raises as :func:`gradcam`.
     """
     return _cam(model, x, target, _hirescam_weights, layer=layer, interpolate=interpolate,
-                relu=relu, normalize=normalize, batch_size=batch_size, layout=layout)[0]
+                relu=relu, normalize=normalize, batch_size=batch_size, layout=layout,
+                fuse=fuse, aug_smooth=aug_smooth, eigen_smooth=eigen_smooth)[0]
 
 
 def gradcam_pp(
-    model: nn.Module, x: torch.Tensor, target: TargetLike = None, *, layer: str | None = None,
+    model: nn.Module, x: torch.Tensor, target: TargetLike = None, *, layer: Layers = None,
     interpolate: Interpolate = True, relu: bool = True,
     normalize: bool = False, batch_size: int | None = None,
     layout: LayoutLike | None = None,
+    fuse: Fuse = "mean", aug_smooth: bool = False, eigen_smooth: bool = False,
 ) -> torch.Tensor:
     """Grad-CAM++: positive gradients weighted by the closed-form ``alpha`` of eq. 19.
 
@@ -569,14 +803,16 @@ def gradcam_pp(
     Args, returns and raises as :func:`gradcam`.
     """
     return _cam(model, x, target, _gradcam_pp_weights, layer=layer, interpolate=interpolate,
-                relu=relu, normalize=normalize, batch_size=batch_size, layout=layout)[0]
+                relu=relu, normalize=normalize, batch_size=batch_size, layout=layout,
+                fuse=fuse, aug_smooth=aug_smooth, eigen_smooth=eigen_smooth)[0]
 
 
 def xgradcam(
-    model: nn.Module, x: torch.Tensor, target: TargetLike = None, *, layer: str | None = None,
+    model: nn.Module, x: torch.Tensor, target: TargetLike = None, *, layer: Layers = None,
     interpolate: Interpolate = True, relu: bool = True,
     normalize: bool = False, batch_size: int | None = None,
     layout: LayoutLike | None = None,
+    fuse: Fuse = "mean", aug_smooth: bool = False, eigen_smooth: bool = False,
 ) -> torch.Tensor:
     """XGrad-CAM: ``w_c = sum_ab (A_c,ab / sum A_c) dy/dA_c,ab``.
 
@@ -584,14 +820,16 @@ def xgradcam(
     BMVC 2020. Args, returns and raises as :func:`gradcam`.
     """
     return _cam(model, x, target, _xgradcam_weights, layer=layer, interpolate=interpolate,
-                relu=relu, normalize=normalize, batch_size=batch_size, layout=layout)[0]
+                relu=relu, normalize=normalize, batch_size=batch_size, layout=layout,
+                fuse=fuse, aug_smooth=aug_smooth, eigen_smooth=eigen_smooth)[0]
 
 
 def layercam(
-    model: nn.Module, x: torch.Tensor, target: TargetLike = None, *, layer: str | None = None,
+    model: nn.Module, x: torch.Tensor, target: TargetLike = None, *, layer: Layers = None,
     interpolate: Interpolate = True, relu: bool = True,
     normalize: bool = False, batch_size: int | None = None,
     layout: LayoutLike | None = None,
+    fuse: Fuse = "mean", aug_smooth: bool = False, eigen_smooth: bool = False,
 ) -> torch.Tensor:
     """LayerCAM: ``relu(sum_c relu(dy/dA_c) * A_c)``, positive gradients per position.
 
@@ -599,14 +837,16 @@ def layercam(
     IEEE TIP 2021. Args, returns and raises as :func:`gradcam`.
     """
     return _cam(model, x, target, _layercam_weights, layer=layer, interpolate=interpolate,
-                relu=relu, normalize=normalize, batch_size=batch_size, layout=layout)[0]
+                relu=relu, normalize=normalize, batch_size=batch_size, layout=layout,
+                fuse=fuse, aug_smooth=aug_smooth, eigen_smooth=eigen_smooth)[0]
 
 
 def eigencam(
-    model: nn.Module, x: torch.Tensor, target: TargetLike = None, *, layer: str | None = None,
+    model: nn.Module, x: torch.Tensor, target: TargetLike = None, *, layer: Layers = None,
     interpolate: Interpolate = True, relu: bool = True,
     normalize: bool = False, batch_size: int | None = None,
     layout: LayoutLike | None = None,
+    fuse: Fuse = "mean", aug_smooth: bool = False, eigen_smooth: bool = False,
 ) -> torch.Tensor:
     """Eigen-CAM: the layer's activations projected on their first principal component.
 
@@ -618,7 +858,8 @@ def eigencam(
     """
     return _cam(model, x, target, _eigencam_weights, layer=layer, interpolate=interpolate,
                 relu=relu,
-                normalize=normalize, batch_size=batch_size, gradients=False, layout=layout)[0]
+                normalize=normalize, batch_size=batch_size, gradients=False, layout=layout,
+                fuse=fuse, aug_smooth=aug_smooth, eigen_smooth=eigen_smooth)[0]
 
 
 def _scorecam_weights(ctx: CamContext, baseline: torch.Tensor | None = None) -> torch.Tensor:
@@ -661,10 +902,11 @@ def _scorecam_variant(x: torch.Tensor, baseline: float | torch.Tensor) -> CamVar
 
 
 def scorecam(
-    model: nn.Module, x: torch.Tensor, target: TargetLike = None, *, layer: str | None = None,
+    model: nn.Module, x: torch.Tensor, target: TargetLike = None, *, layer: Layers = None,
     interpolate: Interpolate = True, relu: bool = True,
     normalize: bool = False, batch_size: int | None = None,
     progress: bool | None = None, layout: LayoutLike | None = None,
+    fuse: Fuse = "mean", aug_smooth: bool = False, eigen_smooth: bool = False,
     baseline: float | torch.Tensor = 0.0,
 ) -> torch.Tensor:
     """Score-CAM: channels weighted by how much each one, used as a mask, keeps the target score.
@@ -692,7 +934,8 @@ def scorecam(
     return cam_driver(fm, x, target, _scorecam_variant(x, baseline), layer=layer,
                       interpolate=interpolate, relu=relu,
                       normalize=normalize, batch_size=batch_size,
-                      progress=progress, layout=layout)[0]
+                      progress=progress, layout=layout,
+                      fuse=fuse, aug_smooth=aug_smooth, eigen_smooth=eigen_smooth)[0]
 
 
 def guided_gradcam(

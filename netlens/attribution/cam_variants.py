@@ -20,18 +20,22 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import NamedTuple
+import dataclasses
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .._runtime import (
+    auto_batch_size,
+    bind,
     check_count,
     check_generator,
     check_real,
     chunks,
+    first_tensor,
     grad,
     guarded,
     model_output,
@@ -41,31 +45,36 @@ from .._runtime import (
 )
 from ..adapter import LayoutLike
 from ..flat_model import FlatModel
-from ..targets import TargetLike
+from ..targets import Target, TargetLike
 from .cam import (
     CamContext,
+    Fuse,
     Interpolate,
+    Layers,
     _FromAG,
     _FromContext,
     _safe_divide,
     _spatial_layer,
+    _with_first,
     cam_driver,
 )
 
 __all__ = [
     "gradcam_elementwise", "eigengradcam", "randomcam", "class_activation_map", "ablationcam",
-    "sscam", "iscam", "smoothgradcam_pp",
+    "sscam", "iscam", "smoothgradcam_pp", "kpcacam", "shapleycam", "finercam", "fullgrad",
 ]
 
 
 def _run(
     model: nn.Module, x: torch.Tensor, target: TargetLike, variant: _FromAG | _FromContext, *,
-    layer: str | None, interpolate: Interpolate, relu: bool, batch_size: int | None,
+    layer: Layers, interpolate: Interpolate, relu: bool, batch_size: int | None,
     layout: LayoutLike | None, progress: bool | None = None, normalize: bool = False,
+    fuse: Fuse = "mean", aug_smooth: bool = False, eigen_smooth: bool = False,
 ) -> torch.Tensor:
     return cam_driver(model, x, target, variant, layer=layer, interpolate=interpolate,
                       relu=relu, normalize=normalize, batch_size=batch_size, progress=progress,
-                      layout=layout)[0]
+                      layout=layout, fuse=fuse, aug_smooth=aug_smooth,
+                      eigen_smooth=eigen_smooth)[0]
 
 
 # -- gradient variants -----------------------------------------------------------------------
@@ -92,10 +101,11 @@ def _eigengrad_weights(acts: torch.Tensor, grads: torch.Tensor | None) -> torch.
 
 
 def gradcam_elementwise(
-    model: nn.Module, x: torch.Tensor, target: TargetLike = None, *, layer: str | None = None,
+    model: nn.Module, x: torch.Tensor, target: TargetLike = None, *, layer: Layers = None,
     interpolate: Interpolate = True, relu: bool = True,
     normalize: bool = False, batch_size: int | None = None,
     layout: LayoutLike | None = None,
+    fuse: Fuse = "mean", aug_smooth: bool = False, eigen_smooth: bool = False,
 ) -> torch.Tensor:
     """Element-wise Grad-CAM: ``relu(sum_c relu(dy/dA_c * A_c))``, positive products only.
 
@@ -115,6 +125,11 @@ def gradcam_elementwise(
         batch_size: images per forward/backward pass; default from the memory budget.
         layout: how to view ``layer``'s output as a ``[B, C, h, w]`` map (see
             :func:`~netlens.attribution.cam.gradcam`).
+        fuse: how several layers' maps are fused (see :func:`~netlens.attribution.cam.gradcam`).
+        aug_smooth: average over test-time augmentations (see
+            :func:`~netlens.attribution.cam.gradcam`).
+        eigen_smooth: the principal component of the contributions instead of their sum
+            (see :func:`~netlens.attribution.cam.gradcam`).
 
     Returns:
         ``(B, 1, H, W)`` (``(B, K, 1, H, W)`` for K targets; ``(h, w)`` maps with
@@ -132,14 +147,16 @@ def gradcam_elementwise(
     """
     return _run(model, x, target, _FromAG(_elementwise_weights), layer=layer,
                 interpolate=interpolate, relu=relu,
-                normalize=normalize, batch_size=batch_size, layout=layout)
+                normalize=normalize, batch_size=batch_size, layout=layout,
+                fuse=fuse, aug_smooth=aug_smooth, eigen_smooth=eigen_smooth)
 
 
 def eigengradcam(
-    model: nn.Module, x: torch.Tensor, target: TargetLike = None, *, layer: str | None = None,
+    model: nn.Module, x: torch.Tensor, target: TargetLike = None, *, layer: Layers = None,
     interpolate: Interpolate = True, relu: bool = True,
     normalize: bool = False, batch_size: int | None = None,
     layout: LayoutLike | None = None,
+    fuse: Fuse = "mean", aug_smooth: bool = False, eigen_smooth: bool = False,
 ) -> torch.Tensor:
     """Eigen-Grad-CAM: the first principal component of the gradient-activation products.
 
@@ -158,6 +175,11 @@ def eigengradcam(
         relu: keep only positive values.
         batch_size: images per pass; default from the memory budget.
         layout: how to view ``layer``'s output as a map.
+        fuse: how several layers' maps are fused (see :func:`~netlens.attribution.cam.gradcam`).
+        aug_smooth: average over test-time augmentations (see
+            :func:`~netlens.attribution.cam.gradcam`).
+        eigen_smooth: the principal component of the contributions instead of their sum
+            (see :func:`~netlens.attribution.cam.gradcam`).
 
     Returns:
         ``(B, [K,] 1, H, W)``, ``x``'s dtype and device; raw values.
@@ -173,15 +195,17 @@ def eigengradcam(
     """
     return _run(model, x, target, _FromAG(_eigengrad_weights), layer=layer,
                 interpolate=interpolate, relu=relu,
-                normalize=normalize, batch_size=batch_size, layout=layout)
+                normalize=normalize, batch_size=batch_size, layout=layout,
+                fuse=fuse, aug_smooth=aug_smooth, eigen_smooth=eigen_smooth)
 
 
 # -- random baseline -------------------------------------------------------------------------
 def randomcam(
-    model: nn.Module, x: torch.Tensor, target: TargetLike = None, *, layer: str | None = None,
+    model: nn.Module, x: torch.Tensor, target: TargetLike = None, *, layer: Layers = None,
     interpolate: Interpolate = True, relu: bool = True,
     normalize: bool = False, batch_size: int | None = None,
     layout: LayoutLike | None = None, generator: torch.Generator | None = None,
+    fuse: Fuse = "mean", aug_smooth: bool = False, eigen_smooth: bool = False,
 ) -> torch.Tensor:
     """Random CAM: the layer's channels weighted by uniform random weights in ``[-1, 1)``.
 
@@ -199,6 +223,11 @@ def randomcam(
         relu: keep only positive values.
         batch_size: images per pass; default from the memory budget.
         layout: how to view ``layer``'s output as a map.
+        fuse: how several layers' maps are fused (see :func:`~netlens.attribution.cam.gradcam`).
+        aug_smooth: average over test-time augmentations (see
+            :func:`~netlens.attribution.cam.gradcam`).
+        eigen_smooth: the principal component of the contributions instead of their sum
+            (see :func:`~netlens.attribution.cam.gradcam`).
         generator: the source of the weights; default a fresh, nondeterministically seeded
             one. The global random state is never used.
 
@@ -226,7 +255,8 @@ def randomcam(
 
     return _run(model, x, target, _FromContext(weights, gradients=False), layer=layer,
                 interpolate=interpolate, relu=relu,
-                normalize=normalize, batch_size=batch_size, layout=layout)
+                normalize=normalize, batch_size=batch_size, layout=layout,
+                fuse=fuse, aug_smooth=aug_smooth, eigen_smooth=eigen_smooth)
 
 
 # -- CAM (Zhou et al.) -----------------------------------------------------------------------
@@ -306,10 +336,11 @@ def _cam_weights(ctx: CamContext) -> torch.Tensor:
 
 
 def class_activation_map(
-    model: nn.Module, x: torch.Tensor, target: TargetLike = None, *, layer: str | None = None,
+    model: nn.Module, x: torch.Tensor, target: TargetLike = None, *, layer: Layers = None,
     interpolate: Interpolate = True, relu: bool = True,
     normalize: bool = False, batch_size: int | None = None,
     layout: LayoutLike | None = None,
+    fuse: Fuse = "mean", aug_smooth: bool = False, eigen_smooth: bool = False,
 ) -> torch.Tensor:
     """CAM: the layer's channels weighted by the classifier's weights of the target class.
 
@@ -333,6 +364,11 @@ def class_activation_map(
         relu: keep only positive evidence (torchcam's CAM has none: ``relu=False``).
         batch_size: images per pass; default from the memory budget.
         layout: how to view ``layer``'s output as a map.
+        fuse: how several layers' maps are fused (see :func:`~netlens.attribution.cam.gradcam`).
+        aug_smooth: average over test-time augmentations (see
+            :func:`~netlens.attribution.cam.gradcam`).
+        eigen_smooth: the principal component of the contributions instead of their sum
+            (see :func:`~netlens.attribution.cam.gradcam`).
 
     Returns:
         ``(B, [K,] 1, H, W)``, ``x``'s dtype and device; raw values.
@@ -355,7 +391,8 @@ def class_activation_map(
             layer = _cam_layer(fm)
         return _run(fm, x, target, _FromContext(_cam_weights, gradients=False), layer=layer,
                     interpolate=interpolate, relu=relu,
-                    normalize=normalize, batch_size=batch_size, layout=layout)
+                    normalize=normalize, batch_size=batch_size, layout=layout,
+                    fuse=fuse, aug_smooth=aug_smooth, eigen_smooth=eigen_smooth)
 
 
 # -- perturbation variants -------------------------------------------------------------------
@@ -383,10 +420,11 @@ def _ablation_weights(ctx: CamContext) -> torch.Tensor:
 
 
 def ablationcam(
-    model: nn.Module, x: torch.Tensor, target: TargetLike = None, *, layer: str | None = None,
+    model: nn.Module, x: torch.Tensor, target: TargetLike = None, *, layer: Layers = None,
     interpolate: Interpolate = True, relu: bool = True,
     normalize: bool = False, batch_size: int | None = None,
     progress: bool | None = None, layout: LayoutLike | None = None,
+    fuse: Fuse = "mean", aug_smooth: bool = False, eigen_smooth: bool = False,
 ) -> torch.Tensor:
     """Ablation-CAM: channels weighted by the relative drop of the score when each is zeroed.
 
@@ -408,6 +446,11 @@ def ablationcam(
             layer); default from the memory budget. The result does not depend on it.
         progress: show a progress bar: None when it takes over 2 s, True always, False never.
         layout: how to view ``layer``'s output as a map.
+        fuse: how several layers' maps are fused (see :func:`~netlens.attribution.cam.gradcam`).
+        aug_smooth: average over test-time augmentations (see
+            :func:`~netlens.attribution.cam.gradcam`).
+        eigen_smooth: the principal component of the contributions instead of their sum
+            (see :func:`~netlens.attribution.cam.gradcam`).
 
     Returns:
         ``(B, [K,] 1, H, W)``, ``x``'s dtype and device; raw values.
@@ -424,7 +467,8 @@ def ablationcam(
     return _run(model, x, target, _FromContext(_ablation_weights, gradients=False),
                 layer=layer, interpolate=interpolate, relu=relu,
                 normalize=normalize, batch_size=batch_size,
-                layout=layout, progress=progress)
+                layout=layout,
+                fuse=fuse, aug_smooth=aug_smooth, eigen_smooth=eigen_smooth, progress=progress)
 
 
 _Masked = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
@@ -479,10 +523,11 @@ def _mask_noise(seeds: torch.Tensor, size: tuple[int, int], *, sigma: float,
 
 
 def sscam(
-    model: nn.Module, x: torch.Tensor, target: TargetLike = None, *, layer: str | None = None,
+    model: nn.Module, x: torch.Tensor, target: TargetLike = None, *, layer: Layers = None,
     interpolate: Interpolate = True, relu: bool = True,
     normalize: bool = False, batch_size: int | None = None,
     progress: bool | None = None, layout: LayoutLike | None = None, n: int = 35,
+    fuse: Fuse = "mean", aug_smooth: bool = False, eigen_smooth: bool = False,
     sigma: float = 2.0, generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     """SS-CAM: Score-CAM whose channel scores are averaged over noisy copies of each mask.
@@ -509,6 +554,11 @@ def sscam(
         batch_size: masked images per forward pass; default from the memory budget.
         progress: show a progress bar: None when it takes over 2 s, True always, False never.
         layout: how to view ``layer``'s output as a map.
+        fuse: how several layers' maps are fused (see :func:`~netlens.attribution.cam.gradcam`).
+        aug_smooth: average over test-time augmentations (see
+            :func:`~netlens.attribution.cam.gradcam`).
+        eigen_smooth: the principal component of the contributions instead of their sum
+            (see :func:`~netlens.attribution.cam.gradcam`).
         n: noisy samples per mask (torchcam's ``num_samples``).
         sigma: the noise's standard deviation, in mask units (torchcam's ``std``).
         generator: the source of the noise; default a fresh, nondeterministically seeded one.
@@ -550,14 +600,16 @@ def sscam(
     return _run(model, x, target, _FromContext(weights, gradients=False), layer=layer,
                 interpolate=interpolate, relu=relu,
                 normalize=normalize, batch_size=batch_size, layout=layout,
+                fuse=fuse, aug_smooth=aug_smooth, eigen_smooth=eigen_smooth,
                 progress=progress)
 
 
 def iscam(
-    model: nn.Module, x: torch.Tensor, target: TargetLike = None, *, layer: str | None = None,
+    model: nn.Module, x: torch.Tensor, target: TargetLike = None, *, layer: Layers = None,
     interpolate: Interpolate = True, relu: bool = True,
     normalize: bool = False, batch_size: int | None = None,
     progress: bool | None = None, layout: LayoutLike | None = None, n: int = 10,
+    fuse: Fuse = "mean", aug_smooth: bool = False, eigen_smooth: bool = False,
 ) -> torch.Tensor:
     """IS-CAM: Score-CAM whose channel scores are averaged along growing multiples of the mask.
 
@@ -577,6 +629,11 @@ def iscam(
         batch_size: masked images per forward pass; default from the memory budget.
         progress: show a progress bar: None when it takes over 2 s, True always, False never.
         layout: how to view ``layer``'s output as a map.
+        fuse: how several layers' maps are fused (see :func:`~netlens.attribution.cam.gradcam`).
+        aug_smooth: average over test-time augmentations (see
+            :func:`~netlens.attribution.cam.gradcam`).
+        eigen_smooth: the principal component of the contributions instead of their sum
+            (see :func:`~netlens.attribution.cam.gradcam`).
         n: integration steps (torchcam's ``num_samples``).
 
     Returns:
@@ -606,15 +663,17 @@ def iscam(
     return _run(model, x, target, _FromContext(weights, gradients=False), layer=layer,
                 interpolate=interpolate, relu=relu,
                 normalize=normalize, batch_size=batch_size, layout=layout,
+                fuse=fuse, aug_smooth=aug_smooth, eigen_smooth=eigen_smooth,
                 progress=progress)
 
 
 # -- Smooth Grad-CAM++ -----------------------------------------------------------------------
 def smoothgradcam_pp(
-    model: nn.Module, x: torch.Tensor, target: TargetLike = None, *, layer: str | None = None,
+    model: nn.Module, x: torch.Tensor, target: TargetLike = None, *, layer: Layers = None,
     interpolate: Interpolate = True, relu: bool = True,
     normalize: bool = False, batch_size: int | None = None,
     progress: bool | None = None, layout: LayoutLike | None = None, n: int = 4,
+    fuse: Fuse = "mean", aug_smooth: bool = False, eigen_smooth: bool = False,
     sigma: float = 0.15, generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     """Smooth Grad-CAM++: Grad-CAM++ with gradients averaged over noisy copies of the input.
@@ -642,6 +701,11 @@ def smoothgradcam_pp(
         batch_size: noisy images per forward/backward pass; default from the memory budget.
         progress: show a progress bar: None when it takes over 2 s, True always, False never.
         layout: how to view ``layer``'s output as a map.
+        fuse: how several layers' maps are fused (see :func:`~netlens.attribution.cam.gradcam`).
+        aug_smooth: average over test-time augmentations (see
+            :func:`~netlens.attribution.cam.gradcam`).
+        eigen_smooth: the principal component of the contributions instead of their sum
+            (see :func:`~netlens.attribution.cam.gradcam`).
         n: noisy copies per image.
         sigma: the noise's standard deviation as a fraction of each image's value range.
         generator: the source of the noise; default a fresh, nondeterministically seeded one.
@@ -691,4 +755,399 @@ def smoothgradcam_pp(
     return _run(model, x, target, _FromContext(weights, gradients=True), layer=layer,
                 interpolate=interpolate, relu=relu,
                 normalize=normalize, batch_size=batch_size, layout=layout,
+                fuse=fuse, aug_smooth=aug_smooth, eigen_smooth=eigen_smooth,
                 progress=progress)
+
+
+# -- kernel PCA, Shapley and Finer CAMs --------------------------------------------------------
+_KERNELS = ("sigmoid", "rbf", "poly", "linear", "cosine")
+
+
+def _kpca_contributions(acts: torch.Tensor, kernel: str, gamma: float | None) -> torch.Tensor:
+    """The projection of each image's positions (rows: positions, columns: channels, centred
+    per channel) on the first kernel principal component, as scikit-learn's
+    ``KernelPCA(n_components=1, kernel=kernel, gamma=gamma).fit_transform`` computes it: the
+    centred kernel matrix's top eigenvector scaled by the root of its eigenvalue, its sign
+    making its largest-magnitude entry positive (``svd_flip``); ``(B, 1, h, w)``."""
+    b, c, h, w = acts.shape
+    rows = acts.flatten(2).transpose(1, 2)
+    rows = rows - rows.mean(dim=1, keepdim=True)
+    g = 1.0 / c if gamma is None else gamma  # scikit-learn's default: 1 / n_features
+    dot = rows @ rows.transpose(1, 2)
+    if kernel == "sigmoid":
+        k = torch.tanh(g * dot + 1.0)
+    elif kernel == "rbf":
+        sq = dot.diagonal(dim1=1, dim2=2)
+        k = torch.exp(-g * (sq[:, :, None] + sq[:, None, :] - 2 * dot).clamp(min=0))
+    elif kernel == "poly":
+        k = (g * dot + 1.0) ** 3
+    elif kernel == "linear":
+        k = dot
+    else:  # cosine
+        norm = rows.norm(dim=2)
+        k = _safe_divide(dot, norm[:, :, None] * norm[:, None, :])
+    k = (k - k.mean(dim=1, keepdim=True) - k.mean(dim=2, keepdim=True)
+         + k.mean(dim=(1, 2), keepdim=True))
+    values, vectors = torch.linalg.eigh((k + k.transpose(1, 2)) / 2)
+    v = vectors[:, :, -1]
+    peak = v.gather(1, v.abs().argmax(dim=1, keepdim=True))
+    v = torch.where(peak < 0, -v, v)
+    return (v * values[:, -1:].clamp(min=0).sqrt()).view(b, 1, h, w)
+
+
+def kpcacam(
+    model: nn.Module, x: torch.Tensor, target: TargetLike = None, *, layer: Layers = None,
+    interpolate: Interpolate = True, relu: bool = True,
+    normalize: bool = False, batch_size: int | None = None,
+    layout: LayoutLike | None = None,
+    fuse: Fuse = "mean", aug_smooth: bool = False, eigen_smooth: bool = False,
+    kernel: str = "sigmoid", gamma: float | None = None,
+) -> torch.Tensor:
+    """KPCA-CAM: the layer's activations projected on their first kernel principal component.
+
+    Karmani et al., "KPCA-CAM: Visual Explainability of Deep Computer Vision Models using
+    Kernel PCA", IEEE MMSP 2024 (pytorch-grad-cam's ``KPCA_CAM``): Eigen-CAM with a kernel.
+    The positions' activation vectors, centred per channel, are embedded by the kernel; the
+    map is each position's coordinate on the first principal component of the centred kernel
+    matrix (scikit-learn's ``KernelPCA``, computed here in torch: its default kernel, gamma and
+    sign: the component's largest-magnitude entry positive). Gradient-free, class-agnostic.
+
+    Args:
+        model: any classifier ``nn.Module`` or a :class:`~netlens.FlatModel`.
+        x: images ``(B, C, H, W)``.
+        target: any target of :mod:`netlens.targets` (validated; sets the K axis).
+        layer: the layer name; None takes the last spatial layer.
+        interpolate: upsample the map bilinearly to ``(H, W)``.
+        relu: keep only positive values.
+        normalize: min-max scale each map to ``[0, 1]``.
+        batch_size: images per pass; default from the memory budget.
+        layout: how to view ``layer``'s output as a map.
+        fuse: how several layers' maps are fused (see :func:`~netlens.attribution.cam.gradcam`).
+        aug_smooth: average over test-time augmentations (see
+            :func:`~netlens.attribution.cam.gradcam`).
+        eigen_smooth: accepted for uniformity; the map is already one component.
+        kernel: ``"sigmoid"`` (``tanh(gamma <a, b> + 1)``, the default, as pytorch-grad-cam's),
+            ``"rbf"``, ``"poly"`` (degree 3, ``coef0 = 1``), ``"linear"`` or ``"cosine"``.
+        gamma: the kernel's scale; None: ``1 / C`` (scikit-learn's default).
+
+    Returns:
+        ``(B, [K,] 1, H, W)``, ``x``'s dtype and device; raw values.
+
+    Raises:
+        ValueError: as :func:`gradcam_elementwise`; an unknown kernel, a non-positive gamma.
+
+    Example:
+        >>> import torchvision
+        >>> m = torchvision.models.resnet18().eval()
+        >>> kpcacam(m, torch.rand(1, 3, 64, 64), layer="layer3").shape
+        torch.Size([1, 1, 64, 64])
+    """
+    if kernel not in _KERNELS:
+        raise ValueError(f"kernel must be one of {', '.join(map(repr, _KERNELS))}, got "
+                         f"{kernel!r}")
+    g = None if gamma is None else check_real(gamma, "gamma", minimum=0.0)
+    if g == 0:
+        raise ValueError("gamma must be positive (None: 1 / channels), got 0")
+
+    def weights(acts: torch.Tensor, _: torch.Tensor | None) -> torch.Tensor:
+        return _kpca_contributions(acts, kernel, g)
+
+    return _run(model, x, target, _FromAG(weights, gradients=False), layer=layer,
+                interpolate=interpolate, relu=relu, normalize=normalize,
+                batch_size=batch_size, layout=layout, fuse=fuse, aug_smooth=aug_smooth,
+                eigen_smooth=eigen_smooth)
+
+
+def _shapley_weights(ctx: CamContext) -> torch.Tensor:
+    g, hvp = ctx.gradient_and_hvp()
+    return (g - 0.5 * hvp).mean(dim=(-2, -1))
+
+
+def shapleycam(
+    model: nn.Module, x: torch.Tensor, target: TargetLike = None, *, layer: Layers = None,
+    interpolate: Interpolate = True, relu: bool = True,
+    normalize: bool = False, batch_size: int | None = None,
+    layout: LayoutLike | None = None,
+    fuse: Fuse = "mean", aug_smooth: bool = False, eigen_smooth: bool = False,
+) -> torch.Tensor:
+    """ShapleyCAM: Grad-CAM with the gradient corrected by the Hessian-vector product.
+
+    Cai et al., "CAMs as Shapley Value-based Explainers", The Visual Computer 2025
+    (pytorch-grad-cam's ``ShapleyCAM``): the second-order Taylor estimate of each channel's
+    Shapley value gives ``w_c = mean_ab(G - H A / 2)_c``, with ``G = dy/dA`` and ``H A`` the
+    product of the Hessian of the score w.r.t. the layer's output with ``A`` (second
+    derivatives of the layers after it; zero where those are piecewise linear in ``A``, e.g.
+    ReLU layers, max pools and a linear head, where ShapleyCAM is Grad-CAM).
+
+    Args:
+        model: any classifier ``nn.Module`` or a :class:`~netlens.FlatModel`.
+        x: images ``(B, C, H, W)``.
+        target: any target of :mod:`netlens.targets`.
+        layer: the layer name; None takes the last spatial layer.
+        interpolate: upsample the map bilinearly to ``(H, W)``.
+        relu: keep only positive evidence.
+        normalize: min-max scale each map to ``[0, 1]``.
+        batch_size: images per forward/backward pass; default from the memory budget.
+        layout: how to view ``layer``'s output as a map.
+        fuse: how several layers' maps are fused (see :func:`~netlens.attribution.cam.gradcam`).
+        aug_smooth: average over test-time augmentations (see
+            :func:`~netlens.attribution.cam.gradcam`).
+        eigen_smooth: the principal component of the contributions instead of their sum
+            (see :func:`~netlens.attribution.cam.gradcam`).
+
+    Returns:
+        ``(B, [K,] 1, H, W)``, ``x``'s dtype and device; raw values.
+
+    Raises:
+        ValueError: as :func:`gradcam_elementwise`.
+
+    Example:
+        >>> import torchvision
+        >>> m = torchvision.models.resnet18().eval()
+        >>> shapleycam(m, torch.rand(1, 3, 64, 64), 3).shape
+        torch.Size([1, 1, 64, 64])
+    """
+    return _run(model, x, target, _FromContext(_shapley_weights, gradients=False),
+                layer=layer, interpolate=interpolate, relu=relu, normalize=normalize,
+                batch_size=batch_size, layout=layout, fuse=fuse, aug_smooth=aug_smooth,
+                eigen_smooth=eigen_smooth)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Finer(Target):
+    """Finer-CAM's score: ``sum_j p_j (s - alpha y_j) / (sum_j p_j + 1e-9)`` over the
+    comparison classes ``j`` of each image (and target), ``s`` the inner target's score, ``y``
+    the logits and ``p`` their softmax (not detached, as in pytorch-grad-cam)."""
+
+    inner: Target
+    others: torch.Tensor  # (B, M) or (B, K, M) class indices
+    alpha: float
+    k: int | None = None
+
+    def score(self, output: Any) -> torch.Tensor:
+        s = self.inner(output)
+        p = torch.softmax(output, dim=-1)
+        if self.k is None:
+            y, q, s = output.gather(1, self.others), p.gather(1, self.others), s[:, None]
+        else:
+            n = (output.shape[0], self.k, output.shape[1])
+            y = output[:, None].expand(n).gather(2, self.others)
+            q = p[:, None].expand(n).gather(2, self.others)
+            s = s[..., None]
+        return (q * (s - self.alpha * y)).sum(-1) / (q.sum(-1) + 1e-9)
+
+    def take(self, index: slice | torch.Tensor) -> Target:
+        i = index.to(self.others.device) if isinstance(index, torch.Tensor) else index
+        return _Finer(self.inner.take(index), self.others[i], self.alpha, self.k)
+
+    @staticmethod
+    def cat(parts: Sequence[Target]) -> Target:
+        first = parts[0]
+        assert isinstance(first, _Finer)
+        inner = type(first.inner).cat([p.inner for p in parts])  # type: ignore[attr-defined]
+        others = torch.cat([p.others for p in parts])  # type: ignore[attr-defined]
+        return _Finer(inner, others, first.alpha, first.k)
+
+
+def finercam(
+    model: nn.Module, x: torch.Tensor, target: TargetLike = None, *, layer: Layers = None,
+    interpolate: Interpolate = True, relu: bool = True,
+    normalize: bool = False, batch_size: int | None = None,
+    layout: LayoutLike | None = None,
+    fuse: Fuse = "mean", aug_smooth: bool = False, eigen_smooth: bool = False,
+    alpha: float = 1.0, comparisons: Sequence[int] = (1, 2, 3),
+) -> torch.Tensor:
+    """Finer-CAM: Grad-CAM of the target against the classes the model finds most similar.
+
+    Zhang et al., "Finer-CAM: Spotting the Difference Reveals Finer Details for Visual
+    Explanation", CVPR 2025 (pytorch-grad-cam's ``FinerCAM`` with its ``GradCAM`` base): the
+    classes are ranked by how close their logits are to the target's score on the clean image
+    (``|y_j - s|``; rank 0 is the target's own class for a class target), those of the ranks
+    ``comparisons`` are compared with it, and Grad-CAM explains
+    ``sum_j p_j (s - alpha y_j) / (sum_j p_j + 1e-9)`` with ``p`` the softmax of the logits.
+    The comparison classes are fixed from the clean images (also for ``aug_smooth``).
+
+    Args:
+        model: a classifier with ``(B, N)`` logits, or its :class:`~netlens.FlatModel`.
+        x: images ``(B, C, H, W)``.
+        target: any target of the model's output (a class per image, None for the predicted
+            class, several per image for a K axis); not a layer's channel.
+        layer: the layer name; None takes the last spatial layer.
+        interpolate: upsample the map bilinearly to ``(H, W)``.
+        relu: keep only positive evidence.
+        normalize: min-max scale each map to ``[0, 1]``.
+        batch_size: images per forward/backward pass; default from the memory budget.
+        layout: how to view ``layer``'s output as a map.
+        fuse: how several layers' maps are fused (see :func:`~netlens.attribution.cam.gradcam`).
+        aug_smooth: average over test-time augmentations (see
+            :func:`~netlens.attribution.cam.gradcam`).
+        eigen_smooth: the principal component of the contributions instead of their sum
+            (see :func:`~netlens.attribution.cam.gradcam`).
+        alpha: the strength of the comparison (0: Grad-CAM of the target alone).
+        comparisons: the similarity ranks of the compared classes (ranks past ``N - 1`` are
+            dropped, as in pytorch-grad-cam).
+
+    Returns:
+        ``(B, [K,] 1, H, W)``, ``x``'s dtype and device; raw values.
+
+    Raises:
+        ValueError: as :func:`gradcam_elementwise`; an output that is not ``(B, N)`` logits,
+            a target that reads a layer, no valid comparison rank.
+
+    Example:
+        >>> import torchvision
+        >>> m = torchvision.models.resnet18().eval()
+        >>> finercam(m, torch.rand(1, 3, 64, 64), 3).shape
+        torch.Size([1, 1, 64, 64])
+    """
+    a = check_real(alpha, "alpha")
+    ranks = [check_count(r, "each comparison rank", minimum=0) for r in comparisons]
+    fm, x = prepare(model, x)
+    with guarded(fm):
+        fm.ensure_traced(x)
+        bs = batch_size if batch_size is not None else auto_batch_size(fm, x)
+        t = bind(fm, x, target, bs)
+        if t.layer is not None:
+            raise ValueError(f"finercam compares classes of the model's output, but the target "
+                             f"reads layer {t.layer!r}; use gradcam for it")
+        with torch.no_grad():
+            outs = [fm(x[part]) for part in chunks(x.shape[0], bs)]
+        if not all(isinstance(o, torch.Tensor) and o.dim() == 2 for o in outs):
+            raise ValueError("finercam needs a classifier with (B, N) logits; the model's output "
+                             "is not one; use gradcam with a target of its output")
+        logits = torch.cat(outs)
+        s = scores_of(t, logits)
+        ranks = [r for r in ranks if r < logits.shape[1]]
+        if not ranks:
+            raise ValueError(f"comparisons must hold ranks below the number of classes "
+                             f"({logits.shape[1]}), got {list(comparisons)!r}")
+        lead = logits if t.k is None else logits[:, None].expand(-1, t.k, -1)
+        order = (lead - s[..., None]).abs().argsort(dim=-1, stable=True)
+        others = order[..., ranks]
+        return _run(fm, x, _Finer(t, others, a, t.k), _FromAG(_finer_gradcam), layer=layer,
+                    interpolate=interpolate, relu=relu, normalize=normalize,
+                    batch_size=batch_size, layout=layout, fuse=fuse, aug_smooth=aug_smooth,
+                    eigen_smooth=eigen_smooth)
+
+
+def _finer_gradcam(acts: torch.Tensor, grads: torch.Tensor | None) -> torch.Tensor:
+    assert grads is not None
+    return grads.mean(dim=(-2, -1))
+
+
+# -- FullGrad ----------------------------------------------------------------------------------
+def _bias_of(module: object) -> torch.Tensor | None:
+    """The bias a layer adds to its output: a convolution's ``bias``; for batch norm in eval
+    mode, ``beta - mean * gamma / sqrt(var + eps)`` (as the authors' code); None for neither."""
+    if isinstance(module, nn.Conv2d):
+        return None if module.bias is None else module.bias.detach()
+    if isinstance(module, nn.BatchNorm2d) and module.bias is not None:
+        if module.running_mean is None or module.running_var is None:
+            return module.bias.detach()
+        scale = module.weight.detach() / torch.sqrt(module.running_var + module.eps)
+        return module.bias.detach() - module.running_mean * scale
+    return None
+
+
+def _psi(m: torch.Tensor, size: tuple[int, int], per_channel: bool) -> torch.Tensor:
+    """FullGrad's post-processing of ``(n, C, h, w)`` terms: absolute value, min-max scaling
+    (per image over all channels, or per channel), bilinear resizing to ``size``, sum over
+    channels: ``(n, 1, H, W)``."""
+    m = m.abs()
+    dims = (-2, -1) if per_channel else (-3, -2, -1)
+    m = m - m.amin(dim=dims, keepdim=True)
+    m = m / (m.amax(dim=dims, keepdim=True) + 1e-7)
+    if tuple(m.shape[-2:]) != size:
+        m = F.interpolate(m, size=size, mode="bilinear", align_corners=False)
+    return m.sum(1, keepdim=True)
+
+
+def fullgrad(
+    model: nn.Module, x: torch.Tensor, target: TargetLike = None, *,
+    normalize: bool = False, batch_size: int | None = None, per_channel: bool = False,
+) -> torch.Tensor:
+    """FullGrad: the input-gradient plus the bias-gradients of every convolution and batch norm.
+
+    Srinivas & Fleuret, "Full-Gradient Representation for Neural Network Visualization",
+    NeurIPS 2019: ``psi(|dy/dx * x|) + sum_l psi(|dy/dz_l * b_l|)`` over the layers ``l`` with a
+    bias ``b_l`` on a map output ``z_l`` (``nn.Conv2d`` with a bias, ``nn.BatchNorm2d`` with its
+    eval-mode bias ``beta - mean gamma / sqrt(var + eps)``; each call of a reused layer), where
+    ``psi`` takes the absolute value, min-max scales it over the layer's channels and positions
+    of each image (the authors' code; ``1e-7`` added to the range), upsamples it bilinearly
+    (``align_corners=False``; the authors' code uses True) and sums its channels. Reads no one
+    layer: every bias layer contributes. One forward/backward pass per image and target.
+
+    Args:
+        model: any classifier ``nn.Module`` or a :class:`~netlens.FlatModel`.
+        x: images ``(B, C, H, W)``.
+        target: any target of :mod:`netlens.targets`.
+        normalize: min-max scale each map to ``[0, 1]`` (pytorch-grad-cam's final scaling).
+        batch_size: images per forward/backward pass; default from the memory budget.
+        per_channel: scale each channel of each term on its own (pytorch-grad-cam's
+            ``FullGrad``), instead of each layer's channels together (the paper's).
+
+    Returns:
+        ``(B, [K,] 1, H, W)``, ``x``'s dtype and device; raw values unless ``normalize``.
+
+    Raises:
+        ValueError: an out-of-range target, a bad input.
+
+    Example:
+        >>> import torchvision
+        >>> m = torchvision.models.resnet18().eval()
+        >>> fullgrad(m, torch.rand(1, 3, 32, 32), 3).shape
+        torch.Size([1, 1, 32, 32])
+    """
+    fm, x = prepare(model, x)
+    if not isinstance(per_channel, bool):
+        raise TypeError(f"per_channel must be True or False, got {per_channel!r}")
+    size = (int(x.shape[2]), int(x.shape[3]))
+    with guarded(fm):
+        fm.ensure_traced(x)
+        bs = batch_size if batch_size is not None else auto_batch_size(fm, x)
+        layers = {c.name: b for c in fm.layers if not c.functional
+                  for b in [_bias_of(fm[c.name])] if b is not None}
+        t = bind(fm, x, target, bs)
+        maps = []
+        for part in chunks(x.shape[0], bs):
+            maps.append(_fullgrad_pass(fm, x[part], t.take(part), layers, size, per_channel))
+        cam = torch.cat(maps)
+    if normalize:
+        lo = cam.amin(dim=(-2, -1), keepdim=True)
+        span = cam.amax(dim=(-2, -1), keepdim=True) - lo
+        cam = (cam - lo) / torch.where(span > 0, span, torch.ones_like(span))
+    return cam
+
+
+def _fullgrad_pass(fm: FlatModel, x: torch.Tensor, t: Target, layers: dict[str, torch.Tensor],
+                   size: tuple[int, int], per_channel: bool) -> torch.Tensor:
+    outs: dict[str, torch.Tensor] = {}
+
+    def keep(name: str, output: Any) -> Any:
+        z = first_tensor(output)
+        if z is None or z.dim() != 4:
+            return None
+        outs[name] = z  # the model continues on a copy: later in-place ops leave z alone
+        return _with_first(output, z.clone())
+
+    xi = x.clone().requires_grad_(True)
+    with fm.intercept(list(layers), keep):
+        scores = scores_of(t, model_output(fm, xi, t))
+    names = [n for n in layers if n in outs]
+    inputs = [xi, *(outs[n] for n in names)]
+    columns = [scores] if t.k is None else list(scores.unbind(1))
+    result = []
+    for j, s in enumerate(columns):
+        grads = torch.autograd.grad(s.sum(), inputs, retain_graph=j < len(columns) - 1,
+                                    allow_unused=True)
+        total = _psi(_zero_if_none(grads[0], xi) * x, size, per_channel)
+        for name, g in zip(names, grads[1:]):
+            z = outs[name]
+            b = layers[name].to(z.dtype)[None, :, None, None]
+            total = total + _psi(_zero_if_none(g, z) * b, size, per_channel)
+        result.append(total.detach())
+    return result[0] if t.k is None else torch.stack(result, 1)
+
+
+def _zero_if_none(g: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
+    return torch.zeros_like(like) if g is None else g

@@ -5,8 +5,19 @@
   :func:`noisy_linear_imputation`, :func:`average_drop` and :func:`increase_in_confidence`.
 - Localization against a known object mask (:mod:`~netlens.metrics.localization`):
   :func:`pointing_game`, :func:`relevance_mass`, :func:`relevance_rank`; :func:`boxes_to_masks`.
-- Robustness and complexity (:mod:`~netlens.metrics.robustness`): :func:`max_sensitivity`,
-  :func:`sparseness` (Gini).
+- More faithfulness (:mod:`~netlens.metrics.faithfulness_more`, equal to Quantus where Quantus
+  is right): :func:`faithfulness_correlation`, :func:`faithfulness_estimate`,
+  :func:`monotonicity`, :func:`monotonicity_correlation`, :func:`sensitivity_n`,
+  :func:`region_perturbation`, :func:`selectivity`, :func:`irof`, :func:`infidelity` (Captum's),
+  :func:`sufficiency`.
+- Localization also: :func:`top_k_intersection`, :func:`attribution_localisation`,
+  :func:`localisation_auc`, :func:`focus` (on a :func:`mosaic` of images).
+- Robustness (:mod:`~netlens.metrics.robustness`): :func:`max_sensitivity`,
+  :func:`avg_sensitivity`, :func:`local_lipschitz_estimate`; complexity: :func:`sparseness`
+  (Gini), :func:`complexity` (entropy), :func:`effective_complexity`
+  (:mod:`~netlens.metrics.complexity`).
+- Axiomatic (:mod:`~netlens.metrics.axiomatic`): :func:`completeness`,
+  :func:`non_sensitivity`, :func:`input_invariance` (with :func:`shifted_model`).
 - Sanity checks (:mod:`~netlens.metrics.sanity`): :func:`model_randomization` (Adebayo et al.
   2018, cascading or independent) and :func:`plot_randomization`.
 - :func:`compare`: methods x metrics in one :class:`MetricTable`, with runtime, peak memory and
@@ -38,7 +49,9 @@ from ._maps import (
     spearman,
     ssim,
 )
+from .axiomatic import completeness, input_invariance, non_sensitivity, shifted_model
 from .compare import DEFAULT_METHODS, DEFAULT_METRICS, METRICS, MetricTable, compare, plot_curves
+from .complexity import complexity, effective_complexity
 from .faithfulness import (
     Curve,
     auc,
@@ -51,16 +64,44 @@ from .faithfulness import (
     pixel_flipping,
     road,
 )
-from .localization import pointing_game, relevance_mass, relevance_rank
-from .robustness import max_sensitivity, sparseness
+from .faithfulness_more import (
+    faithfulness_correlation,
+    faithfulness_estimate,
+    infidelity,
+    irof,
+    monotonicity,
+    monotonicity_correlation,
+    pearson,
+    region_perturbation,
+    selectivity,
+    sensitivity_n,
+    sufficiency,
+)
+from .localization import (
+    attribution_localisation,
+    focus,
+    mosaic,
+    pointing_game,
+    relevance_mass,
+    relevance_rank,
+    top_k_intersection,
+)
+from .localization import auc as localisation_auc
+from .robustness import avg_sensitivity, local_lipschitz_estimate, max_sensitivity, sparseness
 from .sanity import Randomization, model_randomization, plot_randomization, randomizable_layers
 
 __all__ = [
     "compare", "MetricTable", "plot_curves", "METRICS", "DEFAULT_METHODS", "DEFAULT_METRICS",
     "Curve", "auc", "deletion", "insertion", "pixel_flipping", "road", "noisy_linear_imputation",
     "average_drop", "increase_in_confidence", "confidence_scores",
+    "faithfulness_correlation", "faithfulness_estimate", "monotonicity",
+    "monotonicity_correlation", "sensitivity_n", "region_perturbation", "selectivity", "irof",
+    "infidelity", "sufficiency", "pearson",
     "pointing_game", "relevance_mass", "relevance_rank", "boxes_to_masks",
-    "max_sensitivity", "sparseness",
+    "top_k_intersection", "attribution_localisation", "localisation_auc", "focus", "mosaic",
+    "max_sensitivity", "avg_sensitivity", "local_lipschitz_estimate", "sparseness",
+    "complexity", "effective_complexity",
+    "completeness", "non_sensitivity", "input_invariance", "shifted_model",
     "model_randomization", "Randomization", "randomizable_layers", "plot_randomization",
     "saliency_map", "normalized", "spearman", "ssim", "random_map", "centre_map",
     "REFERENCE_MAPS",

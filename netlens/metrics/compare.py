@@ -13,7 +13,10 @@ from torch import nn
 from .._runtime import auto_batch_size, guarded, prepare
 from .._util import progress_bar
 from ..targets import TargetLike
+from . import axiomatic as axiom
+from . import complexity as cx
 from . import faithfulness as fa
+from . import faithfulness_more as fm2
 from . import localization as lo
 from . import robustness as ro
 from ._maps import (
@@ -42,13 +45,32 @@ METRICS: dict[str, tuple[str, bool]] = {
     "pixel_flipping": ("curve", True),
     "road_morf": ("curve", False),
     "road_lerf": ("curve", True),
+    "region_perturbation": ("curve", True),
+    "selectivity": ("curve", False),
     "average_drop": ("model", False),
     "increase_in_confidence": ("model", True),
     "pointing_game": ("mask", True),
     "relevance_mass": ("mask", True),
     "relevance_rank": ("mask", True),
+    "top_k_intersection": ("mask", True),
+    "attribution_localisation": ("mask", True),
+    "localisation_auc": ("mask", True),
     "max_sensitivity": ("method", False),
+    "avg_sensitivity": ("method", False),
+    "local_lipschitz_estimate": ("method", False),
+    "input_invariance": ("method", True),
     "sparseness": ("map", True),
+    "complexity": ("map", False),
+    "effective_complexity": ("map", False),
+    "completeness": ("model", False),
+    "non_sensitivity": ("model", False),
+    "faithfulness_correlation": ("model", True),
+    "faithfulness_estimate": ("model", True),
+    "monotonicity": ("model", True),
+    "monotonicity_correlation": ("model", True),
+    "irof": ("model", True),
+    "infidelity": ("model", False),
+    "sufficiency": ("model", True),
 }
 
 
@@ -240,17 +262,36 @@ def _metric(metric: str, fm: nn.Module, net: nn.Module, x: torch.Tensor, attr: t
             batch_size: int | None, progress: bool | None, gen: torch.Generator,
             ) -> tuple[torch.Tensor, fa.Curve | None]:
     kind = METRICS[metric][0]
-    if metric != "max_sensitivity":
+    if kind in ("mask", "map"):
         mo.setdefault("reduce", reduce)
     if kind == "mask":
-        return getattr(lo, metric)(attr, masks, **mo), None
-    if metric == "sparseness":
-        return ro.sparseness(attr, **mo), None
-    if metric == "max_sensitivity":
+        name = "auc" if metric == "localisation_auc" else metric
+        return getattr(lo, name)(attr, masks, **mo), None
+    if kind == "map":
+        module = ro if metric == "sparseness" else cx
+        return getattr(module, metric)(attr, **mo), None
+    if kind == "method":  # re-explains perturbed inputs with the method itself
         mo.setdefault("progress", progress)
         mo.setdefault("generator", gen)
-        return ro.max_sensitivity(net, x, t, fn, options=opts, **mo), None
+        module = axiom if metric == "input_invariance" else ro
+        return getattr(module, metric)(net, x, t, fn, options=opts, **mo), None
     mo.setdefault("batch_size", batch_size)
+    if metric == "completeness":  # the size of the gap sum(attr) - (f(x) - f(baseline))
+        return axiom.completeness(fm, x, attr, t, **mo).abs(), None
+    if metric == "non_sensitivity":
+        mo.setdefault("progress", progress)
+        return axiom.non_sensitivity(fm, x, attr, t, **mo), None
+    if metric in fm2.__all__:  # the metrics at Quantus's breadth
+        if metric != "infidelity":
+            mo.setdefault("reduce", reduce)
+        if metric != "sufficiency":
+            mo.setdefault("progress", progress)
+            mo.setdefault("generator", gen)
+        out = getattr(fm2, metric)(fm, x, attr, t, **mo)
+        if isinstance(out, fa.Curve):
+            return (out.aopc if metric == "region_perturbation" else out.auc), out
+        return out, None
+    mo.setdefault("reduce", reduce)
     if kind == "model":
         return getattr(fa, metric)(fm, x, attr, t, **mo), None
     mo.setdefault("progress", progress)
@@ -273,7 +314,8 @@ def plot_curves(table: MetricTable, curves: Sequence[str] | None = None, *,
 
     Raises:
         ValueError: the table has no curves (compare it with a curve metric: deletion,
-            insertion, pixel_flipping, road_morf or road_lerf).
+            insertion, pixel_flipping, road_morf, road_lerf, region_perturbation or
+            selectivity).
     """
     from matplotlib.figure import Figure
 
@@ -281,8 +323,9 @@ def plot_curves(table: MetricTable, curves: Sequence[str] | None = None, *,
         curves)
     names = [n for n in names if any(n in c for c in table.curves.values())]
     if not names:
-        raise ValueError("the table has no curves; compare with a curve metric (deletion, "
-                         "insertion, pixel_flipping, road_morf, road_lerf)")
+        curve_metrics = ", ".join(m for m, (kind, _) in METRICS.items() if kind == "curve")
+        raise ValueError(f"the table has no curves; compare with a curve metric "
+                         f"({curve_metrics})")
     fig = Figure(figsize=(panel_size * len(names), panel_size), layout="constrained")
     axes = fig.subplots(1, len(names), squeeze=False)[0]
     for ax, metric in zip(axes, names):

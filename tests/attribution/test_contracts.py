@@ -98,6 +98,7 @@ def test_method_contract(method, name, arch):
     out = call(method, model, x, [1, 2])
     channels = 1 if spec.output == "map" else 3
     assert out.shape == (2, channels, 32, 32) and out.dtype == x.dtype
+    assert not out.requires_grad and out.grad_fn is None  # a value, not a graph
     assert torch.isfinite(out).all()
     if spec.family != "cam":  # a CAM may be all zero
         assert out.abs().sum() > 0
