@@ -366,8 +366,13 @@ def _hvp_pass(fm: FlatModel, name: str, x: torch.Tensor, t: Target,
                 g = torch.zeros_like(a) if g is None else g
             h = None
             if g.requires_grad:  # else the layers after A are linear in it: H A = 0
-                h, = torch.autograd.grad(g, a, grad_outputs=a.detach(), retain_graph=not last,
-                                         allow_unused=True)
+                try:
+                    h, = torch.autograd.grad(g, a, grad_outputs=a.detach(),
+                                             retain_graph=not last, allow_unused=True)
+                except RuntimeError as e:  # a layer without a second derivative in torch
+                    if "not implemented" not in str(e):
+                        raise
+                    h = _hvp_by_difference(fm, name, x, t, j, a.detach())
             gs.append(g.detach())
             hs.append(torch.zeros_like(a) if h is None else h.detach())
 
@@ -376,6 +381,31 @@ def _hvp_pass(fm: FlatModel, name: str, x: torch.Tensor, t: Target,
         return m[:, 0] if t.k is None else m
 
     return maps(gs), maps(hs)
+
+
+def _hvp_by_difference(fm: FlatModel, name: str, x: torch.Tensor, t: Target, column: int,
+                       a: torch.Tensor, eps: float = 1e-4) -> torch.Tensor:
+    """``H A`` as the central difference of the gradient along ``A``,
+    ``(G((1 + eps) A) - G((1 - eps) A)) / (2 eps)``, for models with a layer whose second
+    derivative torch does not implement (MobileNet v3's Hardsigmoid): two more passes."""
+    grads = []
+    for scale in (1 + eps, 1 - eps):
+        box: list[torch.Tensor] = []
+
+        def scaled(_: str, output: object, scale: float = scale) -> object:
+            torch.set_grad_enabled(True)
+            leaf = a.clone().requires_grad_(True)
+            box.append(leaf)
+            return _with_first(output, leaf * scale)
+
+        with fm.intercept(name, scaled), torch.no_grad():
+            out = model_output(fm, x, t)
+        with torch.enable_grad():
+            scores = scores_of(t, out)
+            s = scores if t.k is None else scores[:, column]
+            g, = torch.autograd.grad(s.sum(), box[0], allow_unused=True)
+        grads.append(torch.zeros_like(a) if g is None else g / scale)
+    return (grads[0] - grads[1]) / (2 * eps)
 
 
 def _warn_if_blank(grads: torch.Tensor, name: str) -> None:

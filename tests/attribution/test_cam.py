@@ -96,7 +96,9 @@ ORACLES = ("gradcam", "hirescam", "layercam", "xgradcam", "gradcam_pp", "eigenca
 # the variants of cam_variants.py, checked against their definitions and the peers in
 # tests/attribution/test_cam_variants.py
 VARIANT_TESTS = {"gradcam_elementwise", "eigengradcam", "cam", "ablationcam", "sscam", "iscam",
-                 "smoothgradcam_pp", "randomcam"}
+                 "smoothgradcam_pp", "randomcam",
+                 # and in tests/attribution/test_cam_options.py
+                 "kpcacam", "shapleycam", "finercam"}
 
 
 def run(spec, model, x, target=None, **options):

@@ -39,8 +39,8 @@ def resnet():
 def run(method: str, model, x, target, batch_size):
     spec = METHODS[method]
     options = dict(spec.cheap, batch_size=batch_size)
-    if spec.layer:  # few channels: few score-CAM passes
-        options["layer"] = "layer1"
+    if spec.layer:  # few channels: few score-CAM passes (CAM needs the layer its head reads)
+        options["layer"] = "layer4" if spec.linear_head else "layer1"
     if "generator" in spec.parameters:  # the noise (or a random baseline) seeded the same
         options["generator"] = torch.Generator().manual_seed(0)
     if spec.progress:
