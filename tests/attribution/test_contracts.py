@@ -41,14 +41,22 @@ def arch():
     return get
 
 
-CASES = [pytest.param(m, a, id=f"{m}-{a}") for a in ARCHS for m in METHODS]
+# The methods of multiplied passes (spec.progress: samples, masks, windows, steps) are held to
+# the contract on resnet18, mobilenet_v3_small and the ViT; on GoogLeNet and DenseNet121 (about
+# 1,000 channels at the last layer: a Score-CAM-like method makes B x 1,000 passes) they cost
+# 5-30 s a case, and their functional ReLUs and concatenations are covered by the single-pass
+# methods of every family and by the methods' own tests.
+HEAVY_ARCHS = {"googlenet", "densenet121"}
+CASES = [pytest.param(m, a, id=f"{m}-{a}") for a in ARCHS for m in METHODS
+         if not (METHODS[m].progress and a in HEAVY_ARCHS)]
 # the architectures whose classifier is not a global-average-pool + one linear layer (an MLP
 # head, a class token), where a method with MethodSpec.linear_head is refused
 NO_LINEAR_HEAD = {"mobilenet_v3_small", "vit"}
 
 
 def test_registry_generates_cases():
-    assert len(METHODS) >= 14 and len(CASES) == len(METHODS) * len(ARCHS) > 0
+    heavy = sum(1 for s in METHODS.values() if s.progress) * len(HEAVY_ARCHS)
+    assert len(METHODS) >= 14 and len(CASES) == len(METHODS) * len(ARCHS) - heavy > 0
     assert set(CAM_METHODS) <= set(METHODS)
     assert CAM_METHODS == {n for n, s in METHODS.items() if s.family == "cam" and s.output == "map"}
 
