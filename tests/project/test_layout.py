@@ -83,6 +83,7 @@ TESTED_ELSEWHERE = {
     "netlens/attribution/rise.py": "tests/attribution/test_blackbox.py",
     "netlens/attribution/surrogate.py": "tests/attribution/test_blackbox.py",
     "netlens/attribution/shap.py": "tests/attribution/test_gradient_shap.py",
+    "netlens/metrics/faithfulness_more.py": "tests/metrics/test_faithfulness_quantus.py",
     # the files written by the demo, the gallery and the command line
     "netlens/export.py": "tests/test_demo.py, tests/test_cli.py",
     # MethodSpec: the generated contract tests check every spec against its function
