@@ -170,7 +170,7 @@ _SPECS = [
                paper="Zhou et al., \"Learning Deep Features for Discriminative Localization\", "
                      "CVPR 2016",
                summary="channels weighted by the classifier's weights of the class",
-               gradients=False, linear_head=True, **_CAM),
+               gradients=False, linear_head=True, classifier=True, **_CAM),
     MethodSpec("ablationcam", ablationcam,
                paper="Desai & Ramaswamy, \"Ablation-CAM: Visual Explanation for Deep "
                      "Convolutional Network via Gradient-free Localization\", WACV 2020",
@@ -205,7 +205,8 @@ _SPECS = [
     MethodSpec("finercam", finercam,
                paper="Zhang et al., \"Finer-CAM: Spotting the Difference Reveals Finer Details "
                      "for Visual Explanation\", CVPR 2025",
-               summary="Grad-CAM of the target against its most similar classes", **_CAM),
+               summary="Grad-CAM of the target against its most similar classes",
+               classifier=True, **_CAM),
     MethodSpec("fullgrad", fullgrad, "map", "gradient",
                "Srinivas & Fleuret, \"Full-Gradient Representation for Neural Network "
                "Visualization\", NeurIPS 2019",

@@ -35,6 +35,12 @@ Family = Literal["gradient", "cam", "perturbation", "rule", "transformer"]
 class AttributionMethod(Protocol):
     """The signature every attribution method follows."""
 
+    @property
+    def restricted(self) -> bool:
+        """Whether the method is defined on some models and targets only (``attention=False``,
+        ``linear_head`` or ``classifier``), refusing the others with a ``ValueError``."""
+        return not self.attention or self.linear_head or self.classifier
+
     def __call__(self, model: nn.Module, x: torch.Tensor, target: TargetLike = None,
                  **options: Any) -> torch.Tensor: ...
 
@@ -61,6 +67,9 @@ class MethodSpec:
             networks) raises a ``ValueError`` naming the first layer it has no rule for.
         linear_head: whether it needs a global-average-pool + linear classifier after its
             layer (the original CAM); on other heads it raises a ``ValueError`` that says so.
+        classifier: whether it needs a classifier: ``(B, N)`` logits with ``N > 1`` and a
+            class target of them (it compares classes, or reads the classifier's weights);
+            on other models and targets it raises a ``ValueError`` that says so.
         cheap: options that make it fast enough for demos and tests (few steps, samples or
             windows), e.g. ``{"n": 4}``.
         paper: the reference: authors, title, venue and year.
@@ -80,6 +89,7 @@ class MethodSpec:
     progress: bool = False
     attention: bool = True
     linear_head: bool = False
+    classifier: bool = False
     cheap: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -96,6 +106,12 @@ class MethodSpec:
             raise ValueError(f"{self.name}: cheap options {sorted(unknown)} are not options of "
                              "the function")
         object.__setattr__(self, "cheap", MappingProxyType(dict(self.cheap)))
+
+    @property
+    def restricted(self) -> bool:
+        """Whether the method is defined on some models and targets only (``attention=False``,
+        ``linear_head`` or ``classifier``), refusing the others with a ``ValueError``."""
+        return not self.attention or self.linear_head or self.classifier
 
     def __call__(self, model: nn.Module, x: torch.Tensor, target: TargetLike = None,
                  **options: Any) -> torch.Tensor:
