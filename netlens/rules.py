@@ -540,8 +540,9 @@ class ZBox(LRPRule):
     ``R_in = a W^T s - low W+^T s - high W-^T s``, ``s = R / (z - f(low; W+) - f(high; W-))``.
 
     Args:
-        low, high: the lowest and highest input values: floats, or tensors broadcastable to
-            one input ``(1, C, H, W)`` (per channel: ``(1, C, 1, 1)``).
+        low: the lowest input value: a float, or a tensor broadcastable to one input
+            ``(1, C, H, W)`` (per channel: ``(1, C, 1, 1)``).
+        high: the highest input value, as ``low``.
     """
 
     def __init__(self, low: float | torch.Tensor, high: float | torch.Tensor,

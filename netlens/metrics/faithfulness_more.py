@@ -370,8 +370,9 @@ def monotonicity_correlation(
             B), generator=generator)`` with ``(lo, hi) = fill_range``.
         fill_range: the range of the drawn values.
         eps: clean scores below this in magnitude are not divided by.
-        Other arguments as :func:`faithfulness_estimate` (``score`` by default ``"softmax"``,
-        as Quantus).
+
+    Other arguments as :func:`faithfulness_estimate` (``score`` by default ``"softmax"``, as
+    Quantus).
 
     Returns:
         ``(B,)`` float64 rank correlations (ties get average ranks).
@@ -477,8 +478,9 @@ def region_perturbation(
         patch_size: the side of the squares in pixels.
         order: ``"morf"``, ``"lerf"`` or ``"random"``.
         regions: the number of patches removed (at most all); None: all.
-        Other arguments as :func:`faithfulness_correlation` (patches always cover all channels;
-        ``score`` by default ``"softmax"``, as Quantus).
+
+    Other arguments as :func:`faithfulness_correlation` (patches always cover all channels;
+    ``score`` by default ``"softmax"``, as Quantus).
 
     Returns:
         A :class:`~netlens.metrics.Curve` with ``fractions`` (the fraction of patches removed)
@@ -544,8 +546,9 @@ def irof(
         n_segments: the approximate superpixel count of the default segmentation.
         baseline: see the module docstring; default each image's channel means.
         normalize: see above.
-        Other arguments as :func:`faithfulness_correlation` (``score`` by default
-        ``"softmax"``, as Quantus).
+
+    Other arguments as :func:`faithfulness_correlation` (``score`` by default ``"softmax"``, as
+    Quantus).
 
     Returns:
         ``(B,)`` float64 areas over the curves.
@@ -620,7 +623,8 @@ def infidelity(
             is ``x - I``), instead of the draw ``noise * torch.randn((samples, B, C, H, W),
             generator=generator)``.
         normalize: scale the attribution sums by ``beta`` first (Captum's ``normalize``).
-        Other arguments as :func:`faithfulness_correlation`.
+
+    Other arguments as :func:`faithfulness_correlation`.
 
     Returns:
         ``(B,)`` infidelities, in the images' dtype.
@@ -677,8 +681,10 @@ def sufficiency(
         target: the labels compared: None, the predicted classes (the paper's); else a class
             target (:mod:`netlens.targets`), its classes.
         threshold: the closeness threshold on the normalized distance, in [0, 1].
-        reduce, per_channel: the features compared (default ``|attr|`` summed over channels).
-        batch_size, max_memory: as :func:`faithfulness_correlation` (for the predictions).
+        reduce: how the features compared are read (default ``|attr|`` summed over channels).
+        per_channel: compare every channel value instead of pixels.
+        batch_size: as :func:`faithfulness_correlation` (for the predictions).
+        max_memory: as :func:`faithfulness_correlation`.
 
     Returns:
         ``(B,)`` float64 fractions; 0.0 for an image with no close neighbour.
