@@ -399,7 +399,7 @@ def deeplift_shap(
     model: nn.Module, x: torch.Tensor, target: TargetLike = None, *, baselines: object = None,
     batch_size: int | None = None, generator: torch.Generator | None = None,
 ) -> torch.Tensor:
-    """DeepLiftShap: the mean of :func:`deeplift` over a distribution of baselines.
+    """DeepLiftShap: DeepLift averaged over a distribution of baselines (:func:`deeplift`).
 
     Lundberg & Lee, "A Unified Approach to Interpreting Model Predictions", NeurIPS 2017 (with
     Shrikumar et al.'s DeepLift, ICML 2017), as Captum's ``DeepLiftShap``. The attributions of
