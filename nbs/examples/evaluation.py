@@ -58,12 +58,14 @@ x, y, masks = batch.images, batch.labels, batch.masks
 print(x.shape, masks.shape, f"object area: {masks.float().mean():.3f} of the image")
 
 # %% [markdown]
-# ## Every method, every metric, one table
+# ## The methods, every metric, one table
 #
 # `nl.metrics.compare` runs each method once (timing it and measuring its peak memory),
 # then every metric on its maps. Input attributions are read as |attribution| summed over
-# the colour channels; CAMs and occlusion as they are. Fewer integration steps and
-# SmoothGrad samples than the defaults keep this notebook fast; the curves use 6 steps.
+# the colour channels; CAMs and occlusion as they are. Every single-pass method is here, and
+# of the methods that multiply passes (samples, steps, masks) integrated gradients,
+# SmoothGrad and occlusion, with fewer passes than their defaults to keep this notebook fast;
+# the black-box methods are compared in the `blackbox` notebook. The curves use 6 steps.
 
 # %%
 options = {
@@ -73,7 +75,8 @@ options = {
 }
 table = nl.metrics.compare(
     model, x, y, masks=masks,
-    methods=[*METHODS, "random", "centre"],
+    methods=[*(name for name, spec in METHODS.items() if not spec.progress),
+             *options, "random", "centre"],
     metrics=["deletion", "insertion", "pointing_game", "relevance_mass",
              "relevance_rank", "sparseness"],
     options=options,

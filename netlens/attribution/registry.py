@@ -35,12 +35,6 @@ Family = Literal["gradient", "cam", "perturbation", "rule", "transformer"]
 class AttributionMethod(Protocol):
     """The signature every attribution method follows."""
 
-    @property
-    def restricted(self) -> bool:
-        """Whether the method is defined on some models and targets only (``attention=False``,
-        ``linear_head`` or ``classifier``), refusing the others with a ``ValueError``."""
-        return not self.attention or self.linear_head or self.classifier
-
     def __call__(self, model: nn.Module, x: torch.Tensor, target: TargetLike = None,
                  **options: Any) -> torch.Tensor: ...
 
