@@ -263,7 +263,9 @@ def write(out_dir: str | Path, results: dict[str, StageResult], ctx: Context, *,
                     {"src": curves, "caption": "deletion and insertion curves", "width": 600}]})
         sections.append(section)
     if summary and "attribution" in results:
-        save_figure(attribution_figure(results["attribution"]), out / "shapes_demo.png", dpi=72)
+        # every method in one row per image: small panels keep it under 4,000 pixels wide
+        save_figure(attribution_figure(results["attribution"], panel=0.8), out / "shapes_demo.png",
+                    dpi=72)
         files.append({"path": "shapes_demo.png", "kind": "image", "stage": "summary"})
         sections.insert(0, {"title": "Summary", "rows": [{"items": [
             {"src": "shapes_demo.png", "caption": "every attribution method at a glance",
