@@ -19,7 +19,7 @@ import contextlib
 import math
 import numbers
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
@@ -34,7 +34,7 @@ from .targets import _class_scores as class_scores
 __all__ = [
     "DEFAULT_MAX_MEMORY", "as_flat", "prepare", "guarded", "chunks", "auto_batch_size",
     "check_count", "check_generator", "check_real", "check_unit_image", "bind", "bind_part",
-    "model_output", "scores_of", "grad", "with_k", "progress_bar", "user_stacklevel",
+    "model_output", "along_path", "scores_of", "grad", "with_k", "progress_bar", "user_stacklevel",
     "NetlensWarning", "first_tensor", "TRAINING_WARNING", "warn_if_training",
 ]
 
@@ -325,3 +325,34 @@ def with_k(t: torch.Tensor, k: int | None) -> torch.Tensor:
     """``t`` ``(B, ...)`` with a K axis ``(B, 1, ...)`` to broadcast against ``(B, K, ...)``
     when there are several targets; unchanged otherwise."""
     return t if k is None else t.unsqueeze(1)
+
+
+def along_path(
+    fm: FlatModel, x: torch.Tensor, target: Target, count: int,
+    point: Callable[[int, slice], torch.Tensor],
+    add: Callable[[int, slice, torch.Tensor], None], *, batch_size: int,
+    progress: bool | None, desc: str,
+) -> None:
+    """Gradients at ``count × B`` points, ``batch_size`` points per pass.
+
+    Point ``(k, b)`` is ``point(k, rows)[b - rows.start]``; points are visited in sample-major
+    order (k, then b), and ``add(k, rows, grads)`` receives each sample's gradients in that
+    order, whatever the chunking. ``target`` is bound to the clean images.
+    """
+    batch = x.shape[0]
+    with progress_bar(count * batch, progress, desc) as bar:
+        for part in chunks(count * batch, batch_size):
+            groups = [(k, slice(max(part.start - k * batch, 0), min(part.stop - k * batch, batch)))
+                      for k in range(part.start // batch, (part.stop - 1) // batch + 1)]
+            points = torch.cat([point(k, rows) for k, rows in groups]).detach()
+            points.requires_grad_(True)
+            images = torch.cat([torch.arange(rows.start, rows.stop) for _, rows in groups])
+            out = model_output(fm, points, target)
+            grads = grad(scores_of(target.take(images), out), points, k=target.k,
+                         allow_unused=True)
+            start = 0
+            for k, rows in groups:
+                stop = start + rows.stop - rows.start
+                add(k, rows, grads[start:stop])
+                start = stop
+            bar.update(part.stop - part.start)

@@ -22,7 +22,7 @@ import contextlib
 import math
 import numbers
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Literal, overload
 
 import torch
@@ -31,6 +31,7 @@ from torch import nn
 
 from .. import rules
 from .._runtime import (
+    along_path,
     auto_batch_size,
     bind,
     bind_part,
@@ -42,7 +43,6 @@ from .._runtime import (
     guarded,
     model_output,
     prepare,
-    progress_bar,
     scores_of,
     user_stacklevel,
     with_k,
@@ -111,37 +111,6 @@ def _forward_scores(fm: FlatModel, x: torch.Tensor, target: Target,
     with torch.no_grad():
         return torch.cat([scores_of(target.take(p), model_output(fm, x[p], target))
                           for p in chunks(x.shape[0], batch_size)])
-
-
-def _along_path(
-    fm: FlatModel, x: torch.Tensor, target: Target, count: int,
-    point: Callable[[int, slice], torch.Tensor],
-    add: Callable[[int, slice, torch.Tensor], None], *, batch_size: int,
-    progress: bool | None, desc: str,
-) -> None:
-    """Gradients at ``count × B`` points, ``batch_size`` points per pass.
-
-    Point ``(k, b)`` is ``point(k, rows)[b - rows.start]``; points are visited in sample-major
-    order (k, then b), and ``add(k, rows, grads)`` receives each sample's gradients in that
-    order, whatever the chunking. ``target`` is bound to the clean images.
-    """
-    batch = x.shape[0]
-    with progress_bar(count * batch, progress, desc) as bar:
-        for part in chunks(count * batch, batch_size):
-            groups = [(k, slice(max(part.start - k * batch, 0), min(part.stop - k * batch, batch)))
-                      for k in range(part.start // batch, (part.stop - 1) // batch + 1)]
-            points = torch.cat([point(k, rows) for k, rows in groups]).detach()
-            points.requires_grad_(True)
-            images = torch.cat([torch.arange(rows.start, rows.stop) for _, rows in groups])
-            out = model_output(fm, points, target)
-            grads = grad(scores_of(target.take(images), out), points, k=target.k,
-                         allow_unused=True)
-            start = 0
-            for k, rows in groups:
-                stop = start + rows.stop - rows.start
-                add(k, rows, grads[start:stop])
-                start = stop
-            bar.update(part.stop - part.start)
 
 
 def _per_image(values: torch.Tensor) -> torch.Tensor:
@@ -297,7 +266,7 @@ def smooth_grad(
                 spread[rows] += delta * (g - total[rows])
 
         with relu_rule(fm) if guided else contextlib.nullcontext():
-            _along_path(fm, x, t, n, point, add, batch_size=batch_size,
+            along_path(fm, x, t, n, point, add, batch_size=batch_size,
                         progress=progress, desc="SmoothGrad")
     return spread / n if variant == "vargrad" else total / n
 
@@ -480,7 +449,7 @@ def integrated_gradients(
             total[rows] += weight[k] * g
 
         with relu_rule(fm) if guided else contextlib.nullcontext():
-            _along_path(fm, x, t, len(alphas), point, add, batch_size=batch_size,
+            along_path(fm, x, t, len(alphas), point, add, batch_size=batch_size,
                         progress=progress, desc="Integrated gradients")
         attr = with_k(diff, t.k) * total
         if not return_delta:

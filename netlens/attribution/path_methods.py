@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from .._runtime import (
+    along_path,
     auto_batch_size,
     bind,
     check_count,
@@ -41,7 +42,7 @@ from .._runtime import (
     with_k,
 )
 from ..targets import TargetLike
-from .gradients import _along_path, baseline_image
+from .gradients import baseline_image
 
 __all__ = ["blur_ig", "guided_ig", "gaussian_blur"]
 
@@ -208,7 +209,7 @@ def blur_ig(
             if rows.stop == x.shape[0]:
                 del cache[k]  # the last images of step k: it is never needed again
 
-        _along_path(fm, x, t, steps, point, add, batch_size=batch_size, progress=progress,
+        along_path(fm, x, t, steps, point, add, batch_size=batch_size, progress=progress,
                     desc="Blur IG")
     return total
 

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from .._runtime import (
+    along_path,
     auto_batch_size,
     bind,
     check_count,
@@ -26,7 +27,6 @@ from .._runtime import (
 )
 from ..targets import TargetLike
 from .deeplift import baseline_bank
-from .gradients import _along_path
 
 __all__ = ["gradient_shap"]
 
@@ -120,6 +120,6 @@ def gradient_shap(
             if rows.stop == batch:
                 del drawn[k]
 
-        _along_path(fm, x, t, n, point, add, batch_size=batch_size, progress=progress,
+        along_path(fm, x, t, n, point, add, batch_size=batch_size, progress=progress,
                     desc="GradientShap")
     return total / n
