@@ -31,11 +31,13 @@ if TYPE_CHECKING:  # matplotlib is imported lazily: it costs about a second
 __all__ = [
     "Reduce",
     "explain",
+    "factorization_overlay",
     "grid",
     "normalize_map",
     "overlay",
     "positive_negative_saliency",
     "show",
+    "show_factorization",
     "show_maps",
 ]
 
@@ -560,6 +562,116 @@ def explain(
         first = _EXPLAIN_TITLES[kind]
         names += [labels[i] if labels is not None else first[0], *first[1:]]
     return grid(panels, names, ncols=3, cmap="gray", panel_size=panel_size)
+
+
+def factorization_overlay(
+    image: Tensor, maps: Tensor, alpha: float = 0.6, cmap: str | Colormap = "hsv",
+    mean: Stats = IMAGENET_MEAN, std: Stats = IMAGENET_STD,
+) -> np.ndarray:
+    """One image with its concepts painted over it (pytorch-grad-cam's
+    ``show_factorization_on_image``): each concept's map scaled to [0, 1] by its maximum
+    over the image; each pixel takes the colour of its strongest concept (concept ``j`` of
+    ``k`` gets ``cmap(j / k)``), blended with weight ``alpha`` times that concept's scaled
+    strength, so a pixel no concept claims keeps the image's colour.
+
+    Args:
+        image: ``(C, H, W)`` or ``(1, C, H, W)``, normalized with ``mean``/``std``.
+        maps: ``(k, H', W')`` non-negative concept maps (one image's
+            :attr:`~netlens.attribution.factorization.Factorization.maps`), resized to the image.
+        alpha: the most weight of a concept's colour, in ``[0, 1]``.
+        cmap: the concepts' colours.
+        mean: the mean ``image`` was normalized with; ``None`` if it was not shifted.
+        std: the std ``image`` was normalized with; ``None`` if it was not scaled.
+
+    Returns:
+        A float32 array ``(H, W, 3)`` in ``[0, 1]``.
+
+    Example:
+        >>> factorization_overlay(torch.rand(3, 8, 8), torch.rand(2, 4, 4), mean=None,
+        ...                       std=None).shape
+        (8, 8, 3)
+    """
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+    if not isinstance(maps, Tensor) or maps.ndim != 3:
+        raise ValueError(f"maps must be one image's concept maps (k, H', W'), got "
+                         f"{getattr(maps, 'shape', type(maps).__name__)}")
+    img = to_numpy(image, *_stats_for(image, mean, std))
+    if img.shape[-1] == 1:
+        img = np.repeat(img, 3, axis=-1)
+    h, w = img.shape[:2]
+    m = maps.detach().double().cpu().clamp_min(0)
+    if tuple(m.shape[-2:]) != (h, w):
+        m = F.interpolate(m[None], size=(h, w), mode="bilinear", align_corners=False)[0]
+    top = m.amax(dim=(-2, -1), keepdim=True)
+    m = torch.where(top > 0, m / torch.where(top > 0, top, torch.ones_like(top)),
+                    torch.zeros_like(m))
+    strength, which = m.max(dim=0)
+    k = int(m.shape[0])
+    colours = np.asarray([_colormap(cmap)(j / k)[:3] for j in range(k)])
+    colour = colours[which.numpy()]
+    weight = (alpha * strength.numpy())[..., None]
+    return np.clip((1.0 - weight) * img + weight * colour, 0.0, 1.0).astype(np.float32)
+
+
+def show_factorization(
+    x: Tensor, factorization: object, *, labels: Sequence[str] | None = None, top: int = 2,
+    alpha: float = 0.6, cmap: str | Colormap = "hsv", mean: Stats = IMAGENET_MEAN,
+    std: Stats = IMAGENET_STD, panel_size: float = _PANEL_INCHES,
+) -> Figure:
+    """Deep feature factorization's concepts over each image, with each concept's classes.
+
+    One row per image: the image and :func:`factorization_overlay`; a legend gives each
+    concept's colour and, where the factorization has class scores, its ``top`` classes with
+    their softmax probability (``labels[c]`` names class ``c``).
+
+    Args:
+        x: the images ``(B, C, H, W)`` that were factorized, normalized with ``mean``/``std``.
+        factorization: what :func:`~netlens.attribution.factorization.deep_feature_factorization`
+            returned for ``x``.
+        labels: class names, indexed by class.
+        top: classes named per concept.
+        alpha: see :func:`factorization_overlay`.
+        cmap: see :func:`factorization_overlay`.
+        mean: the mean ``x`` was normalized with; ``None`` if it was not shifted.
+        std: the std ``x`` was normalized with; ``None`` if it was not scaled.
+        panel_size: size of one panel in inches.
+
+    Returns:
+        A ``matplotlib.figure.Figure`` with 2B axes.
+
+    Example:
+        >>> import torchvision
+        >>> from netlens.attribution.factorization import deep_feature_factorization
+        >>> m = torchvision.models.resnet18().eval()
+        >>> x = torch.rand(1, 3, 64, 64)
+        >>> len(show_factorization(x, deep_feature_factorization(m, x, k=2)).axes)
+        2
+    """
+    from matplotlib.patches import Patch
+
+    maps = getattr(factorization, "maps", None)
+    if not isinstance(x, Tensor) or x.ndim != 4:
+        raise ValueError(f"x must be the factorized images (B, C, H, W), got "
+                         f"{getattr(x, 'shape', type(x).__name__)}")
+    if not isinstance(maps, Tensor) or maps.ndim != 4 or maps.shape[0] != x.shape[0]:
+        raise ValueError("factorization must be what deep_feature_factorization returned for "
+                         f"these {x.shape[0]} images (its maps are (B, k, H, W))")
+    k = int(maps.shape[1])
+    names = [f"concept {j}" for j in range(k)]
+    if getattr(factorization, "scores", None) is not None:
+        for j, classes in enumerate(factorization.top_classes(top)):  # type: ignore[attr-defined]
+            said = ", ".join(f"{labels[c] if labels is not None else c} {100 * p:.2g}%"
+                             for c, p in classes)
+            names[j] += f": {said}"
+    fig, cells = _figure(int(x.shape[0]), 1, 2, panel_size)
+    for i, cell in enumerate(cells):
+        axes = cell.subplots(1, 2, squeeze=False)[0]
+        _imshow(axes[0], to_numpy(x[i], *_stats_for(x[i], mean, std)))
+        _imshow(axes[1], factorization_overlay(x[i], maps[i], alpha, cmap, mean, std))
+    handles = [Patch(color=_colormap(cmap)(j / k), label=n) for j, n in enumerate(names)]
+    fig.legend(handles=handles, loc="outside lower center", fontsize="small")
+    return fig
 
 
 def _rgb_array(t: Tensor) -> np.ndarray:

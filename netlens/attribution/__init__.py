@@ -55,6 +55,7 @@ from .deconvnet import deconvnet
 from .deeplift import deeplift, deeplift_shap
 from .excitation import excitation_backprop
 from .extremal import extremal_perturbation
+from .factorization import Factorization, deep_feature_factorization
 from .gradients import (
     baseline_image,
     guided_backprop,
@@ -313,6 +314,6 @@ __all__ = [
     "lrp", "deeplift", "deeplift_shap", "gradient_shap", "excitation_backprop", "occlusion",
     "feature_ablation", "feature_permutation", "rise", "lime", "kernel_shap", "shapley_sampling",
     "noise_tunnel", "blur_ig", "guided_ig", "extremal_perturbation", "xrai",
-    "cam_driver",
+    "cam_driver", "deep_feature_factorization", "Factorization",
     "CamContext", "baseline_image", "AUGMENTATIONS", "Fuse", "Layers",
 ]
