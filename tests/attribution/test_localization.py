@@ -25,16 +25,26 @@ N_IMAGES = 200
 PASSES = {"n": 8, "steps": 16, "window": 16, "stride": 8}
 
 
-# the methods' own cuts (samples, permutations, steps), and the methods that make hundreds of
-# passes per image, run on the first FEW images
-OPTIONS = {"rise": {"n": 500}, "lime": {"n": 64, "segments": 4},
-           "kernel_shap": {"n": 64, "segments": 4},
-           "shapley_sampling": {"n_permutations": 2, "segments": 4}, "sscam": {"n": 2},
-           "iscam": {"n": 2}, "smoothgradcam_pp": {"n": 4}, "extremal_perturbation": {"steps": 64},
-           "xrai": {"options": {"steps": 8}}}
-FEW = 48
-COSTLY = {"ablationcam", "sscam", "iscam", "rise", "lime", "kernel_shap", "shapley_sampling",
-          "feature_ablation", "extremal_perturbation", "xrai", "guided_ig"}
+# CAMs (and FullGrad, a CAM of every layer's bias gradients) are checked on 500 images against
+# their measured figures (test_cam_variants_localize_on_500_images); the black-box and path
+# methods on 200 (test_black_box_methods_localize_on_200_images), with the options below
+# (samples, steps, superpixels: what keeps each at seconds); the others by the generic test.
+CAMS = [name for name, spec in METHODS.items() if spec.family == "cam"] + ["fullgrad"]
+BLACK_BOX = ["rise", "feature_ablation", "lime", "kernel_shap", "shapley_sampling", "occlusion",
+             "blur_ig", "guided_ig", "noise_tunnel", "xrai", "extremal_perturbation"]
+GENERIC = [name for name in METHODS if name not in CAMS and name not in BLACK_BOX]
+OPTIONS = {"sscam": {"n": 1}, "iscam": {"n": 2}, "smoothgradcam_pp": {"n": 4},
+           "rise": {"n": 64, "cells": 4}, "lime": {"n": 64}, "kernel_shap": {"n": 64},
+           "shapley_sampling": {"n_permutations": 1}, "occlusion": {"window": 16, "stride": 8},
+           "blur_ig": {"steps": 8}, "guided_ig": {"steps": 8}, "noise_tunnel": {"n": 4},
+           "xrai": {"options": {"steps": 4}},
+           # 100 steps (of the paper's 800) with the paper's 20-pixel blur: the default blur,
+           # scaled to the image (5.7 px at 64 px), leaves these objects recognizable, so the
+           # masks get no signal (measured on 24 images: mass 0.054 at the default blur, 0.171
+           # at 20 px; 0.063 after 30 steps)
+           "extremal_perturbation": {"steps": 100, "areas": 0.1, "max_blur": 20.0}}
+SUPERPIXELS = {"feature_ablation": "mask", "lime": "segments", "kernel_shap": "segments",
+               "shapley_sampling": "segments"}  # SLIC, 16 superpixels per image
 
 
 def options(method: str) -> dict:
@@ -68,8 +78,7 @@ def attributions(shapes):
             elif method == "centre":
                 cache[method] = M.centre_map(model, batch.images)
             else:
-                n = FEW if method in COSTLY else N_IMAGES
-                cache[method] = METHODS[method](model, batch.images[:n], batch.labels[:n],
+                cache[method] = METHODS[method](model, batch.images, batch.labels,
                                                 **options(method))
         return cache[method]
 
@@ -88,11 +97,11 @@ def test_metrics_on_oracle_and_random_maps(shapes):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("method", list(METHODS))
+@pytest.mark.parametrize("method", GENERIC)
 def test_method_localizes_the_object(shapes, attributions, method):
     model, batch = shapes
     attr, reduce = attributions(method), method_reduce(method)
-    masks = batch.masks[:attr.shape[0]]
+    masks = batch.masks
     mass = M.relevance_mass(attr, masks, reduce=reduce).mean().item()
     area = masks.float().mean().item()
     pointing = M.pointing_game(attr, masks, reduce=reduce).mean().item()
@@ -103,19 +112,100 @@ def test_method_localizes_the_object(shapes, attributions, method):
         # an area of 0.057, above a random map's but not by 1.5x.
         assert mass > area, "deconvnet does not beat a random map on relevance mass"
         return
-    if method == "extremal_perturbation":  # named on purpose: cut to 64 of its 800 steps here
-        # measured: mass 0.089 for an area of 0.058 on 48 images; the full run localizes in
-        # tests/attribution/test_extremal.py (72% of the 5% mask in the evidence region)
-        assert mass > area, "extremal perturbation does not beat a random map on relevance mass"
-        return
-    if method == "randomcam":  # named on purpose: the CAMs' random baseline must lose
-        # random channel weights of non-negative activations still favour the objects a
-        # little (measured: pointing 0.33, mass 0.14 on these 200 images), far below every CAM
-        assert pointing < 0.5, "the random CAM points at the object like a real CAM"
-        return
     assert mass > 1.5 * area, f"{method} does not beat a random map on relevance mass"
-    if method == "gradcam":  # named on purpose: CONTRIBUTING.md test D14's pointing game
-        assert pointing >= 0.90
+
+
+# measured (pointing, relevance mass) on the 500 images of seed 123_458 (objects' area 0.058;
+# a uniform random map: 0.054, 0.058), with the options above
+CAM_FIGURES = {
+    "gradcam": (0.972, 0.316), "guided_gradcam": (0.888, 0.508), "gradcam_pp": (0.970, 0.267),
+    "xgradcam": (0.972, 0.316), "layercam": (0.964, 0.270), "hirescam": (0.972, 0.316),
+    "scorecam": (0.774, 0.215), "eigencam": (0.958, 0.454), "gradcam_elementwise": (0.964, 0.270),
+    "eigengradcam": (0.960, 0.447), "cam": (0.972, 0.316), "ablationcam": (0.944, 0.281),
+    "sscam": (0.560, 0.171), "iscam": (0.758, 0.195), "smoothgradcam_pp": (0.970, 0.267),
+    "kpcacam": (0.870, 0.321), "shapleycam": (0.972, 0.316), "finercam": (0.938, 0.318),
+    "fullgrad": (0.434, 0.112), "randomcam": (0.338, 0.137)}
+
+
+@pytest.fixture(scope="module")
+def shapes_500():
+    batch = make_shapes(500, seed=123_458)
+    return shapes_model(), batch
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", CAMS)
+def test_cam_variants_localize_on_500_images(shapes_500, method):
+    """Each CAM's pointing game and relevance mass on 500 fresh images, at least its measured
+    figures less 0.05; the random CAM (random channel weights of the same activations) loses to
+    every other CAM by 0.1 or more on both."""
+    model, batch = shapes_500
+    attr = METHODS[method](model, batch.images, batch.labels, **options(method))
+    reduce = method_reduce(method)
+    got = (M.pointing_game(attr, batch.masks, reduce=reduce).mean().item(),
+           M.relevance_mass(attr, batch.masks, reduce=reduce).mean().item())
+    print(f"{method}: pointing {got[0]:.3f}, relevance mass {got[1]:.3f}")
+    pointing, mass = CAM_FIGURES[method]
+    assert got[0] > pointing - 0.05 and got[1] > mass - 0.05, (method, got)
+    assert method in CAM_FIGURES and set(CAM_FIGURES) == set(CAMS)
+    floor = CAM_FIGURES["randomcam"]
+    if method == "randomcam":
+        assert got[0] < floor[0] + 0.05 and got[1] < floor[1] + 0.05, got
+        return
+    if method == "fullgrad":  # named on purpose: FullGrad sums every layer's bias gradients
+        # (input-resolution terms included), which spread its mass: above the random map
+        # (0.058) by 2x, below the random CAM's, whose maps are made of the object-centred
+        # layer3 activations
+        assert got[1] > 1.5 * batch.masks.float().mean().item() and got[0] > floor[0] + 0.05
+        return
+    assert got[0] > floor[0] + 0.1 and got[1] > floor[1] + 0.02, (method, got)
+
+
+# measured (pointing, relevance mass) on the 200 images of seed 123_457 (objects' area 0.057;
+# a uniform random map: 0.105, 0.057); extremal perturbation on the first 32 (random map:
+# 0.094, 0.060; its 100 steps are 100 forward and backward passes per image: 146 s for the
+# 200, where it measured mass 0.167)
+BLACK_BOX_FIGURES = {
+    "rise": (0.525, 0.166), "feature_ablation": (0.545, 0.379), "lime": (0.550, 0.423),
+    "kernel_shap": (0.555, 0.416), "shapley_sampling": (0.545, 0.405),
+    "occlusion": (0.405, 0.204), "blur_ig": (0.380, 0.277), "guided_ig": (0.405, 0.282),
+    "noise_tunnel": (0.565, 0.185), "xrai": (0.0, 0.196),
+    "extremal_perturbation": (0.0, 0.108)}
+EXTREMAL_IMAGES = 32
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", BLACK_BOX)
+def test_black_box_methods_localize_on_200_images(shapes, method):
+    """Each black-box or path method beats a random map on pointing game and relevance mass,
+    and reaches its measured figures less 0.05. The surrogate and Shapley methods work on SLIC
+    superpixels (16 per image): on a grid of 16 x 16-pixel cells, larger than the objects,
+    LIME and KernelSHAP with 64 samples score 0.064 (a random map's mass)."""
+    from netlens.segments import slic
+
+    model, batch = shapes
+    n = EXTREMAL_IMAGES if method == "extremal_perturbation" else N_IMAGES
+    images, labels, masks = batch.images[:n], batch.labels[:n], batch.masks[:n]
+    opts = options(method)
+    if method in SUPERPIXELS:
+        opts[SUPERPIXELS[method]] = slic(images, n_segments=16)
+    attr, reduce = METHODS[method](model, images, labels, **opts), method_reduce(method)
+    random = M.random_map(model, images, generator=torch.Generator().manual_seed(0))
+    floor = (M.pointing_game(random, masks).mean().item(),
+             M.relevance_mass(random, masks).mean().item())
+    got = (M.pointing_game(attr, masks, reduce=reduce).mean().item(),
+           M.relevance_mass(attr, masks, reduce=reduce).mean().item())
+    print(f"{method}: pointing {got[0]:.3f}, relevance mass {got[1]:.3f}, random {floor}")
+    pointing, mass = BLACK_BOX_FIGURES[method]
+    assert got[0] > pointing - 0.05 and got[1] > mass - 0.05, (method, got)
+    assert got[1] > 1.5 * floor[1], (method, got, floor)
+    if method in ("xrai", "extremal_perturbation"):  # named on purpose: flat-topped maps
+        # XRAI's map is constant on each region, an extremal mask is 1 (clamped) on its whole
+        # kept area, and the pointing game takes the first maximum in row-major order: the
+        # top-left pixel of the best region, which holds the object but is larger than it
+        # (measured: 0 of 200 hits, 0 of 32)
+        return
+    assert got[0] > floor[0] + 0.1, (method, got, floor)
 
 
 @pytest.mark.slow

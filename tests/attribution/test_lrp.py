@@ -84,12 +84,17 @@ def test_flat_composites_equal_zennit_on_resnet18(resnet18, composite):
     check_equals_zennit(resnet18, composite)
 
 
+@pytest.fixture(scope="module")
+def vgg16_bn() -> nn.Module:
+    """Built once for the five composites (its 138M float64 weights take seconds to draw)."""
+    torch.manual_seed(0)
+    return randomized(torchvision.models.vgg16_bn()).double().eval()
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("composite", COMPOSITES)
-def test_equals_zennit_on_vgg16_bn(composite):
-    torch.manual_seed(0)
-    check_equals_zennit(randomized(torchvision.models.vgg16_bn()).double().eval(), composite,
-                        size=32)
+def test_equals_zennit_on_vgg16_bn(vgg16_bn, composite):
+    check_equals_zennit(vgg16_bn, composite, size=32)
 
 
 @pytest.mark.slow
