@@ -27,7 +27,7 @@ from torch import nn
 
 from .._runtime import check_count, check_generator, check_real, guarded, prepare, progress_bar
 from ..segments import SegmentsLike, as_segments, paint
-from ..targets import TargetLike
+from ..targets import TargetLike, as_target
 from .perturbation import as_baseline, bind_scores, pass_size, per_image, score_perturbations
 
 __all__ = ["lime", "kernel_shap", "fit_linear", "kernel_shap_samples"]
@@ -119,6 +119,15 @@ def _surrogate(model: nn.Module, x: torch.Tensor, target: TargetLike, *, n: int 
     labels, count = as_segments(segments, x, "segments")
     base = as_baseline(baseline, x)
     batch = x.shape[0]
+    if labels.shape[0] > 1:
+        present = torch.zeros(batch, count, dtype=torch.bool, device=x.device)
+        present.scatter_(1, labels.flatten(1), True)
+        if not bool(present.all()):  # images with different regions: no phantom columns
+            return _by_region_count(
+                fm, x, target, present, labels, base, n=n, kernel=kernel,
+                kernel_width=kernel_width, alpha=alpha, batch_size=batch_size,
+                progress=progress, generator=check_generator(generator, x), samples=samples,
+                name=name)
     if samples is not None:
         z = _check_samples(samples, n, count, batch, x.device)
     else:
@@ -157,6 +166,53 @@ def _surrogate(model: nn.Module, x: torch.Tensor, target: TargetLike, *, n: int 
     coef, _ = fit_linear(z, y, w, alpha)  # (B, S, T)
     values = coef[..., 0] if t.k is None else coef.transpose(1, 2)
     return values, paint(values, labels)
+
+
+def _by_region_count(
+    fm: nn.Module, x: torch.Tensor, target: TargetLike, present: torch.Tensor,
+    labels: torch.Tensor, base: torch.Tensor, *, n: int | None, kernel: str,
+    kernel_width: float, alpha: float, batch_size: int | None, progress: bool | None,
+    generator: torch.Generator, samples: torch.Tensor | None, name: str,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`_surrogate` for a batch whose images hold different regions (superpixels of each
+    image, numbered jointly): a column of a region that an image lacks would be fitted to noise
+    (LIME) or change the Shapley kernel's size (KernelSHAP). Each image's regions are numbered
+    ``0..S_b - 1`` in the joint order, and the images with the same ``S_b`` are fitted
+    together on samples drawn from the generator's state at the call, so each image gets the
+    map it gets alone. Given ``samples`` ``(n, S)`` are read at each image's own columns. The
+    coefficients come back in the joint numbering, 0 for an image's missing regions."""
+    batch, count = present.shape
+    t = as_target(target, batch)
+    start = generator.get_state()
+    counts = present.sum(1)
+    values: torch.Tensor | None = None
+    attr: torch.Tensor | None = None
+    given = None if samples is None else _check_samples(samples, n, count, batch, x.device)
+    for c in sorted(set(counts.tolist())):
+        idx = (counts == c).nonzero()[:, 0]
+        rank = present[idx].long().cumsum(1) - 1  # an image's own number of each region
+        local = rank.gather(1, labels[idx].flatten(1)).view(-1, *labels.shape[1:])
+        sub = None
+        if given is not None:
+            rows = given.expand(batch, -1, -1)[idx]  # (m, n, S) -> (m, n, c)
+            sub = torch.stack([r[:, present[i]] for r, i in zip(rows, idx.tolist())])
+        generator.set_state(start)
+        v, a = _surrogate(fm, x[idx], t.take(idx), n=n, segments=local,
+                          baseline=per_image(base, idx), kernel=kernel,
+                          kernel_width=kernel_width, alpha=alpha, batch_size=batch_size,
+                          progress=progress, generator=generator, samples=sub, name=name)
+        if values is None:
+            values = v.new_zeros(batch, *v.shape[1:-1], count)
+            attr = a.new_zeros(batch, *a.shape[1:])
+        assert attr is not None
+        columns = present[idx]  # (m, S): where each image's c values go
+        full = v.new_zeros(len(idx), *v.shape[1:-1], count)
+        full[columns.view(len(idx), *([1] * (v.dim() - 2)), count).expand_as(full)] = \
+            v.reshape(-1)
+        values[idx] = full
+        attr[idx] = a
+    assert values is not None and attr is not None
+    return values, attr
 
 
 @overload
