@@ -1,7 +1,7 @@
 """Every netlens CAM vs pytorch-grad-cam 1.5.7 and torchcam 0.5.0, side by side in one process.
 
     python benchmarks/cams.py [--device cpu|cuda] [--size 224] [--batches 1 8] [--repeat 3]
-                              [--only gradcam scorecam ...] [--quick]
+                              [--only gradcam scorecam ...] [--tag NAME] [--quick]
 
 Gradient CAMs (one forward and one backward pass, or the method's own few) are timed against
 the faster of the two peers where both have the method. Perturbation CAMs (Score-CAM,
@@ -107,6 +107,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--samples", type=int, default=2)
     parser.add_argument("--only", nargs="*", default=None)
+    parser.add_argument("--tag", default="", help="appended to the results file's name")
     parser.add_argument("--quick", action="store_true", help="112 px, batch 1, one repeat")
     args = parser.parse_args()
     if args.quick:
@@ -138,7 +139,7 @@ def main() -> None:
     table = "\n".join(table_lines(f"resnet18 {args.size}px, layer4", device, args.repeat, rows))
     print(table)
     RESULTS.mkdir(exist_ok=True)
-    suffix = "-quick" if args.quick else ""
+    suffix = ("-quick" if args.quick else "") + (f"-{args.tag}" if args.tag else "")
     (RESULTS / f"cams-{device.type}{suffix}.md").write_text(table + "\n")
 
 
