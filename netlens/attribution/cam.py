@@ -100,6 +100,8 @@ class CamContext:
             ``(B, K, C, h, w)`` for K targets; None for gradient-free variants.
         target: the target, bound to the clean output (``target.k`` is K or None).
         batch_size: images per pass; progress: the progress-bar setting.
+        output: the model's output for ``x`` from the pass that read ``A`` (detached; None
+            when it is not a tensor).
     """
 
     fm: FlatModel
@@ -111,6 +113,7 @@ class CamContext:
     target: Target
     batch_size: int
     progress: bool | None = None
+    output: torch.Tensor | None = None
 
     @property
     def k(self) -> int | None:
@@ -258,16 +261,17 @@ def _with_first(output: Any, t: torch.Tensor) -> object:
 
 def _layer_maps(
     fm: FlatModel, x: torch.Tensor, target: TargetLike, name: str, *, gradients: bool,
-    batch_size: int,
+    batch_size: int, outputs: list[Any] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None, Target]:
     """The layer's output maps ``A`` (B, C, h, w), the gradient maps ``G`` of the target scores
-    w.r.t. that output (``(B, [K,] C, h, w)``, or None), and the bound target, over chunks."""
+    w.r.t. that output (``(B, [K,] C, h, w)``, or None), and the bound target, over chunks;
+    the model's (detached) outputs of the chunks are appended to ``outputs`` if given."""
     t = as_target(target, x.shape[0])
     acts, grads, bound = [], [], []
     with guarded(fm):
         for part in chunks(x.shape[0], batch_size):
             a, g, ti = _layer_pass(fm, name, x[part], t.take(part), gradients=gradients,
-                                   bind=True)
+                                   bind=True, outputs=outputs)
             acts.append(a)
             if g is not None:
                 grads.append(g)
@@ -278,6 +282,7 @@ def _layer_maps(
 
 def _layer_pass(
     fm: FlatModel, name: str, x: torch.Tensor, t: Target, *, gradients: bool, bind: bool,
+    outputs: list[Any] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None, Target]:
     """One pass of the images ``x``: the layer's maps ``A``, the gradient maps ``G`` of the
     scores of ``t`` (the target of these images; bound here to their output with ``bind``,
@@ -308,6 +313,8 @@ def _layer_pass(
                 "earlier CAM layer)" if t.layer is not None else "")
         raise ValueError(f"the forward pass did not reach layer {name!r}{hint}")
     ti = t.bind(out) if bind else t
+    if outputs is not None:
+        outputs.append(out.detach() if isinstance(out, torch.Tensor) else out)
     a = box[0]
     images = int(x.shape[0])
     if a.shape[0] != images:
@@ -643,10 +650,15 @@ def _one_layer(
     progress: bool | None, normalize: bool, eigen_smooth: bool,
 ) -> tuple[torch.Tensor, Target]:
     """One layer's map of the images ``x`` (and the target bound to them)."""
-    acts, grads, t = _layer_maps(fm, x, target, name, gradients=needs, batch_size=batch_size)
+    outs: list[Any] = []
+    acts, grads, t = _layer_maps(fm, x, target, name, gradients=needs, batch_size=batch_size,
+                                 outputs=outs)
     if grads is not None:
         _warn_if_blank(grads, name)
-    ctx = CamContext(fm, x, name, fm.layout(name), acts, grads, t, batch_size, progress)
+    output = (torch.cat(outs) if outs and all(isinstance(o, torch.Tensor) for o in outs)
+              else None)
+    ctx = CamContext(fm, x, name, fm.layout(name), acts, grads, t, batch_size, progress,
+                     output)
     weights = variant(ctx)
     cam = _combine(acts, weights, size, relu=relu, normalize=normalize,
                    interpolate=interpolate, k=t.k, eigen_smooth=eigen_smooth)

@@ -45,7 +45,8 @@ from .._runtime import (
 )
 from ..adapter import LayoutLike
 from ..flat_model import FlatModel
-from ..targets import Target, TargetLike
+from ..targets import Target, TargetLike, as_target
+from ..targets import _class_scores as class_scores
 from .cam import (
     CamContext,
     Fuse,
@@ -316,9 +317,7 @@ def _cam_weights(ctx: CamContext) -> torch.Tensor:
             "that feeds the global pool with layer=, or use gradcam")
     with torch.no_grad():
         logits = F.linear(acts.mean(dim=(-2, -1)).to(w.dtype), w, b)
-        outs = [model_output(ctx.fm, ctx.x[part], ctx.target)
-                for part in chunks(ctx.x.shape[0], ctx.batch_size)]
-    out = torch.cat(outs) if all(isinstance(o, torch.Tensor) for o in outs) else None
+    out = ctx.output  # the model's output from the pass that read the layer
     scale = float(out.abs().max()) if out is not None and out.numel() else 0.0
     if (out is None or out.shape != logits.shape
             or not torch.allclose(logits, out, rtol=1e-4, atol=1e-5 * (1 + scale))):
@@ -917,15 +916,39 @@ def shapleycam(
 class _Finer(Target):
     """Finer-CAM's score: ``sum_j p_j (s - alpha y_j) / (sum_j p_j + 1e-9)`` over the
     comparison classes ``j`` of each image (and target), ``s`` the inner target's score, ``y``
-    the logits and ``p`` their softmax (not detached, as in pytorch-grad-cam)."""
+    the logits and ``p`` their softmax (not detached, as in pytorch-grad-cam). Unbound,
+    ``others`` is None; :meth:`bind` fixes the classes of the similarity ``ranks`` from the
+    clean logits."""
 
     inner: Target
-    others: torch.Tensor  # (B, M) or (B, K, M) class indices
+    others: torch.Tensor | None  # (B, M) or (B, K, M) class indices, once bound
     alpha: float
     k: int | None = None
+    ranks: tuple[int, ...] = (1, 2, 3)
+    asked: tuple[int, ...] = (1, 2, 3)
+
+    def bind(self, output: Any) -> Target:
+        inner = self.inner.bind(output)  # the target's own checks and messages first
+        try:
+            logits = class_scores(output, "finercam").detach()
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"finercam needs a classifier with (B, N) logits ({e}); use "
+                             "gradcam with a target of its output") from None
+        ranks = [r for r in self.ranks if r < logits.shape[1]]
+        if not ranks:
+            raise ValueError(f"comparisons must hold ranks below the number of classes "
+                             f"({logits.shape[1]}), got {list(self.asked)!r}")
+        with torch.no_grad():
+            s = inner(output)
+            lead = logits if self.k is None else logits[:, None].expand(-1, self.k, -1)
+            order = (lead - s[..., None]).abs().argsort(dim=-1, stable=True)
+        return dataclasses.replace(self, inner=inner, others=order[..., ranks])
 
     def score(self, output: Any) -> torch.Tensor:
+        if self.others is None:  # scored before binding: bound to this output
+            return self.bind(output).score(output)
         s = self.inner(output)
+        output = class_scores(output, "finercam")
         p = torch.softmax(output, dim=-1)
         if self.k is None:
             y, q, s = output.gather(1, self.others), p.gather(1, self.others), s[:, None]
@@ -937,16 +960,20 @@ class _Finer(Target):
         return (q * (s - self.alpha * y)).sum(-1) / (q.sum(-1) + 1e-9)
 
     def take(self, index: slice | torch.Tensor) -> Target:
+        if self.others is None:
+            return dataclasses.replace(self, inner=self.inner.take(index))
         i = index.to(self.others.device) if isinstance(index, torch.Tensor) else index
-        return _Finer(self.inner.take(index), self.others[i], self.alpha, self.k)
+        return dataclasses.replace(self, inner=self.inner.take(index), others=self.others[i])
 
     @staticmethod
     def cat(parts: Sequence[Target]) -> Target:
         first = parts[0]
         assert isinstance(first, _Finer)
         inner = type(first.inner).cat([p.inner for p in parts])  # type: ignore[attr-defined]
+        if first.others is None:
+            return dataclasses.replace(first, inner=inner)
         others = torch.cat([p.others for p in parts])  # type: ignore[attr-defined]
-        return _Finer(inner, others, first.alpha, first.k)
+        return dataclasses.replace(first, inner=inner, others=others)
 
 
 def finercam(
@@ -1003,31 +1030,17 @@ def finercam(
     a = check_real(alpha, "alpha")
     ranks = [check_count(r, "each comparison rank", minimum=0) for r in comparisons]
     fm, x = prepare(model, x)
-    with guarded(fm):
-        fm.ensure_traced(x)
-        bs = batch_size if batch_size is not None else auto_batch_size(fm, x)
-        t = bind(fm, x, target, bs)
-        if t.layer is not None:
-            raise ValueError(f"finercam compares classes of the model's output, but the target "
-                             f"reads layer {t.layer!r}; use gradcam for it")
-        with torch.no_grad():
-            outs = [fm(x[part]) for part in chunks(x.shape[0], bs)]
-        if not all(isinstance(o, torch.Tensor) and o.dim() == 2 for o in outs):
-            raise ValueError("finercam needs a classifier with (B, N) logits; the model's output "
-                             "is not one; use gradcam with a target of its output")
-        logits = torch.cat(outs)
-        s = scores_of(t, logits)
-        ranks = [r for r in ranks if r < logits.shape[1]]
-        if not ranks:
-            raise ValueError(f"comparisons must hold ranks below the number of classes "
-                             f"({logits.shape[1]}), got {list(comparisons)!r}")
-        lead = logits if t.k is None else logits[:, None].expand(-1, t.k, -1)
-        order = (lead - s[..., None]).abs().argsort(dim=-1, stable=True)
-        others = order[..., ranks]
-        return _run(fm, x, _Finer(t, others, a, t.k), _FromAG(_finer_gradcam), layer=layer,
-                    interpolate=interpolate, relu=relu, normalize=normalize,
-                    batch_size=batch_size, layout=layout, fuse=fuse, aug_smooth=aug_smooth,
-                    eigen_smooth=eigen_smooth)
+    inner = as_target(target, x.shape[0])
+    if inner.layer is not None:
+        raise ValueError(f"finercam compares classes of the model's output, but the target "
+                         f"reads layer {inner.layer!r}; use gradcam for it")
+    # The comparison classes are fixed when the target is bound to the clean output: in the
+    # CAM's own forward pass (one forward and one backward, as pytorch-grad-cam's).
+    finer = _Finer(inner, None, a, inner.k, tuple(ranks), tuple(comparisons))
+    return _run(fm, x, finer, _FromAG(_finer_gradcam), layer=layer,
+                interpolate=interpolate, relu=relu, normalize=normalize,
+                batch_size=batch_size, layout=layout, fuse=fuse, aug_smooth=aug_smooth,
+                eigen_smooth=eigen_smooth)
 
 
 def _finer_gradcam(acts: torch.Tensor, grads: torch.Tensor | None) -> torch.Tensor:
