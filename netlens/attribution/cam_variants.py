@@ -400,7 +400,11 @@ def _ablation_weights(ctx: CamContext) -> torch.Tensor:
     ``B * C`` ablated passes run ``batch_size`` at a time, through the layer view."""
     acts, x = ctx.activations, ctx.x
     batch, channels = acts.shape[:2]
-    base = ctx.scores(torch.arange(batch, device=x.device), x)
+    if ctx.output is not None:  # the clean scores, from the pass that read the layer
+        with torch.no_grad():
+            base = scores_of(ctx.target, ctx.output)
+    else:
+        base = ctx.scores(torch.arange(batch, device=x.device), x)
     shape = (batch * channels,) if ctx.k is None else (batch * channels, ctx.k)
     ablated = x.new_empty(shape)
     with progress_bar(batch * channels, ctx.progress, "AblationCAM") as bar:
