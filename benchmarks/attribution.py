@@ -77,11 +77,12 @@ def _release_freed_memory() -> None:
 
 
 def timed(fns: dict[str, Callable[[], object]], repeat: int,
-          device: torch.device) -> dict[str, tuple[float, float]]:
-    """Median seconds of each function over ``repeat`` rounds after one warm-up, the functions
-    interleaved within each round (so that a slow spell of a shared machine hits all of them),
-    and each one's peak memory in MB above its starting level (CUDA allocator or process RSS)."""
-    for fn in fns.values():
+          device: torch.device, warmup: bool = True) -> dict[str, tuple[float, float]]:
+    """Median seconds of each function over ``repeat`` rounds after one warm-up (``warmup=False``
+    skips it: for calls of minutes, where it changes nothing), the functions interleaved within
+    each round (so that a slow spell of a shared machine hits all of them), and each one's peak
+    memory in MB above its starting level (CUDA allocator or process RSS)."""
+    for fn in fns.values() if warmup else ():
         fn()
     times: dict[str, list[float]] = {k: [] for k in fns}
     peaks: dict[str, float] = {k: float("nan") for k in fns}

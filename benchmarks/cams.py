@@ -1,7 +1,8 @@
 """Every netlens CAM vs pytorch-grad-cam 1.5.7 and torchcam 0.5.0, side by side in one process.
 
     python benchmarks/cams.py [--device cpu|cuda] [--size 224] [--batches 1 8] [--repeat 3]
-                              [--only gradcam scorecam ...] [--tag NAME] [--quick]
+                              [--only gradcam scorecam ...] [--tag NAME] [--no-warmup]
+                              [--quick]
 
 Gradient CAMs (one forward and one backward pass, or the method's own few) are timed against
 the faster of the two peers where both have the method. Perturbation CAMs (Score-CAM,
@@ -108,6 +109,8 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=2)
     parser.add_argument("--only", nargs="*", default=None)
     parser.add_argument("--tag", default="", help="appended to the results file's name")
+    parser.add_argument("--no-warmup", action="store_true",
+                        help="no warm-up call (for the perturbation CAMs at batch 8: minutes each)")
     parser.add_argument("--quick", action="store_true", help="112 px, batch 1, one repeat")
     args = parser.parse_args()
     if args.quick:
@@ -126,7 +129,8 @@ def main() -> None:
         for method, passes, backward, ours, peers in cases(model, lens, x, t, args.samples):
             if args.only and method.split()[0] not in args.only:
                 continue
-            got = timed({"netlens": ours, **peers}, args.repeat, device)
+            got = timed({"netlens": ours, **peers}, args.repeat, device,
+                        warmup=not args.no_warmup)
             ours_s, ours_mb = got.pop("netlens")
             best = min(got, key=lambda k: got[k][0])
             bound = passes * passes_s[backward][0]
