@@ -269,8 +269,9 @@ class _Head(NamedTuple):
 def _linear_head(fm: FlatModel, layer: str) -> _Head:
     """The last ``nn.Linear`` called after ``layer``: the candidate classifier."""
     after = fm.layer_info(layer).order
+    modules = dict(fm.model.named_modules())  # (fm[name] walks them on every call)
     calls = [c for c in fm.layers if not c.functional and c.order > after
-             and isinstance(fm[c.name], nn.Linear)]
+             and isinstance(modules.get(c.module_name), nn.Linear)]
     if not calls:
         raise ValueError(
             f"cam needs a global-average-pool + nn.Linear classifier after the CAM layer, but "
@@ -286,14 +287,16 @@ def _cam_layer(fm: FlatModel) -> str:
     """The default layer of :func:`class_activation_map`: the last layer with a map output to
     complete before the classifier starts (ResNet's ``layer4``, DenseNet's final functional
     ReLU), the global pool itself left out; a one-position map counts (a small input)."""
-    linear = [c for c in fm.layers if not c.functional and isinstance(fm[c.name], nn.Linear)]
+    modules = dict(fm.model.named_modules())  # (fm[name] walks them on every call)
+    linear = [c for c in fm.layers
+              if not c.functional and isinstance(modules.get(c.module_name), nn.Linear)]
     if not linear:
         return _spatial_layer(fm, None)  # the weights then say what is missing
     start = max(c.order for c in linear)
     pools = (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d, nn.AvgPool2d)
     before = [c for c in fm.layers if c.layout.is_spatial and c.end_order < start
               and c.shape is not None and len(c.shape) == 4
-              and not (not c.functional and isinstance(fm[c.name], pools))]
+              and not (not c.functional and isinstance(modules.get(c.module_name), pools))]
     if not before:
         return _spatial_layer(fm, None)
     return max(before, key=lambda c: c.end_order).name
@@ -1122,8 +1125,9 @@ def fullgrad(
     with guarded(fm):
         fm.ensure_traced(x)
         bs = batch_size if batch_size is not None else auto_batch_size(fm, x)
+        modules = dict(fm.model.named_modules())
         layers = {c.name: b for c in fm.layers if not c.functional
-                  for b in [_bias_of(fm[c.name])] if b is not None}
+                  for b in [_bias_of(modules.get(c.module_name))] if b is not None}
         t = bind(fm, x, target, bs)
         maps = []
         for part in chunks(x.shape[0], bs):
