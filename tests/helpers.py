@@ -93,6 +93,29 @@ class SmallCNN(nn.Sequential):
         layers["fc"] = nn.Linear(widths[1] * positions, classes)
         super().__init__(collections.OrderedDict(layers))
 
+class Flaky(SmallCNN):
+    """Runs ``ok`` forward passes, then raises inside its forward, after conv1."""
+
+    def __init__(self, ok: int) -> None:
+        super().__init__()
+        self.calls, self.ok = 0, ok
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        if self.calls > self.ok:
+            self.conv1(x)
+            raise RuntimeError("a layer failed")
+        return super().forward(x)
+
+
+def linear_model(weight: torch.Tensor) -> nn.Module:
+    """A bias-free linear classifier ``(B, ...) -> (B, K)`` with the rows of ``weight``
+    ``(K, ...)``, float64, eval mode."""
+    model = nn.Sequential(nn.Flatten(), nn.Linear(weight[0].numel(), weight.shape[0], bias=False))
+    with torch.no_grad():
+        model[1].weight.copy_(weight.flatten(1))
+    return model.double().eval()
+
 
 def small_cnn(classes: int = 4, *, dtype: torch.dtype = torch.float64, seed: int = 0,
               **options: Any) -> SmallCNN:

@@ -28,9 +28,17 @@ from typing import Literal, Union
 import torch
 import torch.nn.functional as F
 
-from .._runtime import auto_batch_size, check_count, check_generator, guarded, prepare
+from .._runtime import (
+    auto_batch_size,
+    check_count,
+    check_generator,
+    first_tensor,
+    guarded,
+    prepare,
+)
 from ..adapter import LayoutLike
 from ..flat_model import FlatModel
+from ..targets import Score
 from .cam import Interpolate, _interpolation, _layer_maps, _resize, _spatial_layer
 from .cam_variants import _cam_layer, _linear_head
 
@@ -196,12 +204,13 @@ def _factorize(fm: FlatModel, x: torch.Tensor, layer: str | None, k: int, *, hea
     else:
         name = _spatial_layer(fm, layer)
     size = batch_size or auto_batch_size(fm, x, backward=False)
-    acts, _, _ = _layer_maps(fm, x, None, name, gradients=False, batch_size=size)
+    # only the layer is read: a target that accepts any output (a segmentation map too)
+    acts, _, _ = _layer_maps(fm, x, Score(_no_score), name, gradients=False, batch_size=size)
     b, c, h, w = acts.shape
     if k > min(c, b * h * w):
         raise ValueError(f"k={k} concepts exceed what layer {name!r} can hold ({c} channels "
                          f"x {b * h * w} positions); choose k <= {min(c, b * h * w)}")
-    flat = torch.nan_to_num(acts.float()).permute(1, 0, 2, 3).reshape(c, -1)
+    flat = torch.nan_to_num(acts.double()).permute(1, 0, 2, 3).reshape(c, -1)
     offset = flat.min(dim=1).values
     shifted = flat - offset[:, None]
     wc, hc = nmf(shifted, k, iterations=iterations, generator=generator)
@@ -213,7 +222,13 @@ def _factorize(fm: FlatModel, x: torch.Tensor, layer: str | None, k: int, *, hea
                        ).squeeze(2)
     scores = None
     if head == "auto":
-        linear = _linear_head(fm, name).module
+        try:
+            linear = _linear_head(fm, name).module
+        except ValueError:
+            raise ValueError(
+                f"head='auto' scores concepts with the model's last nn.Linear, but no nn.Linear "
+                f"is called after layer {name!r}; pass head= a function (k, C) -> (k, classes), "
+                "or head=None") from None
         if linear.in_features != c:
             raise ValueError(
                 f"head='auto' scores concepts with the last linear layer after {name!r}, "
@@ -226,6 +241,15 @@ def _factorize(fm: FlatModel, x: torch.Tensor, layer: str | None, k: int, *, hea
                               linear.bias).float()
     elif head is not None:
         with torch.no_grad():
-            scores = head(concepts)
+            scores = head(concepts.to(x.dtype))
     return Factorization(maps.to(x.dtype), concepts.to(x.dtype), scores, name, error)
+
+
+def _no_score(output: object) -> torch.Tensor:
+    """A zero score per image: the forward pass of a factorization explains nothing."""
+    t = first_tensor(output)
+    if t is None or t.dim() == 0:
+        raise ValueError("deep_feature_factorization needs a model whose output holds a "
+                         "tensor with the batch first")
+    return t.new_zeros(t.shape[0])
 

@@ -22,7 +22,7 @@ from netlens.attribution import cam as base
 from netlens.attribution import cam_variants as cv
 from netlens.flat_model import FlatModel
 
-from helpers import SmallCNN, assert_untouched, model_state, small_cnn, tiny_vit
+from helpers import Flaky, assert_untouched, model_state, small_cnn, tiny_vit
 
 NEW = {"kpcacam": {}, "shapleycam": {}, "finercam": {}}
 LAST = {"resnet18": "layer4", "vgg16": "features.29", "densenet121": "features.denseblock4"}
@@ -368,21 +368,6 @@ def test_contract_of_the_new_cams(name, untouched):
         torch.testing.assert_close(call(name, model, x, [0, 1]), out)
     with torch.inference_mode(), pytest.raises(RuntimeError, match="inference_mode"):
         call(name, model, x, [0, 1])
-
-
-class Flaky(SmallCNN):
-    """Runs ``ok`` forward passes, then raises inside its forward, after conv1."""
-
-    def __init__(self, ok: int) -> None:
-        super().__init__()
-        self.calls, self.ok = 0, ok
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.calls += 1
-        if self.calls > self.ok:
-            self.conv1(x)
-            raise RuntimeError("a layer failed")
-        return super().forward(x)
 
 
 # ok = 1: the first pass fails; ok = 3: a later pass (an augmented copy, a second layer, Finer-

@@ -25,7 +25,7 @@ from netlens.attribution import cam as base
 from netlens.attribution import cam_variants as cv
 from netlens.flat_model import FlatModel
 
-from helpers import SmallCNN, assert_untouched, model_state, small_cnn, tiny_vit
+from helpers import Flaky, SmallCNN, assert_untouched, model_state, small_cnn, tiny_vit
 
 # Every public variant of the module; the list is checked against its __all__ below.
 VARIANTS = {
@@ -456,21 +456,6 @@ def test_contract(name, untouched):
         torch.testing.assert_close(run(name, model, x, [0, 1]), out)
     with torch.inference_mode(), pytest.raises(RuntimeError, match="inference_mode"):
         run(name, model, x, [0, 1])
-
-
-class Flaky(SmallCNN):
-    """Runs ``ok`` forward passes, then raises inside its forward, after conv1."""
-
-    def __init__(self, ok: int) -> None:
-        super().__init__()
-        self.calls, self.ok = 0, ok
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.calls += 1
-        if self.calls > self.ok:
-            self.conv1(x)
-            raise RuntimeError("a layer failed")
-        return super().forward(x)
 
 
 # ok = 1: the layer pass fails; ok = 3: a later pass (an ablated, masked or noisy one) fails

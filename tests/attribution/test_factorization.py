@@ -159,6 +159,9 @@ def test_bad_input_gets_a_clear_error_and_the_model_is_untouched(resnet):
     with pytest.raises(ValueError, match="head=None"):
         deep_feature_factorization(vgg, x, "features.18", k=2)
     assert deep_feature_factorization(vgg, x, "features.18", k=2, head=None).scores is None
+    conv = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU()).eval()
+    with pytest.raises(ValueError, match="no nn.Linear is called after"):
+        deep_feature_factorization(conv, x, k=2)
     with pytest.raises(ValueError, match="non-negative"):
         nmf(-torch.ones(3, 3), 1)
     assert_untouched(resnet, before)

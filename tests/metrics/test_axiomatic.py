@@ -18,14 +18,9 @@ from netlens.metrics.axiomatic import (
     shifted_model,
 )
 
+from helpers import linear_model
+
 quantus = pytest.importorskip("quantus")
-
-
-def linear_model(weight: torch.Tensor) -> nn.Module:
-    model = nn.Sequential(nn.Flatten(), nn.Linear(weight[0].numel(), weight.shape[0], bias=False))
-    with torch.no_grad():
-        model[1].weight.copy_(weight.flatten(1))
-    return model.double().eval()
 
 
 @pytest.fixture(scope="module")

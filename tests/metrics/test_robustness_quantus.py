@@ -9,19 +9,13 @@ import warnings
 import numpy as np
 import pytest
 import torch
-from torch import nn
 
 import netlens as nl
 from netlens.metrics.robustness import avg_sensitivity, local_lipschitz_estimate
 
+from helpers import linear_model
+
 quantus = pytest.importorskip("quantus")
-
-
-def linear_model(weight: torch.Tensor) -> nn.Module:
-    model = nn.Sequential(nn.Flatten(), nn.Linear(weight[0].numel(), weight.shape[0], bias=False))
-    with torch.no_grad():
-        model[1].weight.copy_(weight.flatten(1))
-    return model.double().eval()
 
 
 @pytest.fixture(scope="module")
