@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from ._util import NetlensWarning, progress_bar, user_stacklevel
-from .adapter import first_tensor, model_lock, preserved_state
+from .adapter import first_tensor, guarded_calls, model_lock, preserved_state
 from .flat_model import FlatModel, check_input, model_dtype
 from .targets import Class, Target, TargetLike, as_target, describe_output
 from .targets import _class_scores as class_scores
@@ -98,6 +98,8 @@ def guarded(fm: FlatModel | nn.Module) -> Iterator[FlatModel | nn.Module]:
       (:func:`netlens.adapter.model_lock`) is held for the whole block, so two threads
       explaining one model take turns (hooks and rules live on the shared modules) while calls
       on different models run in parallel; nested blocks of one thread re-enter it.
+    * **Nested blocks** on the same model in the same thread (a method calling another) take
+      no second snapshot: the outermost block restores the model and the random state.
     * **Errors** raised inside propagate unchanged, ``KeyboardInterrupt`` included, after the
       state is restored.
 
@@ -108,14 +110,23 @@ def guarded(fm: FlatModel | nn.Module) -> Iterator[FlatModel | nn.Module]:
         ``fm``.
     """
     model = fm.model if isinstance(fm, FlatModel) else fm
+    calls = guarded_calls()
+    if id(model) in calls:  # a nested method call: the outermost block restores everything
+        with torch.enable_grad():
+            yield fm
+        return
     with model_lock(model):
         warn_if_training(model)
         # (no CUDA tensor exists before CUDA is initialized: skip the walk over the model)
         devices = sorted({t.device.index or 0 for t in (*model.parameters(), *model.buffers())
                           if t.device.type == "cuda"}) if torch.cuda.is_initialized() else []
-        with torch.random.fork_rng(devices=devices), preserved_state(model, eval=True), \
-                torch.enable_grad():
-            yield fm
+        calls[id(model)] = {}
+        try:
+            with torch.random.fork_rng(devices=devices), preserved_state(model, eval=True), \
+                    torch.enable_grad():
+                yield fm
+        finally:
+            del calls[id(model)]
 
 
 def chunks(total: int, batch_size: int) -> Iterator[slice]:

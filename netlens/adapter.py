@@ -599,6 +599,22 @@ def model_lock(model: nn.Module) -> threading.RLock:
         return lock
 
 
+# The models a netlens method is running on in this thread (id -> the call's cache), set by the
+# outermost ``guarded`` block of each: a nested method call on the same model (a CAM calling the
+# CAM driver calling a layer pass) neither snapshots the model again nor walks its parameters for
+# their dtype, which costs milliseconds per call on a ResNet.
+_GUARDED = threading.local()
+
+
+def guarded_calls() -> dict[int, dict[str, Any]]:
+    """``{id(model): cache}`` of the models that a netlens method is running on in this thread
+    (inside the outermost :func:`netlens._runtime.guarded` block of each)."""
+    calls = getattr(_GUARDED, "calls", None)
+    if calls is None:
+        calls = _GUARDED.calls = {}
+    return calls
+
+
 @contextlib.contextmanager
 def preserved_state(model: nn.Module, *, buffers: bool = False,
                     eval: bool = False) -> Iterator[nn.Module]:

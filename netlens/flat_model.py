@@ -44,6 +44,7 @@ from .adapter import (
     as_layout,
     copy_inputs,
     first_tensor,
+    guarded_calls,
     model_lock,
     split_call_name,
 )
@@ -195,8 +196,14 @@ def input_channels(model: nn.Module) -> int | None:
 def model_dtype(model: nn.Module) -> torch.dtype | None:
     """The floating dtype of all of the model's floating parameters, or None (no floating
     parameters, or several dtypes: a mixed-precision model)."""
+    cache = guarded_calls().get(id(model))  # inside a method call: its dtypes do not change
+    if cache is not None and "dtype" in cache:
+        return cache["dtype"]
     dtypes = {p.dtype for p in model.parameters() if p.is_floating_point()}
-    return dtypes.pop() if len(dtypes) == 1 else None
+    dtype = dtypes.pop() if len(dtypes) == 1 else None
+    if cache is not None:
+        cache["dtype"] = dtype
+    return dtype
 
 
 _DTYPE_METHODS = {torch.float32: "float", torch.float64: "double", torch.float16: "half",
@@ -500,7 +507,7 @@ class FlatModel(nn.Module):
         if name in calls:
             return name
         base, k = split_call_name(name)
-        modules = dict(self.model.named_modules())
+        modules = self.modules_by_name()
         if base in modules and base != "":
             count = sum(1 for c in calls.values() if c.module_name == base and not c.functional)
             if count == 0:
@@ -536,7 +543,7 @@ class FlatModel(nn.Module):
         called = {c.module_name for c in calls.values() if not c.functional}
         keys = {k: v for k, v in original_keys(self.model).items() if v in called}
         order = list(calls)
-        modules = dict(self.model.named_modules())
+        modules = self.modules_by_name()
         linear = next((i for i, c in enumerate(calls.values()) if not c.functional
                        and isinstance(modules.get(c.module_name), nn.Linear)), None)
         if linear is not None:  # flatten: the layer that feeds the first linear layer
@@ -564,10 +571,22 @@ class FlatModel(nn.Module):
         print(text, file=file or sys.stdout)
         return text
 
+    def modules_by_name(self) -> dict[str, nn.Module]:
+        """``dict(model.named_modules())``, built once per method call (the module tree does not
+        change inside one; a ResNet's walk costs half a millisecond) and afresh outside one.
+        Read it, never change it."""
+        cache = guarded_calls().get(id(self.model))
+        if cache is None:
+            return dict(self.model.named_modules())
+        modules = cache.get("modules")
+        if modules is None:
+            modules = cache["modules"] = dict(self.model.named_modules())
+        return modules
+
     def __getitem__(self, name: str) -> nn.Module | Callable[..., Any]:
         """The module of a layer (any named module works), or the torch function of a
         functional call such as ``"relu()"``."""
-        modules = dict(self.model.named_modules())
+        modules = self.modules_by_name()
         base, _ = split_call_name(name)
         if base in modules and base != "":
             if base == name or name in self._trace():
@@ -589,7 +608,7 @@ class FlatModel(nn.Module):
         hooks live; returns a function that tears down anything that is not a hook."""
         wanted = [self.resolve_layer(n) for n in names]
         records = [self._trace()[n] for n in wanted]
-        modules = dict(self.model.named_modules())
+        modules = self.modules_by_name()
         if any(r.functional for r in records):  # functional calls need the full tracer
             by_name = {r.name: r for r in records}
 
@@ -758,7 +777,7 @@ class FlatModel(nn.Module):
         """Elements per image of all leaf modules' outputs at the traced input size: what
         autograd keeps for a backward pass, the basis of the chunk-size estimates."""
         if self._leaf_elements is None:
-            modules = dict(self.model.named_modules())
+            modules = self.modules_by_name()
             elements = 0
             for c in self.layers:
                 module = modules.get(c.module_name)

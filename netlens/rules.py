@@ -186,7 +186,7 @@ def _matcher(selector: Selector, modules: dict[str, nn.Module]) -> Callable[[Cal
 def select(model: nn.Module, selector: Selector) -> list[str]:
     """The names of the calls that ``selector`` picks, in execution order."""
     fm = model if isinstance(model, FlatModel) else FlatModel(model)
-    modules = dict(fm.model.named_modules())
+    modules = fm.modules_by_name()
     match = _matcher(selector, modules)
     return [r.name for r in fm.layers if match(r)]
 
@@ -216,7 +216,7 @@ def applied(model: nn.Module, rules: RuleMap, *, warn_empty: bool = True) -> Ite
         if not isinstance(rule, Rule):
             raise TypeError(f"rules must be netlens.rules.Rule values, got "
                             f"{type(rule).__name__}")
-    modules = dict(fm.model.named_modules())
+    modules = fm.modules_by_name()
     matchers = [(_matcher(s, modules), r) for s, r in pairs]
     chosen: dict[str, Rule] = {}
     for record in fm.layers:

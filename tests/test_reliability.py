@@ -389,6 +389,32 @@ def test_a_fault_at_any_model_call_leaves_everything_as_it_was(training_net, nam
                 assert not getattr(error, "__notes__", None)
 
 
+def test_a_call_sees_the_model_as_it_is_now_not_as_an_earlier_call_saw_it() -> None:
+    """The module dict and dtype that a method call caches (once per call, not per nested
+    call) are the model's at that call: a head replaced or a dtype changed between calls is
+    seen by the next one, and nothing is cached outside a call."""
+    from netlens.adapter import guarded_calls
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+                          nn.Flatten(), nn.Linear(6, 4)).eval()
+    x = images(2, SIZE).float()
+    lens = NetLens(model)
+    first = lens.cam(x, [1, 2], layer="1")
+    assert guarded_calls() == {}  # nothing left behind after the call
+    torch.manual_seed(5)
+    model[4] = nn.Linear(6, 4).eval()  # a new head: the CAM weights are its rows
+    again = lens.cam(x, [1, 2], layer="1")
+    acts = model[1](model[0](x)).detach()
+    expected = torch.relu(torch.einsum("bchw,bc->bhw", acts, model[4].weight.detach()[[1, 2]]))
+    assert not torch.allclose(first, again, atol=1e-3)
+    assert torch.allclose(again[:, 0], expected, atol=1e-6)
+    model.double()  # a new dtype: the float input is now refused with the fix
+    with pytest.raises(TypeError, match=r"x\.double\(\)"):
+        lens.cam(x, [1, 2], layer="1")
+    assert lens.cam(x.double(), [1, 2], layer="1").dtype == torch.float64
+
+
 def _resident_bytes() -> int:
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")

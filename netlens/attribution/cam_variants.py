@@ -269,7 +269,7 @@ class _Head(NamedTuple):
 def _linear_head(fm: FlatModel, layer: str) -> _Head:
     """The last ``nn.Linear`` called after ``layer``: the candidate classifier."""
     after = fm.layer_info(layer).order
-    modules = dict(fm.model.named_modules())  # (fm[name] walks them on every call)
+    modules = fm.modules_by_name()
     calls = [c for c in fm.layers if not c.functional and c.order > after
              and isinstance(modules.get(c.module_name), nn.Linear)]
     if not calls:
@@ -287,7 +287,7 @@ def _cam_layer(fm: FlatModel) -> str:
     """The default layer of :func:`class_activation_map`: the last layer with a map output to
     complete before the classifier starts (ResNet's ``layer4``, DenseNet's final functional
     ReLU), the global pool itself left out; a one-position map counts (a small input)."""
-    modules = dict(fm.model.named_modules())  # (fm[name] walks them on every call)
+    modules = fm.modules_by_name()
     linear = [c for c in fm.layers
               if not c.functional and isinstance(modules.get(c.module_name), nn.Linear)]
     if not linear:
@@ -1125,7 +1125,7 @@ def fullgrad(
     with guarded(fm):
         fm.ensure_traced(x)
         bs = batch_size if batch_size is not None else auto_batch_size(fm, x)
-        modules = dict(fm.model.named_modules())
+        modules = fm.modules_by_name()
         layers = {c.name: b for c in fm.layers if not c.functional
                   for b in [_bias_of(modules.get(c.module_name))] if b is not None}
         t = bind(fm, x, target, bs)

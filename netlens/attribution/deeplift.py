@@ -212,7 +212,7 @@ class _DeepLiftRules(rules.Rule):
 def _kinds(fm: FlatModel) -> tuple[dict[str, tuple[str, Any]], frozenset[str], list[str]]:
     """The rule of every call that has one, the SE scale calls, and nonlinear module types
     without a rule."""
-    modules = dict(fm.model.named_modules())
+    modules = fm.modules_by_name()
     kinds: dict[str, tuple[str, Any]] = {}
     scales: set[str] = set()
     unruled: list[str] = []

@@ -262,7 +262,7 @@ class _Excitation(TorchFunctionMode):
 
 
 def _check_modules(fm: FlatModel) -> None:
-    modules = dict(fm.model.named_modules())
+    modules = fm.modules_by_name()
     for record in fm.layers:
         module = modules.get(record.module_name)
         if record.functional or module is None:

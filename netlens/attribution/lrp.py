@@ -225,7 +225,7 @@ def _plan(fm: FlatModel, composite: str, rules: Any, epsilon: float, gamma: floa
         first = ((*_CONVS, nn.Linear), R.Flat())
     frozen_bn, gates = _torchvision_types()
     batch_norms = (nn.modules.batchnorm._BatchNorm, *frozen_bn)
-    modules = dict(fm.model.named_modules())
+    modules = fm.modules_by_name()
     merge_or_pass, passing, norm, after_sum = _MergeOrPass(), R.Pass(), R.Norm(), _AfterSum()
     for record in fm.layers:
         module = None if record.functional else modules.get(record.module_name)
@@ -274,7 +274,7 @@ def _check_covered(fm: FlatModel, plan: dict[str, R.Rule], modules: dict[str, nn
 def _uses_copies(fm: FlatModel, plan: dict[str, R.Rule]) -> bool:
     """Whether a rule that reads its call's input is on an in-place call (which overwrites
     the input: the interception then copies the inputs of the planned calls)."""
-    modules = dict(fm.model.named_modules())
+    modules = fm.modules_by_name()
     for name, rule in plan.items():
         if rule.inputs != "copy":
             continue

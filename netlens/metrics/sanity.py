@@ -82,7 +82,7 @@ def randomizable_layers(model: nn.Module, x: torch.Tensor | None = None) -> list
     fm = model if isinstance(model, FlatModel) else FlatModel(model)
     if x is not None:
         fm.ensure_traced(x)
-    modules = dict(fm.model.named_modules())
+    modules = fm.modules_by_name()
     names: list[str] = []
     for call in fm.layers:
         module = modules.get(call.module_name)
