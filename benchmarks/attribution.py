@@ -2,6 +2,12 @@
 
     python benchmarks/attribution.py [--device cpu|cuda] [--model resnet18] [--size 224]
                                      [--batches 1 8] [--repeat 3] [--skip scorecam] [--quick]
+                                     [--methods NAME ...] [--no-warmup] [--out NAME]
+
+``--methods`` keeps the rows whose method starts with one of the names (the black-box rows:
+``--methods feature_ablation lime kernel_shap shapley_sampling rise``); ``--no-warmup`` skips
+the warm-up call (for calls of tens of seconds, where it changes nothing); ``--out`` names the
+results file (default ``attribution-<device>``).
 
 For each method and batch size: the median time of netlens (defaults, on a reused ``NetLens``),
 of the fastest peer setting, their ratio, the peak CUDA memory (n/a on CPU), and netlens's
@@ -150,10 +156,55 @@ def cases(model, lens, x, target, size, skip):
         f"captum Occlusion ppe={p}": (lambda p=p: occ.attribute(
             x, sliding_window_shapes=shape, strides=strides, target=target,
             perturbations_per_eval=p)) for p in (1, 16)}
+    yield from black_box_cases(model, lens, x, target, size)
     if "scorecam" not in skip:
         yield "scorecam", 512, False, lambda: lens.scorecam(x, t, layer="layer4"), {
             "pytorch-grad-cam ScoreCAM": lambda: pgc.ScoreCAM(model, [layer])(
                 x, [pgc.utils.model_targets.ClassifierOutputTarget(c) for c in t])}
+
+
+# The black-box rows: a grid of 8 x 8 regions (28-pixel cells at 224 px), the same number of
+# model evaluations for netlens and Captum, and Captum at several ``perturbations_per_eval``
+# (the fastest is reported). Passes are counted in images of the batch's size: an ablation of
+# one region of every image of the batch is one pass.
+CELLS = 8
+SAMPLES = 128  # LIME and KernelSHAP
+PERMUTATIONS = 2  # Shapley sampling: 1 + 2 * 63 passes for netlens, 1 + 2 * 64 for Captum
+RISE_MASKS = 4000
+PPE = (1, 16, 64)
+
+
+def black_box_cases(model, lens, x, target, size):
+    """(method, passes, backward, netlens fn, {peer name: peer fn}) of the black-box methods."""
+    import captum.attr as ca
+
+    t = target.tolist()
+    mask = nl.segments.grid(x, CELLS)
+    regions = CELLS * CELLS
+    captum_mask = mask.expand(x.shape[0], 1, size, size).contiguous()
+
+    def peers(cls, **kwargs):
+        method = cls(model)
+        return {f"captum {cls.__name__} ppe={p}": (lambda p=p: method.attribute(
+            x, target=target, feature_mask=captum_mask, baselines=0.0,
+            perturbations_per_eval=p, show_progress=False, **kwargs)) for p in PPE}
+
+    yield f"feature_ablation ({regions})", regions + 1, False, \
+        lambda: lens.feature_ablation(x, t, mask=mask, progress=False), peers(ca.FeatureAblation)
+    g = torch.Generator()
+    yield f"lime ({SAMPLES})", SAMPLES + 1, False, \
+        lambda: lens.lime(x, t, n=SAMPLES, segments=mask, progress=False,
+                          generator=g.manual_seed(0)), peers(ca.Lime, n_samples=SAMPLES)
+    yield f"kernel_shap ({SAMPLES})", SAMPLES + 1, False, \
+        lambda: lens.kernel_shap(x, t, n=SAMPLES, segments=mask, progress=False,
+                                 generator=g.manual_seed(0)), \
+        peers(ca.KernelShap, n_samples=SAMPLES)
+    yield f"shapley_sampling ({PERMUTATIONS} orders)", 2 + PERMUTATIONS * (regions - 1), False, \
+        lambda: lens.shapley_sampling(x, t, n_permutations=PERMUTATIONS, segments=mask,
+                                      progress=False, generator=g.manual_seed(0)), \
+        peers(ca.ShapleyValueSampling, n_samples=PERMUTATIONS)
+    yield f"rise ({RISE_MASKS})", RISE_MASKS + 1, False, \
+        lambda: lens.rise(x, t, n=RISE_MASKS, progress=False, generator=g.manual_seed(0)), {}
 
 
 def table_lines(what: str, device: torch.device, repeat: int, rows: list[tuple]) -> list[str]:
@@ -185,6 +236,9 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--skip", nargs="*", default=[])
     parser.add_argument("--quick", action="store_true", help="112 px, batch 1, one repeat")
+    parser.add_argument("--methods", nargs="*", default=None)
+    parser.add_argument("--no-warmup", action="store_true")
+    parser.add_argument("--out", default=None)
     args = parser.parse_args()
     if args.quick:
         args.size, args.batches, args.repeat = 112, [1], 1
@@ -202,14 +256,18 @@ def main() -> None:
         pass_time = {b: passes_s[b][0] for b in (True, False)}
         for method, passes, backward, ours, peers in cases(
                 model, lens, x, target, args.size, args.skip):
-            peer_times = timed({"netlens": ours, **peers}, args.repeat, device)
+            if args.methods is not None and not method.startswith(tuple(args.methods)):
+                continue
+            peer_times = timed({"netlens": ours, **peers}, args.repeat, device,
+                               warmup=not args.no_warmup)
             ours_s, ours_mb = peer_times.pop("netlens")
-            best = min(peer_times, key=lambda k: peer_times[k][0])
             bound = passes * pass_time[backward]
-            peer_mb = peer_times[next(iter(peers))][1]  # the first setting: the peer's default
-            rows.append((method, args.model, batch, ours_s, best, peer_times[best][0],
-                         ours_s / peer_times[best][0], ours_mb, peer_mb, ours_s / bound))
-            print(f"  {method} B={batch}: {ours_s:.3f} s vs {best} {peer_times[best][0]:.3f} s; "
+            best = min(peer_times, key=lambda k: peer_times[k][0]) if peers else "(none)"
+            ps, pmb = peer_times[best][0] if peers else float("nan"), \
+                peer_times[next(iter(peers))][1] if peers else float("nan")  # peer's default
+            rows.append((method, args.model, batch, ours_s, best, ps, ours_s / ps, ours_mb,
+                         pmb, ours_s / bound))
+            print(f"  {method} B={batch}: {ours_s:.3f} s vs {best} {ps:.3f} s; "
                   + ", ".join(f"{k} {v[0]:.3f} s {v[1]:.0f} MB" for k, v in peer_times.items())
                   + f"; netlens {ours_mb:.0f} MB", flush=True)
     lines = table_lines(f"{args.model} {args.size}px", device, args.repeat, rows)
@@ -217,7 +275,8 @@ def main() -> None:
     print(table)
     RESULTS.mkdir(exist_ok=True)
     suffix = "-quick" if args.quick else ""
-    (RESULTS / f"attribution-{device.type}{suffix}.md").write_text(table + "\n")
+    name = args.out or f"attribution-{device.type}{suffix}"
+    (RESULTS / f"{name}.md").write_text(table + "\n")
 
 
 if __name__ == "__main__":

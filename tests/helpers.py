@@ -208,26 +208,39 @@ def global_hooks() -> dict[str, list[int]]:
     return {name: list(getattr(module, name)) for name in _GLOBAL_HOOKS if hasattr(module, name)}
 
 
-def model_state(model: nn.Module, *, rng: bool = False) -> dict[str, Any]:
-    """Everything about a model that netlens promises not to change; with ``rng=True`` also
-    the global random state (for blocks that draw no random numbers of their own)."""
-    state = {
-        "state_dict": {k: v.detach().clone() for k, v in model.state_dict().items()},
-        "buffers": [b.detach().clone() for b in model.buffers()],
+def _live_state(model: nn.Module) -> dict[str, Any]:
+    """The model's tensors and flags as they are now (tensors not copied)."""
+    tensors = model.state_dict(keep_vars=True)
+    return {
+        "state_dict": {k: v.detach() for k, v in tensors.items()},
+        # buffers outside the state_dict (persistent=False); the others are in it
+        "extra_buffers": {k: b.detach() for k, b in model.named_buffers(remove_duplicate=False)
+                          if k not in tensors},
         "training": [m.training for m in model.modules()],
         "requires_grad": [p.requires_grad for p in model.parameters()],
-        "grads": [None if p.grad is None else p.grad.clone() for p in model.parameters()],
+        "grads": [None if p.grad is None else p.grad.detach() for p in model.parameters()],
         "inplace": [getattr(m, "inplace", None) for m in model.modules()],
         "modules": [id(m) for m in model.modules()],
         "global_hooks": global_hooks(),
     }
+
+
+def model_state(model: nn.Module, *, rng: bool = False) -> dict[str, Any]:
+    """Everything about a model that netlens promises not to change (tensors copied); with
+    ``rng=True`` also the global random state (for blocks that draw no random numbers of
+    their own)."""
+    state = _live_state(model)
+    for key in ("state_dict", "extra_buffers"):
+        state[key] = {k: v.clone() for k, v in state[key].items()}
+    state["grads"] = [None if g is None else g.clone() for g in state["grads"]]
     if rng:
         state["rng"] = torch.random.get_rng_state()
     return state
 
 
 def assert_untouched(model: nn.Module, before: dict[str, Any]) -> None:
-    """Fails with the first difference between the model's state and ``before``."""
+    """Fails with the first difference between the model's state and ``before`` (compared
+    with the live tensors: nothing is copied a second time)."""
     for name, m in model.named_modules():
         for attr in ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks",
                      "_backward_pre_hooks", "_forward_hooks_with_kwargs",
@@ -235,20 +248,17 @@ def assert_untouched(model: nn.Module, before: dict[str, Any]) -> None:
             assert not getattr(m, attr, None), f"hook left in {name or 'model'}.{attr}"
     for name, p in model.named_parameters():
         assert not p._backward_hooks, f"tensor hook left on parameter {name}"
-    after = model_state(model)
+    after = _live_state(model)
     assert after["modules"] == before["modules"], "modules were replaced"
     for key in ("training", "requires_grad", "inplace"):
         assert after[key] == before[key], f"{key} flags changed"
-    for k, v in before["state_dict"].items():
-        assert torch.equal(after["state_dict"][k], v), f"state_dict entry {k} changed"
+    for key, what in (("state_dict", "state_dict entry"), ("extra_buffers", "buffer")):
+        assert after[key].keys() == before[key].keys(), f"{what}s were added or removed"
+        for k, v in before[key].items():
+            assert torch.equal(after[key][k], v), f"{what} {k} changed"
     for a, b in zip(after["grads"], before["grads"]):
         assert (a is None) == (b is None) and (a is None or torch.equal(a, b)), ".grad changed"
-    if "buffers" in before:  # also buffers that are not in the state_dict (persistent=False)
-        assert len(after["buffers"]) == len(before["buffers"]), "buffers were added or removed"
-        for i, (a, b) in enumerate(zip(after["buffers"], before["buffers"])):
-            assert torch.equal(a, b), f"buffer {i} changed"
-    if "global_hooks" in before:
-        assert after["global_hooks"] == before["global_hooks"], "global module hooks changed"
+    assert after["global_hooks"] == before["global_hooks"], "global module hooks changed"
     if "rng" in before:
         assert torch.equal(torch.random.get_rng_state(), before["rng"]), \
             "the global random state was consumed"

@@ -446,3 +446,34 @@ def test_soak_1000_calls_leave_no_hooks_and_flat_memory() -> None:
         torch.set_num_threads(threads)
     grown = resident[1000] - resident[100]
     assert grown < 16 << 20, f"resident memory grew by {grown / 2**20:.1f} MiB over 900 calls"
+
+
+@pytest.mark.parametrize("change", [
+    "weight", "weight_through_data", "running_mean", "non_persistent_buffer", "train_mode",
+    "requires_grad", "inplace", "grad", "forward_hook", "tensor_hook", "replaced_module",
+    "new_buffer"])
+def test_the_untouched_check_sees_every_kind_of_change(change):
+    """``assert_untouched`` (every "model untouched" test uses it) compares the live model with
+    its snapshot: each change netlens promises not to make fails it, one at a time."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten()).eval()
+    model[1].register_buffer("scratch", torch.zeros(2), persistent=False)
+    model[0].weight.grad = torch.ones_like(model[0].weight)
+    before = model_state(model)
+    assert_untouched(model, before)  # nothing changed yet
+    with torch.no_grad():
+        {"weight": lambda: model[0].weight.add_(1e-6),
+         "weight_through_data": lambda: model[0].weight.data.mul_(2),  # no version bump
+         "running_mean": lambda: model[1].running_mean.fill_(1),
+         "non_persistent_buffer": lambda: model[1].scratch.fill_(1),
+         "train_mode": lambda: model[1].train(),
+         "requires_grad": lambda: model[0].bias.requires_grad_(False),
+         "inplace": lambda: setattr(model[2], "inplace", True),
+         "grad": lambda: model[0].weight.grad.mul_(3),
+         "forward_hook": lambda: model[2].register_forward_hook(lambda *a: None),
+         "tensor_hook": lambda: model[0].weight.register_hook(lambda g: g),
+         "replaced_module": lambda: model.__setitem__(2, nn.ReLU()),
+         "new_buffer": lambda: model[2].register_buffer("extra", torch.zeros(1)),
+         }[change]()
+    with pytest.raises(AssertionError):
+        assert_untouched(model, before)
