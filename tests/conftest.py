@@ -90,6 +90,24 @@ def background(request: pytest.FixtureRequest
     return result
 
 
+@pytest.fixture(scope="session")
+def torchvision_double() -> Callable[[str], nn.Module]:
+    """``get(name)``: torchvision's ``name`` (random init after ``torch.manual_seed(0)``, float64,
+    eval mode), built once for the whole run (a VGG-16 takes 5 s to build): the tests that use
+    it check that netlens leaves it untouched."""
+    built: dict[str, nn.Module] = {}
+
+    def get(name: str) -> nn.Module:
+        if name not in built:
+            import torchvision
+
+            torch.manual_seed(0)
+            built[name] = getattr(torchvision.models, name)().double().eval()
+        return built[name]
+
+    return get
+
+
 @pytest.fixture
 def every_relu_net() -> EveryReluNet:
     torch.manual_seed(0)

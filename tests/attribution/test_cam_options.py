@@ -14,7 +14,6 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-import torchvision
 from torch import nn
 
 import netlens as nl
@@ -31,16 +30,8 @@ ARCHS = [pytest.param("resnet18", 64), pytest.param("vgg16", 32, marks=pytest.ma
 
 
 @pytest.fixture(scope="module")
-def zoo():
-    built: dict[str, nn.Module] = {}
-
-    def get(name: str) -> nn.Module:
-        if name not in built:
-            torch.manual_seed(0)
-            built[name] = getattr(torchvision.models, name)().double().eval()
-        return built[name]
-
-    return get
+def zoo(torchvision_double):
+    return torchvision_double
 
 
 def images(batch: int, h: int, w: int, dtype: torch.dtype = torch.float64,

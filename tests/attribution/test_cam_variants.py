@@ -17,7 +17,6 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-import torchvision
 from torch import nn
 
 import netlens as nl
@@ -76,16 +75,8 @@ def acts_and_grads(model: nn.Module, layer: str, x: torch.Tensor, t: list[int]):
 
 # -- models ------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def zoo():
-    built: dict[str, nn.Module] = {}
-
-    def get(name: str) -> nn.Module:
-        if name not in built:
-            torch.manual_seed(0)
-            built[name] = getattr(torchvision.models, name)().double().eval()
-        return built[name]
-
-    return get
+def zoo(torchvision_double):
+    return torchvision_double
 
 
 # The layer per architecture: the last block for gradient CAMs (pytorch-grad-cam's choice),
