@@ -156,7 +156,7 @@ def cases(model, lens, x, target, size, skip):
         f"captum Occlusion ppe={p}": (lambda p=p: occ.attribute(
             x, sliding_window_shapes=shape, strides=strides, target=target,
             perturbations_per_eval=p)) for p in (1, 16)}
-    yield from black_box_cases(model, lens, x, target, size)
+    yield from black_box_cases(model, lens, x, target)
     if "scorecam" not in skip:
         yield "scorecam", 512, False, lambda: lens.scorecam(x, t, layer="layer4"), {
             "pytorch-grad-cam ScoreCAM": lambda: pgc.ScoreCAM(model, [layer])(
@@ -174,14 +174,14 @@ RISE_MASKS = 4000
 PPE = (1, 16, 64)
 
 
-def black_box_cases(model, lens, x, target, size):
+def black_box_cases(model, lens, x, target):
     """(method, passes, backward, netlens fn, {peer name: peer fn}) of the black-box methods."""
     import captum.attr as ca
 
     t = target.tolist()
     mask = nl.segments.grid(x, CELLS)
     regions = CELLS * CELLS
-    captum_mask = mask.expand(x.shape[0], 1, size, size).contiguous()
+    captum_mask = mask.expand(x.shape[0], *mask.shape[1:]).contiguous()  # one per image
 
     def peers(cls, **kwargs):
         method = cls(model)
@@ -262,9 +262,11 @@ def main() -> None:
                                warmup=not args.no_warmup)
             ours_s, ours_mb = peer_times.pop("netlens")
             bound = passes * pass_time[backward]
-            best = min(peer_times, key=lambda k: peer_times[k][0]) if peers else "(none)"
-            ps, pmb = peer_times[best][0] if peers else float("nan"), \
-                peer_times[next(iter(peers))][1] if peers else float("nan")  # peer's default
+            best, ps, pmb = "(none)", float("nan"), float("nan")
+            if peers:
+                best = min(peer_times, key=lambda k: peer_times[k][0])
+                ps = peer_times[best][0]
+                pmb = peer_times[next(iter(peers))][1]  # the first setting: the peer's default
             rows.append((method, args.model, batch, ours_s, best, ps, ours_s / ps, ours_mb,
                          pmb, ours_s / bound))
             print(f"  {method} B={batch}: {ours_s:.3f} s vs {best} {ps:.3f} s; "

@@ -93,8 +93,8 @@ def background(request: pytest.FixtureRequest
 @pytest.fixture(scope="session")
 def torchvision_double() -> Callable[[str], nn.Module]:
     """``get(name)``: torchvision's ``name`` (random init after ``torch.manual_seed(0)``, float64,
-    eval mode), built once for the whole run (a VGG-16 takes 5 s to build): the tests that use
-    it check that netlens leaves it untouched."""
+    eval mode), built once for the whole run (a VGG-16 takes 5 s to build) and shared: a test
+    that uses it must not change it."""
     built: dict[str, nn.Module] = {}
 
     def get(name: str) -> nn.Module:

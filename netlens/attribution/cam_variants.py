@@ -1074,7 +1074,7 @@ def _psi(m: torch.Tensor, size: tuple[int, int], per_channel: bool) -> torch.Ten
     (per image over all channels, or per channel), bilinear resizing to ``size``, sum over
     channels: ``(n, 1, H, W)``. Resizing is linear and the same for every channel, so the
     channels are summed first and one map is resized instead of ``C`` (equal up to round-off;
-    on a 500-image batch 13.6 s of resizing became 0.3 s)."""
+    FullGrad of 500 images of the shapes model: 13.1 s -> 1.0 s)."""
     m = m.abs()
     dims = (-2, -1) if per_channel else (-3, -2, -1)
     m = m - m.amin(dim=dims, keepdim=True)
