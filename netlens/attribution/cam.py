@@ -51,6 +51,7 @@ from .._runtime import (
     grad,
     guarded,
     model_output,
+    pass_layout,
     prepare,
     progress_bar,
     scores_of,
@@ -294,6 +295,7 @@ def _layer_pass(
         a = first_tensor(output)
         if a is None:
             raise ValueError(f"layer {name!r} returned no tensor")
+        a = a.contiguous()  # the pass may run channels-last (pass_layout); the maps do not
         if not gradients:
             box.append(a.detach().clone())  # later in-place ops must not change it
             return None
@@ -307,7 +309,7 @@ def _layer_pass(
         return _with_first(output, leaf.clone())
 
     with fm.intercept(name, grab), torch.no_grad():  # grab turns autograd back on
-        out = model_output(fm, x, t)
+        out = model_output(fm, pass_layout(fm, x), t)
     if not box:
         hint = (f" (the target reads layer {t.layer!r}, which runs before it; choose an "
                 "earlier CAM layer)" if t.layer is not None else "")

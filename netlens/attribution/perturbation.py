@@ -31,6 +31,7 @@ from .._runtime import (
     chunks,
     guarded,
     model_output,
+    pass_layout,
     prepare,
     progress_bar,
     scores_of,
@@ -80,7 +81,7 @@ def bind_scores(fm: FlatModel, x: torch.Tensor, target: TargetLike, batch_size: 
     t = as_target(target, x.shape[0])
     bound, refs = [], []
     for part in chunks(x.shape[0], batch_size):
-        out = model_output(fm, x[part], t)
+        out = model_output(fm, pass_layout(fm, x[part]), t)
         bound.append(bind_part(t, part, out))
         refs.append(scores_of(bound[-1], out))
     return type(bound[0]).cat(bound), torch.cat(refs)
@@ -105,7 +106,7 @@ def score_perturbations(fm: FlatModel, t: Target, total: int, build: Builder,
         index = torch.arange(part.start, part.stop, device=device)
         images, owner = build(index)
         ti = t.take(owner)
-        parts.append(scores_of(ti, model_output(fm, images, ti)))
+        parts.append(scores_of(ti, model_output(fm, pass_layout(fm, images), ti)))
         bar.update(part.stop - part.start)  # type: ignore[attr-defined]
     return torch.cat(parts)
 

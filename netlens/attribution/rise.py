@@ -36,6 +36,7 @@ from .._runtime import (
     chunks,
     guarded,
     model_output,
+    pass_layout,
     prepare,
     progress_bar,
     scores_of,
@@ -134,7 +135,7 @@ def rise(
             first = part.start // batch
             made = masks(first, (part.stop - 1) // batch + 1)[mask - first]  # (m, H, W)
             ti = t.take(image)
-            scores = scores_of(ti, model_output(fm, x[image] * made[:, None], ti))
+            scores = scores_of(ti, model_output(fm, pass_layout(fm, x[image] * made[:, None]), ti))
             flat = made.flatten(1)
             saliency.index_add_(0, image, flat[:, None] * scores[..., None] if t.k is not None
                                 else flat * scores[:, None])

@@ -94,6 +94,31 @@ def test_feature_ablation_equals_captum(kind):
     assert (ours.expand_as(theirs) - theirs).abs().max() < 1e-10
 
 
+def test_black_box_passes_run_channels_last_only_where_a_convolution_reads_the_input():
+    from netlens._runtime import pass_layout
+
+    cnn, x = small_cnn(**CNN), images(2)
+    fm = nl.FlatModel(cnn)
+    fast = pass_layout(fm, x)
+    assert fast.is_contiguous(memory_format=torch.channels_last) and torch.equal(fast, x)
+    assert x.is_contiguous() and not x.is_contiguous(memory_format=torch.channels_last)
+    assert all(p.is_contiguous() for p in cnn.parameters())  # the weights are not touched
+    flat = nn.Sequential(nn.Flatten(), nn.Linear(3 * 13 * 11, 4)).double().eval()
+    assert pass_layout(nl.FlatModel(flat), x) is x
+
+    class Views(nn.Module):  # reads its input with .view, which a channels-last copy refuses
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = nn.Linear(3 * 13 * 11, 4).double()
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.fc(x.view(x.shape[0], -1))
+
+    views = Views().eval()
+    torch.testing.assert_close(feature_ablation(views, x, 1, mask=2),
+                               feature_ablation(views, x.clone(), 1, mask=2, batch_size=1))
+
+
 def test_feature_ablation_of_a_linear_model_is_the_region_sum():
     model, x = linear(bias=0.5)
     mask = grid(x, 4)
