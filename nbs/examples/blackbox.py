@@ -278,6 +278,55 @@ for name in ("kernel_shap", "shapley_sampling"):
           f"{float((values - drop).abs().max()):.1e} (drops up to {float(drop.abs().max()):.1f})")
 
 # %% [markdown]
+# ## More of the family: feature permutation, extremal perturbation, Blur IG, Guided IG, XRAI, the noise tunnel
+#
+# Six more methods of `nl.attribution`, on the same 32 images, with small settings again (the
+# defaults in brackets):
+#
+# - `feature_permutation`: each region's pixels are shuffled *across the batch* (image `i`
+#   gets region `r` of another image); a region gets the score drop. One pass per region, but
+#   it needs a batch whose images differ: here the 8×8 grid, the same for every image.
+# - `extremal_perturbation` (Fong et al. 2019): the smooth mask of a given area (here 10% of
+#   the image) that keeps the most of the score when the rest is blurred, found by gradient
+#   descent on the mask: 100 steps (800).
+# - `blur_ig` (Xu et al. 2020): integrated gradients along the path from the image blurred
+#   away to the image itself, no baseline to choose: 32 steps (100).
+# - `guided_ig` (Kapishnikov et al. 2021): integrated gradients along an adaptive path that
+#   moves the pixels with the smallest gradient first: 32 steps (200).
+# - `xrai` (Kapishnikov et al. 2019): regions (superpixels at several scales) ranked by how
+#   much of an attribution map, integrated gradients by default, they hold per pixel, merged
+#   greedily; each pixel gets the gain of the region it joined with.
+# - `noise_tunnel`: any registered method averaged over noisy copies of the image
+#   (`variant="mean"`, `"squared"` or `"vargrad"`); here saliency with 16 copies (50), which
+#   is SmoothGrad.
+
+# %%
+more = {
+    "feature_permutation": lambda m: A.feature_permutation(m, x, y, mask=grid,
+                                                           generator=seed(), progress=False),
+    "extremal (10%)": lambda m: A.extremal_perturbation(m, x, y, areas=0.1, steps=100,
+                                                        progress=False),
+    "blur_ig": lambda m: A.blur_ig(m, x, y, steps=32, progress=False),
+    "guided_ig": lambda m: A.guided_ig(m, x, y, steps=32, progress=False),
+    "xrai": lambda m: A.xrai(m, x, y, options={"steps": 16}, progress=False),
+    "noise_tunnel": lambda m: A.noise_tunnel(m, x, y, method="saliency", n=16, sigma=0.15,
+                                             generator=seed(), progress=False),
+}
+print(f"{'method':>19s} {'seconds':>8s} {'passes per image':>17s}")
+for name, method in more.items():
+    counted.images = 0
+    start = time.perf_counter()
+    maps[name] = method(counted)
+    cost[name] = (time.perf_counter() - start, counted.images / len(x))
+    print(f"{name:>19s} {cost[name][0]:8.2f} {cost[name][1]:17.1f}")
+print({name: tuple(maps[name].shape) for name in more})
+nl.plot.show_maps(x[:4], {name: maps[name][:4] for name in more}, masks[:4], titles=titles,
+                  mean=None, std=None)
+
+# %% [markdown]
+# MORE_TEXT
+
+# %% [markdown]
 # `nl.plot.explain(kind="cam")` is the quick look at one map: the heat map, the heat map over
 # the image and the map in grayscale, here feature ablation's positive part (what hiding
 # costs).
