@@ -265,7 +265,7 @@ def pass_layout(fm: FlatModel, x: torch.Tensor) -> torch.Tensor:
     conv_first = cache.get("conv_first")
     if conv_first is None:
         modules = fm.modules_by_name()
-        leaves = (c for c in sorted(fm.layers, key=lambda c: c.order)
+        leaves = (c for c in fm.layers  # in the order the calls start
                   if c.functional or c.module_name in modules
                   and next(modules[c.module_name].children(), None) is None)
         first = next(leaves, None)

@@ -162,6 +162,14 @@ def seed():
     return torch.Generator().manual_seed(0)
 
 
+def run(method, n=len(x)):
+    """``method(counted)``, and its cost: seconds, and images the model ran on per image."""
+    counted.images = 0
+    start = time.perf_counter()
+    result = method(counted)
+    return result, (time.perf_counter() - start, counted.images / n)
+
+
 def each_image(method):
     """``method(model, i)`` on image ``i`` alone, for every image, concatenated."""
     return lambda m: torch.cat([method(m, slice(i, i + 1)) for i in range(len(x))])
@@ -188,10 +196,7 @@ methods = {
 maps, cost = {}, {}
 print(f"{'method':>17s} {'seconds':>8s} {'passes per image':>17s}")
 for name, method in methods.items():
-    counted.images = 0
-    start = time.perf_counter()
-    maps[name] = method(counted)
-    cost[name] = (time.perf_counter() - start, counted.images / len(x))
+    maps[name], cost[name] = run(method)
     print(f"{name:>17s} {cost[name][0]:8.2f} {cost[name][1]:17.1f}")
 print(maps["lime"].shape)
 
@@ -250,11 +255,8 @@ for name, method in {
                                                 baseline=mean_colour[:4], generator=seed(),
                                                 progress=False),
 }.items():
-    counted.images = 0
-    start = time.perf_counter()
-    regions[name] = method(counted)
-    print(f"{name:>17s}: {time.perf_counter() - start:.2f} s, {counted.images / 4:.0f} passes "
-          "per image")
+    regions[name], (seconds, passes) = run(method, 4)
+    print(f"{name:>17s}: {seconds:.2f} s, {passes:.0f} passes per image")
 nl.plot.show_maps(x[:4], {
     "ablation, grid": regions["ablation, grid"],
     "ablation, SLIC": maps["feature_ablation"][:4],
@@ -314,17 +316,11 @@ more = {
 }
 print(f"{'method':>19s} {'seconds':>8s} {'passes per image':>17s}")
 for name, method in more.items():
-    counted.images = 0
-    start = time.perf_counter()
-    maps[name] = method(counted)
-    cost[name] = (time.perf_counter() - start, counted.images / len(x))
+    maps[name], cost[name] = run(method)
     print(f"{name:>19s} {cost[name][0]:8.2f} {cost[name][1]:17.1f}")
-counted.images = 0
-start = time.perf_counter()
-extremal = A.extremal_perturbation(counted, x[:8], y[:8], areas=0.1, steps=100, max_blur=20.0,
-                                   progress=False)
-print(f"{'extremal (10%)':>19s} {time.perf_counter() - start:8.2f} {counted.images / 8:17.1f}"
-      "  (8 images)")
+extremal, (seconds, passes) = run(lambda m: A.extremal_perturbation(
+    m, x[:8], y[:8], areas=0.1, steps=100, max_blur=20.0, progress=False), 8)
+print(f"{'extremal (10%)':>19s} {seconds:8.2f} {passes:17.1f}  (8 images)")
 print({name: tuple(maps[name].shape) for name in more}, tuple(extremal.shape))
 nl.plot.show_maps(x[:4], {**{name: maps[name][:4] for name in more}, "extremal": extremal[:4]},
                   masks[:4], titles=titles, mean=None, std=None)

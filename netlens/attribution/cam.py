@@ -295,16 +295,16 @@ def _layer_pass(
         a = first_tensor(output)
         if a is None:
             raise ValueError(f"layer {name!r} returned no tensor")
-        a = a.contiguous()  # the pass may run channels-last (pass_layout); the maps do not
-        if not gradients:
-            box.append(a.detach().clone())  # later in-place ops must not change it
+        # the pass may run channels-last (pass_layout); the maps are contiguous
+        if not gradients:  # a copy: later in-place ops must not change it
+            box.append(a.detach().clone(memory_format=torch.contiguous_format))
             return None
         # The forward runs without autograd up to here: nothing before the layer is
         # differentiated, so no graph is recorded for it. From here on it is recorded,
         # starting from a leaf; the model continues on a copy, so that later in-place
         # ops (ResNet's `out += x`, in-place ReLUs) cannot change the leaf.
         torch.set_grad_enabled(True)
-        leaf = a.detach().requires_grad_(True)
+        leaf = a.detach().contiguous().requires_grad_(True)
         box.append(leaf)
         return _with_first(output, leaf.clone())
 
@@ -354,7 +354,7 @@ def _hvp_pass(fm: FlatModel, name: str, x: torch.Tensor, t: Target,
         a = first_tensor(output)
         assert a is not None  # the driver's layer pass read this layer already
         torch.set_grad_enabled(True)  # as in _layer_pass: a graph from the layer on only
-        leaf = a.detach().requires_grad_(True)
+        leaf = a.detach().contiguous().requires_grad_(True)
         box.append(leaf)
         return _with_first(output, leaf.clone())
 

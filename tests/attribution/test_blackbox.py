@@ -107,6 +107,9 @@ def test_black_box_passes_run_channels_last_only_where_a_convolution_reads_the_i
     assert all(p.is_contiguous() for p in cnn.parameters())  # the weights are not touched
     flat = nn.Sequential(nn.Flatten(), nn.Linear(3 * 13 * 11, 4)).double().eval()
     assert pass_layout(nl.FlatModel(flat), x) is x
+    # the channels-last passes (3 images each) score as the contiguous ones (1 each)
+    torch.testing.assert_close(feature_ablation(cnn, x, 1, mask=2, batch_size=3),
+                               feature_ablation(cnn, x, 1, mask=2, batch_size=1))
 
     class Views(nn.Module):  # reads its input with .view, which a channels-last copy refuses
         def __init__(self) -> None:
