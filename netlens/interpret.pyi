@@ -550,6 +550,7 @@ class NetLens:
         max_blur: float | None = None,
         levels: int = 8,
         jitter: bool = True,
+        learning_rate: float | None = None,
         batch_size: int | None = None,
         progress: bool | None = None,
     ) -> torch.Tensor: ...

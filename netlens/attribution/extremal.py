@@ -10,8 +10,9 @@ max-convolution: pixel ``u`` takes the soft maximum (softmax pooling, coldness 2
 a pyramid of blurs of the image (mask 0: blurred by ``max_blur``, mask 1: the image). The area
 constraint compares the sorted mask with the vector of ``(1 - a) HW`` zeros then ``a HW`` ones,
 weighted by 300 growing geometrically to 16 times that over the iterations. ``p`` starts at 1
-and climbs ``reward - area penalty`` by SGD with momentum (TorchRay's learning rate 0.01,
-momentum and dampening 0.9), the image flipped left-right on even iterations (jitter).
+and climbs ``reward - area penalty`` by SGD with momentum (TorchRay's learning rate 0.01 at
+its 800 steps, scaled by ``800 / steps`` for fewer; momentum and dampening 0.9), the image
+flipped left-right on even iterations (jitter).
 
 Every (image, target, area) is its own optimisation, run side by side, ``batch_size`` perturbed
 images per pass; the passes of an iteration only add gradients, so the result does not depend
@@ -55,7 +56,7 @@ __all__ = ["extremal_perturbation"]
 Areas = Union[float, Sequence[float]]
 ExtremalVariant = Literal["preserve", "delete", "dual"]
 
-_LEARNING_RATE, _MOMENTUM = 0.01, 0.9
+_LEARNING_RATE, _MOMENTUM, _TORCHRAY_STEPS = 0.01, 0.9, 800
 _AREA_WEIGHT, _AREA_GROWTH = 300.0, 1.0035 ** 800  # TorchRay: x1.0035 for each of 800 steps
 _COLDNESS = 20.0
 
@@ -126,7 +127,8 @@ def extremal_perturbation(
     model: nn.Module, x: torch.Tensor, target: TargetLike = None, *, areas: Areas = 0.1,
     steps: int = 800, variant: ExtremalVariant = "preserve", stride: int | None = None,
     sigma: float | None = None, max_blur: float | None = None, levels: int = 8,
-    jitter: bool = True, batch_size: int | None = None, progress: bool | None = None,
+    jitter: bool = True, learning_rate: float | None = None, batch_size: int | None = None,
+    progress: bool | None = None,
 ) -> torch.Tensor:
     """Extremal perturbation masks: for each area ``a``, the smooth mask covering a fraction
     ``a`` of the image that keeps the most of the target score when the rest is blurred.
@@ -157,6 +159,11 @@ def extremal_perturbation(
             scaled with the smaller side.
         levels: blur levels of the pyramid (TorchRay's 8, at least 2).
         jitter: flip the perturbed image left-right on even iterations.
+        learning_rate: the step size of the mask parameters' SGD; default ``0.01 * 800 /
+            steps``: TorchRay's 0.01 at its 800 steps, and the same path length ``steps *
+            learning_rate`` with fewer steps, as the area weight's growth is compressed into
+            ``steps`` too (on 32 shapes images at 100 steps: relevance mass 0.25 and pointing
+            game 0.31 with 0.08, 0.11 and 0.0 with 0.01; a random map 0.06 and 0.09).
         batch_size: perturbed images per pass; default from the memory budget.
         progress: show a progress bar: None (when slow), True or False.
 
@@ -166,7 +173,7 @@ def extremal_perturbation(
 
     Raises:
         ValueError: an area outside (0, 1), ``steps < 1``, a bad ``variant``, ``stride``,
-            ``sigma``, ``max_blur`` or ``levels``, a bad input or target.
+            ``sigma``, ``max_blur``, ``levels`` or ``learning_rate``, a bad input or target.
         RuntimeError: under ``torch.inference_mode()``.
 
     Example:
@@ -189,6 +196,10 @@ def extremal_perturbation(
     if sigma <= 0 or max_blur <= 0:
         raise ValueError(f"sigma and max_blur must be > 0 pixels, got {sigma!r}, {max_blur!r}")
     levels = check_count(levels, "levels", 2)
+    lr = _LEARNING_RATE * _TORCHRAY_STEPS / steps if learning_rate is None else check_real(
+        learning_rate, "learning_rate", minimum=0)
+    if lr <= 0:
+        raise ValueError(f"learning_rate must be > 0, got {learning_rate!r}")
     fm.ensure_traced(x)
     bs = auto_batch_size(fm, x) if batch_size is None else check_count(batch_size, "batch_size")
     masks = _Masks(height, width, stride, sigma, x.dtype, x.device)
@@ -235,7 +246,7 @@ def extremal_perturbation(
                     bar.update(part.stop - part.start)
                 # SGD with momentum and dampening 0.9 (PyTorch's rule), climbing the energy
                 buf = g if buf is None else _MOMENTUM * buf + (1 - _MOMENTUM) * g
-                p = (p + _LEARNING_RATE * buf).clamp(0, 1)
+                p = (p + lr * buf).clamp(0, 1)
                 weight *= growth
         with torch.no_grad():
             out = masks(p)

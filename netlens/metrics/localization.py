@@ -26,6 +26,8 @@ relevance mass and rank, and about that fraction on the pointing game too.
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 import torch.nn.functional as F
 
@@ -43,6 +45,7 @@ def _prepare(attr: torch.Tensor, masks: torch.Tensor,
 
 
 def pointing_game(attr: torch.Tensor, masks: torch.Tensor, *, tolerance: int = 0,
+                  ties: Literal["first", "share"] = "first",
                   reduce: Reduce = "auto") -> torch.Tensor:
     """1.0 per image whose map has its maximum inside the object, else 0.0.
 
@@ -51,28 +54,45 @@ def pointing_game(attr: torch.Tensor, masks: torch.Tensor, *, tolerance: int = 0
         masks: the objects, ``(B, 1, H, W)`` or ``(B, H, W)``.
         tolerance: also count a maximum within this many pixels (Chebyshev distance) of the
             object as a hit (Zhang et al. used 15 pixels at 224).
+        ties: what a map with several maximal pixels scores. ``"first"`` (Zhang et al.,
+            TorchRay, Quantus): the first of them in row-major order decides. ``"share"``: the
+            share of them inside the object, the hit rate expected when the tie is broken at
+            random. A map that is flat on a region (XRAI, an extremal mask, a map painted per
+            superpixel) scores by its region's top-left pixel under ``"first"``, which lies
+            outside a small object more often than not; both rules agree on a map with one
+            maximum.
         reduce: how ``attr`` becomes one map (:func:`~netlens.metrics.saliency_map`).
 
     Returns:
-        ``(B,)`` float64 of 0.0 and 1.0. With several maxima, the first in row-major order counts.
+        ``(B,)`` float64: 0.0 and 1.0 under ``ties="first"``, in ``[0, 1]`` under ``"share"``.
 
     Raises:
         ValueError: masks whose shape does not match ``attr``, an empty mask, a negative
-            ``tolerance``.
+            ``tolerance``, an unknown ``ties``.
 
     Example:
         >>> m = torch.zeros(1, 1, 3, 3); m[0, 0, 1, 1] = 1
         >>> pointing_game(m, m.bool()).tolist()
         [1.0]
+        >>> flat = torch.ones(1, 1, 2, 2)  # four tied maxima, one of them in the object
+        >>> obj = torch.tensor([[[[False, False], [False, True]]]])
+        >>> pointing_game(flat, obj).tolist(), pointing_game(flat, obj, ties="share").tolist()
+        ([0.0], [0.25])
     """
     if isinstance(tolerance, bool) or not isinstance(tolerance, int) or tolerance < 0:
         raise ValueError(f"tolerance must be an int >= 0 (pixels), got {tolerance!r}")
+    if ties not in ("first", "share"):
+        raise ValueError(f"ties must be 'first' (the first maximum in row-major order decides) "
+                         f"or 'share' (the share of tied maxima inside the object), got {ties!r}")
     flat, inside = _prepare(attr, masks, reduce)
     if tolerance:
         h, w = attr.shape[2:]
         grown = F.max_pool2d(inside.view(-1, 1, h, w).double(), 2 * tolerance + 1, stride=1,
                              padding=tolerance)
         inside = grown.flatten(1) > 0
+    if ties == "share":
+        top = flat == flat.max(1, keepdim=True).values
+        return (top & inside).sum(1).double() / top.sum(1).double()
     return inside.gather(1, flat.argmax(1, keepdim=True))[:, 0].double()
 
 

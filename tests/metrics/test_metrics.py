@@ -184,6 +184,25 @@ def test_localization_of_the_true_map_and_its_complement(toy):
     assert M.pointing_game(noise, blobs).mean() == pytest.approx(0.125, abs=0.04)
 
 
+def test_pointing_game_ties_first_or_share():
+    """``ties="first"``: the first maximum in row-major order decides (Quantus, TorchRay);
+    ``"share"``: the share of tied maxima in the object, which is the hit rate of a random
+    tie-break (measured here by breaking the ties with noise far below the tie); on a map with
+    one maximum both rules agree."""
+    flat = torch.zeros(512, 1, 8, 8)
+    flat[:, :, 1:5, 1:5] = 1.0  # a 16-pixel plateau
+    obj = torch.zeros(512, 1, 8, 8, dtype=torch.bool)
+    obj[:, :, 3:6, 3:6] = True  # covers 4 of the plateau's pixels, not its top-left one
+    assert M.pointing_game(flat, obj).tolist() == [0.0] * 512
+    assert M.pointing_game(flat, obj, ties="share").tolist() == [4 / 16] * 512
+    jitter = flat + 1e-3 * torch.rand(flat.shape, generator=torch.Generator().manual_seed(0))
+    assert M.pointing_game(jitter, obj).mean().item() == pytest.approx(0.25, abs=0.06)
+    assert torch.equal(M.pointing_game(jitter, obj, ties="share"), M.pointing_game(jitter, obj))
+    assert M.pointing_game(flat, obj, ties="share", tolerance=1).tolist() == [9 / 16] * 512
+    with pytest.raises(ValueError, match="ties must be 'first'"):
+        M.pointing_game(flat, obj, ties="random")
+
+
 def test_localization_values_by_hand():
     m = torch.tensor([[[[4.0, -1.0, 0.0], [1.0, 3.0, 2.0]]]])
     mask = torch.tensor([[[[False, True, False], [False, True, True]]]])
