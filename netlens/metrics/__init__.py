@@ -13,15 +13,23 @@
 - Localization also: :func:`top_k_intersection`, :func:`attribution_localisation`,
   :func:`localisation_auc`, :func:`focus` (on a :func:`mosaic` of images).
 - Robustness (:mod:`~netlens.metrics.robustness`): :func:`max_sensitivity`,
-  :func:`avg_sensitivity`, :func:`local_lipschitz_estimate`; complexity: :func:`sparseness`
+  :func:`avg_sensitivity`, :func:`local_lipschitz_estimate`, :func:`continuity`,
+  :func:`consistency`, :func:`relative_input_stability`, :func:`relative_output_stability`,
+  :func:`relative_representation_stability`; complexity: :func:`sparseness`
   (Gini), :func:`complexity` (entropy), :func:`effective_complexity`
   (:mod:`~netlens.metrics.complexity`).
 - Axiomatic (:mod:`~netlens.metrics.axiomatic`): :func:`completeness`,
   :func:`non_sensitivity`, :func:`input_invariance` (with :func:`shifted_model`).
 - Sanity checks (:mod:`~netlens.metrics.sanity`): :func:`model_randomization` (Adebayo et al.
-  2018, cascading or independent) and :func:`plot_randomization`.
+  2018, cascading or independent) and :func:`plot_randomization`; in
+  :mod:`~netlens.metrics.randomization`: :func:`random_logit` (Sixt et al. 2020),
+  :func:`smooth_mprt` and :func:`efficient_mprt` (Hedström et al. 2023), and Adebayo's
+  :func:`data_randomization` against a model trained on random labels
+  (:func:`netlens.zoo.shapes_model_random_labels`).
 - :func:`compare`: methods x metrics in one :class:`MetricTable`, with runtime, peak memory and
-  the curves for :func:`plot_curves`.
+  the curves for :func:`plot_curves`; :func:`reliability` (:mod:`~netlens.metrics.agreement`):
+  how far its ranking of methods can be trusted (Krippendorff's alpha of the images' rankings,
+  the metrics' Kendall agreement; :func:`plot_reliability`).
 
 Every metric takes plain tensors, works on any device, chunks its perturbed passes under a
 memory budget and leaves the caller's model and inputs as they were. Attributions are read as one
@@ -49,6 +57,7 @@ from ._maps import (
     spearman,
     ssim,
 )
+from .agreement import Reliability, kendall_tau, krippendorff_alpha, plot_reliability, reliability
 from .axiomatic import completeness, input_invariance, non_sensitivity, shifted_model
 from .compare import DEFAULT_METHODS, DEFAULT_METRICS, METRICS, MetricTable, compare, plot_curves
 from .complexity import complexity, effective_complexity
@@ -87,7 +96,24 @@ from .localization import (
     top_k_intersection,
 )
 from .localization import auc as localisation_auc
-from .robustness import avg_sensitivity, local_lipschitz_estimate, max_sensitivity, sparseness
+from .randomization import (
+    DataRandomization,
+    data_randomization,
+    efficient_mprt,
+    random_logit,
+    smooth_mprt,
+)
+from .robustness import (
+    avg_sensitivity,
+    consistency,
+    continuity,
+    local_lipschitz_estimate,
+    max_sensitivity,
+    relative_input_stability,
+    relative_output_stability,
+    relative_representation_stability,
+    sparseness,
+)
 from .sanity import Randomization, model_randomization, plot_randomization, randomizable_layers
 
 __all__ = [
@@ -100,9 +126,13 @@ __all__ = [
     "pointing_game", "relevance_mass", "relevance_rank", "boxes_to_masks",
     "top_k_intersection", "attribution_localisation", "localisation_auc", "focus", "mosaic",
     "max_sensitivity", "avg_sensitivity", "local_lipschitz_estimate", "sparseness",
+    "continuity", "consistency", "relative_input_stability", "relative_output_stability",
+    "relative_representation_stability",
     "complexity", "effective_complexity",
     "completeness", "non_sensitivity", "input_invariance", "shifted_model",
     "model_randomization", "Randomization", "randomizable_layers", "plot_randomization",
+    "random_logit", "smooth_mprt", "efficient_mprt", "data_randomization", "DataRandomization",
+    "reliability", "Reliability", "krippendorff_alpha", "kendall_tau", "plot_reliability",
     "saliency_map", "normalized", "spearman", "ssim", "random_map", "centre_map",
     "REFERENCE_MAPS",
 ]

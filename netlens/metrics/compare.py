@@ -18,6 +18,7 @@ from . import complexity as cx
 from . import faithfulness as fa
 from . import faithfulness_more as fm2
 from . import localization as lo
+from . import randomization as rnd
 from . import robustness as ro
 from ._maps import (
     Method,
@@ -58,7 +59,15 @@ METRICS: dict[str, tuple[str, bool]] = {
     "max_sensitivity": ("method", False),
     "avg_sensitivity": ("method", False),
     "local_lipschitz_estimate": ("method", False),
+    "continuity": ("method", False),
+    "relative_input_stability": ("method", False),
+    "relative_output_stability": ("method", False),
+    "relative_representation_stability": ("method", False),
+    "consistency": ("model", True),
     "input_invariance": ("method", True),
+    "random_logit": ("method", False),
+    "smooth_mprt": ("method", False),
+    "efficient_mprt": ("method", True),
     "sparseness": ("map", True),
     "complexity": ("map", False),
     "effective_complexity": ("map", False),
@@ -83,15 +92,18 @@ class MetricTable(list):
     column is left out of the table when no method has one).
 
     ``str(table)`` is a Markdown table; ``table.curves`` maps method -> curve name ->
-    ``(fractions, mean scores)`` for :func:`plot_curves`.
+    ``(fractions, mean scores)`` for :func:`plot_curves`; ``table.per_image`` maps method ->
+    metric -> the ``(B,)`` float64 scores of the images, which
+    :func:`~netlens.metrics.reliability` reads to say how far the ranking can be trusted.
     """
 
     def __init__(self, records: Sequence[dict[str, Any]] = (), metrics: Sequence[str] = (),
                  curves: dict[str, dict[str, tuple[torch.Tensor, torch.Tensor]]] | None = None,
-                 ) -> None:
+                 per_image: dict[str, dict[str, torch.Tensor]] | None = None) -> None:
         super().__init__(records)
         self.metrics = list(metrics)
         self.curves = dict(curves or {})
+        self.per_image = dict(per_image or {})
 
     @property
     def columns(self) -> list[str]:
@@ -224,6 +236,7 @@ def compare(
     quiet = False if progress is False else None
     records: list[dict[str, Any]] = []
     curves: dict[str, dict[str, tuple[torch.Tensor, torch.Tensor]]] = {}
+    per_image: dict[str, dict[str, torch.Tensor]] = {}
     with progress_bar(len(named) * (1 + len(metrics)), progress, "compare") as bar:
         for name, fn in named:
             opts = options.get(name, {})
@@ -236,19 +249,20 @@ def compare(
             check_attr(attr, x, name=f"the result of {name}")
             bar.update()
             record: dict[str, Any] = {"method": name}
-            curves[name] = {}
+            curves[name], per_image[name] = {}, {}
             reduce = method_reduce(name)
             for metric in metrics:
                 mo = dict(metric_options.get(metric, {}))
                 value, curve = _metric(metric, fm, model_for(fn, fm, model), x, attr, t, masks,
                                        reduce, fn, opts, mo, batch_size, quiet, gen)
-                record[metric] = float(value.double().mean())
+                per_image[name][metric] = value.detach().double().cpu().reshape(-1)
+                record[metric] = float(per_image[name][metric].mean())
                 if curve is not None:
                     curves[name][metric] = (curve.fractions.cpu(), curve.mean.detach().cpu())
                 bar.update()
             record["seconds"], record["peak_mb"] = seconds, memory.peak_mb
             records.append(record)
-    return MetricTable(records, metrics, curves)
+    return MetricTable(records, metrics, curves, per_image)
 
 
 def _sync(device: torch.device) -> None:
@@ -270,12 +284,21 @@ def _metric(metric: str, fm: nn.Module, net: nn.Module, x: torch.Tensor, attr: t
     if kind == "map":
         module = ro if metric == "sparseness" else cx
         return getattr(module, metric)(attr, **mo), None
-    if kind == "method":  # re-explains perturbed inputs with the method itself
+    if kind == "method":  # re-explains (perturbed inputs, another class, randomized copies)
         mo.setdefault("progress", progress)
         mo.setdefault("generator", gen)
+        if metric in rnd.__all__:
+            if metric != "smooth_mprt":  # smooth MPRT keeps Quantus's abs=True ("abs_sum")
+                mo.setdefault("reduce", reduce)
+            if metric == "efficient_mprt":  # saves one explanation (random_logit explains
+                mo.setdefault("attributions", attr)  # both classes with one seed itself)
+            return getattr(rnd, metric)(net, x, t, fn, options=opts, **mo), None
         module = axiom if metric == "input_invariance" else ro
         return getattr(module, metric)(net, x, t, fn, options=opts, **mo), None
     mo.setdefault("batch_size", batch_size)
+    if metric == "consistency":  # compares the batch's explanations; no re-explanation
+        mo.setdefault("reduce", reduce)
+        return ro.consistency(fm, x, attr, t, **mo), None
     if metric == "completeness":  # the size of the gap sum(attr) - (f(x) - f(baseline))
         return axiom.completeness(fm, x, attr, t, **mo).abs(), None
     if metric == "non_sensitivity":

@@ -293,6 +293,41 @@ def test_compare_table(toy, untouched):
     assert isinstance(fig, Figure) and len(fig.axes) == 2
 
 
+NEWER = ["continuity", "consistency", "relative_input_stability", "relative_output_stability",
+         "relative_representation_stability", "random_logit", "smooth_mprt", "efficient_mprt"]
+
+
+def test_compare_offers_the_robustness_and_randomization_metrics(untouched):
+    """Each of them reached through compare() gives the per-image values of its own function
+    called with the same options and draws, on the shapes model."""
+    model, batch = nl.zoo.shapes_model(), nl.data.make_shapes(3, seed=5, size=32)
+    x, y = batch.images, batch.labels
+
+    def small(metric: str) -> dict:
+        opts = {"continuity": {"steps": 4}, "relative_input_stability": {"n": 2},
+                "relative_output_stability": {"n": 2},
+                "relative_representation_stability": {"n": 2},
+                "smooth_mprt": {"n": 2, "layers": ["fc", "layer3.0.conv2"]},
+                "efficient_mprt": {"layers": ["fc"]}}.get(metric, {})
+        if metric != "consistency":
+            opts["generator"] = torch.Generator().manual_seed(3)
+        return opts
+
+    with untouched(model):
+        table = M.compare(model, x, y, methods=["saliency"], metrics=NEWER, progress=False,
+                          metric_options={m: small(m) for m in NEWER})
+    assert set(NEWER) <= set(M.METRICS) and table.metrics == NEWER
+    got = table.per_image["saliency"]
+    for metric in NEWER:
+        if metric == "consistency":
+            alone = M.consistency(model, x, nl.attribution.saliency(model, x, y), y)
+        else:
+            alone = getattr(M, metric)(model, x, y, "saliency", progress=False, **small(metric))
+        assert got[metric].shape == (3,), metric
+        torch.testing.assert_close(got[metric], alone.double().reshape(-1), equal_nan=True,
+                                   msg=metric)
+
+
 def test_compare_without_masks_and_dataframe(toy, monkeypatch):
     model, x, _, masks = toy
     table = M.compare(model, x, 0, methods=["saliency"], progress=False)
