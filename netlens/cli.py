@@ -205,13 +205,16 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("zoo", help="train the shipped shapes models again",
                        description="train a shipped model again and write its weights (default: "
                        "the file inside the package)")
-    p.add_argument("kind", choices=["train", "train-segmentation"],
-                   help="train: the classifier ShapesNet; train-segmentation: ShapesSegNet")
+    p.add_argument("kind", choices=["train", "train-segmentation", "train-random-labels"],
+                   help="train: the classifier ShapesNet; train-segmentation: ShapesSegNet; "
+                   "train-random-labels: ShapesNet memorizing random labels (the data "
+                   "randomization test's model)")
     p.add_argument("--out", default=None, help="weights file (default: the shipped one)")
     p.add_argument("--steps", type=int, default=None, help="training steps (default: the "
                    "shipped run's)")
     p.add_argument("--batch-size", type=int, default=None, help="images per step")
-    p.add_argument("--seed", type=int, default=0, help="seed of the training stream")
+    p.add_argument("--seed", type=int, default=None, help="seed of the training stream "
+                   "(default 0; train-random-labels: 777)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--debug", action="store_true", help="tracebacks for unexpected errors")
     p.set_defaults(run=_zoo)
@@ -335,9 +338,11 @@ def _gallery(args: argparse.Namespace, argv: list[str]) -> None:
 def _zoo(args: argparse.Namespace, argv: list[str]) -> None:
     from . import zoo
 
-    kind = "segmentation" if args.kind == "train-segmentation" else "classifier"
+    kind = {"train": "classifier", "train-segmentation": "segmentation",
+            "train-random-labels": "random-labels"}[args.kind]
+    seed = args.seed if args.seed is not None else (None if kind == "random-labels" else 0)
     print(zoo.retrain(kind, out=args.out, steps=args.steps, batch_size=args.batch_size,
-                      seed=args.seed, progress=not args.quiet))
+                      seed=seed, progress=not args.quiet))
 
 
 def _normalization(run: Session) -> dict[str, Any]:
@@ -557,7 +562,8 @@ def _eval(args: argparse.Namespace, argv: list[str]) -> None:
     known = {**METHODS, "random": None, "centre": None}
     methods = split_names(args.method or list(metrics.DEFAULT_METHODS), known)
     chosen = None if args.metric is None else split_names(args.metric, metrics.METRICS, "metric")
-    run = Session(args, outputs=["metrics.md", "metrics.json", "curves.png"], argv=argv)
+    run = Session(args, outputs=["metrics.md", "metrics.json", "curves.png", "reliability.md"],
+                  argv=argv)
     _check_scripted(run, methods, None)
     masks = None
     if args.shapes is not None:
@@ -591,6 +597,12 @@ def _eval(args: argparse.Namespace, argv: list[str]) -> None:
         metrics.plot_curves(table).savefig(run.path("curves.png"), dpi=100)
         records.append({"path": "curves.png", "kind": "image", "stage": "curves"})
     say(args, markdown)
+    if len(table) >= 2 and x.shape[0] >= 2:  # how far the ranking of the methods holds
+        agreement = metrics.reliability(table).to_markdown()
+        run.path("reliability.md").write_text(agreement + "\n", encoding="utf-8")
+        records.append({"path": "reliability.md", "kind": "table"})
+        say(args, "\nreliability (Krippendorff's alpha of the images' rankings; Kendall's tau "
+                  "between the metrics):\n" + agreement)
     run.finish(argv, records, {"methods": methods, "metrics": table.metrics,
                                "images": x.shape[0], "targets": shown})
 

@@ -72,7 +72,10 @@ __all__ = [
     "segmentation_labels",
     "shapes_model",
     "shapes_segmentation_model",
+    "shapes_model_random_labels",
     "train",
+    "train_random_labels",
+    "random_label_set",
     "train_segmentation",
     "retrain",
 ]
@@ -81,6 +84,8 @@ _WEIGHTS = "shapes_net.pt"
 _DEFAULT_STEPS = 800
 _DEFAULT_BATCH = 64
 _SEG_WEIGHTS = "shapes_segnet.pt"
+_RANDOM_WEIGHTS = "shapes_net_random_labels.pt"
+_RANDOM_IMAGES, _RANDOM_STEPS, _RANDOM_SEED = 512, 1000, 777
 _SEG_STEPS = 1000
 _SEG_BATCH = 32
 # Seed of the held-out images; training draws from the stream of its own seed (0 by default).
@@ -121,6 +126,25 @@ def shapes_model(pretrained: bool = True, device: torch.device | str | None = No
     if not pretrained:
         return ShapesNet().to(device).eval()
     return _load(ShapesNet, _WEIGHTS, device)
+
+
+def shapes_model_random_labels(device: torch.device | str | None = None) -> ShapesNet:
+    """The shipped :class:`ShapesNet` trained on *random labels* (:func:`train_random_labels`):
+    the model of Adebayo et al.'s data randomization test
+    (:func:`netlens.metrics.data_randomization`).
+
+    It memorized 512 fixed images whose labels were drawn at random (training accuracy 1.0),
+    so it has learned nothing about the shapes: about chance (0.25) on fresh images. An
+    explanation that looks the same on it as on :func:`shapes_model` does not explain what the
+    model learned from its labels. Loaded in eval mode; the global RNG is left as it was.
+
+    Args:
+        device: Device to put the model on; defaults to the CPU.
+
+    Raises:
+        FileNotFoundError: If the weights file is missing from the installation.
+    """
+    return _load(ShapesNet, _RANDOM_WEIGHTS, device)
 
 
 def shapes_segmentation_model(
@@ -319,6 +343,75 @@ def train(
     return model.to(memory_format=torch.contiguous_format).eval()
 
 
+def train_random_labels(
+    *,
+    images: int = _RANDOM_IMAGES,
+    steps: int = _RANDOM_STEPS,
+    batch_size: int = _DEFAULT_BATCH,
+    lr: float = 3e-3,
+    weight_decay: float = 1e-4,
+    seed: int = _RANDOM_SEED,
+    device: torch.device | str | None = None,
+    progress: bool = False,
+    callback: Callable[[int, float], None] | None = None,
+) -> ShapesNet:
+    """Train a :class:`ShapesNet` to memorize ``images`` fixed shapes images with random labels.
+
+    Adebayo et al., "Sanity Checks for Saliency Maps" (NeurIPS 2018), section 4: a model trained
+    on permuted labels can only memorize, so an explanation method that is sensitive to what the
+    model learned must explain it differently from the model trained on the true labels. The
+    labels are drawn uniformly (independent of the images) from ``seed``'s generator, as are the
+    images and the batches; the initialization too, in a forked RNG. No auxiliary segmentation
+    loss (:func:`train`'s would teach the true classes through the masks). The defaults reach a
+    training accuracy of 1.0 (0.92 after 500 steps) in about 1000 CPU-seconds.
+
+    Args:
+        images: Size of the fixed training set.
+        steps: Optimizer steps.
+        batch_size: Images per step, drawn with replacement from the set.
+        lr: Peak learning rate.
+        weight_decay: AdamW weight decay.
+        seed: Seed of the images, their labels, the batches and the initialization.
+        device: Device to train on; defaults to the CPU.
+        progress: Show a progress bar with the running loss.
+        callback: Called after every step with the step index and that step's loss.
+
+    Returns:
+        The trained model, in eval mode, on ``device``; :func:`random_label_set` gives the
+        memorized images and labels.
+    """
+    device = torch.device(device) if device is not None else torch.device("cpu")
+    gen = torch.Generator().manual_seed(seed)
+    data_images, labels = _random_label_set(images, gen)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = ShapesNet(len(SHAPES_CLASSES))
+    model = model.to(device).to(memory_format=torch.channels_last)
+    x = data_images.to(device).contiguous(memory_format=torch.channels_last)
+    y = labels.to(device)
+
+    def step_loss(step: int) -> torch.Tensor:
+        idx = torch.randint(images, (batch_size,), generator=gen).to(device)
+        return F.cross_entropy(model(x[idx]), y[idx])
+
+    model.train()
+    fit(model.parameters(), step_loss, steps=steps, lr=lr, weight_decay=weight_decay,
+        desc="train ShapesNet on random labels", progress=progress, callback=callback)
+    return model.to(memory_format=torch.contiguous_format).eval()
+
+
+def _random_label_set(images: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    data = make_shapes(images, generator=gen)
+    return data.images, torch.randint(len(SHAPES_CLASSES), (images,), generator=gen)
+
+
+def random_label_set(images: int = _RANDOM_IMAGES, seed: int = _RANDOM_SEED,
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The images ``(N, 3, 64, 64)`` and random labels ``(N,)`` that
+    :func:`train_random_labels` memorizes with the same ``images`` and ``seed``."""
+    return _random_label_set(images, torch.Generator().manual_seed(seed))
+
+
 def train_segmentation(
     *,
     steps: int = _SEG_STEPS,
@@ -389,24 +482,29 @@ def save_weights(model: nn.Module, path: str | os.PathLike[str]) -> None:
 
 
 def retrain(kind: str = "classifier", *, out: str | os.PathLike[str] | None = None,
-            steps: int | None = None, batch_size: int | None = None, seed: int = 0,
+            steps: int | None = None, batch_size: int | None = None, seed: int | None = None,
             progress: bool = True) -> str:
     """Trains a shipped model again and writes its weights (``netlens zoo train``).
 
     Args:
-        kind: ``"classifier"`` (:class:`ShapesNet`) or ``"segmentation"`` (:class:`ShapesSegNet`).
+        kind: ``"classifier"`` (:class:`ShapesNet`), ``"segmentation"``
+            (:class:`ShapesSegNet`) or ``"random-labels"`` (:func:`train_random_labels`).
         out: the weights file; default the shipped one, inside the package.
         steps: default the shipped run's.
         batch_size: default the shipped run's.
-        seed: the training stream's seed.
+        seed: the training stream's seed (default 0; random labels: 777, the shipped run's).
         progress: show a progress bar.
 
     Returns:
         A one-line summary: time, held-out scores and the file written.
     """
-    if kind not in ("classifier", "segmentation"):
-        raise ValueError(f"kind must be 'classifier' or 'segmentation', got {kind!r}")
+    if kind not in ("classifier", "segmentation", "random-labels"):
+        raise ValueError(f"kind must be 'classifier', 'segmentation' or 'random-labels', got "
+                         f"{kind!r}")
+    if kind == "random-labels":
+        return _retrain_random_labels(out, steps, batch_size, seed, progress)
     segmentation = kind == "segmentation"
+    seed = 0 if seed is None else seed
     steps = steps if steps is not None else (_SEG_STEPS if segmentation else _DEFAULT_STEPS)
     batch_size = batch_size if batch_size is not None else (
         _SEG_BATCH if segmentation else _DEFAULT_BATCH)
@@ -422,6 +520,28 @@ def retrain(kind: str = "classifier", *, out: str | os.PathLike[str] | None = No
         result = f"accuracy {evaluate(model, 2000, seed=_EVAL_SEED):.4f} on 2000 fresh images"
     if out is None:
         with resources.as_file(_weights_file(_SEG_WEIGHTS if segmentation else _WEIGHTS)) as path:
+            out = str(path)
+    save_weights(model, out)
+    size_kb = os.path.getsize(out) / 1024
+    return (f"trained in {elapsed:.1f} s ({cpu:.0f} CPU-s); {result} (seed {_EVAL_SEED}); wrote "
+            f"{out} ({size_kb:.0f} KB)")
+
+
+def _retrain_random_labels(out: str | os.PathLike[str] | None, steps: int | None,
+                           batch_size: int | None, seed: int | None, progress: bool) -> str:
+    seed = _RANDOM_SEED if seed is None else seed
+    start, cpu_start = time.perf_counter(), time.process_time()
+    model = train_random_labels(steps=_RANDOM_STEPS if steps is None else steps,
+                                batch_size=_DEFAULT_BATCH if batch_size is None else batch_size,
+                                seed=seed, progress=progress)
+    elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu_start
+    images, labels = random_label_set(_RANDOM_IMAGES, seed)
+    with torch.no_grad():
+        memorized = (model(images).argmax(1) == labels).double().mean().item()
+    result = (f"training accuracy {memorized:.4f} on its {_RANDOM_IMAGES} random labels, "
+              f"accuracy {evaluate(model, 2000, seed=_EVAL_SEED):.4f} on 2000 fresh images")
+    if out is None:
+        with resources.as_file(_weights_file(_RANDOM_WEIGHTS)) as path:
             out = str(path)
     save_weights(model, out)
     size_kb = os.path.getsize(out) / 1024

@@ -374,6 +374,9 @@ def test_eval_writes_the_metrics_table(tmp_path, capsys):
     table = (tmp_path / "metrics.md").read_text()
     assert "| gradcam |" in table and "| gradcam |" in out
     assert (tmp_path / "curves.png").is_file()
+    agreement = (tmp_path / "reliability.md").read_text()  # 2 methods, 3 images
+    assert agreement.startswith("| metric | inter-rater α |") and "| pointing_game |" in agreement
+    assert "reliability (Krippendorff's alpha" in out
 
 
 def test_python_dash_m_netlens_runs_the_command(tmp_path, monkeypatch, shapes_files):

@@ -135,3 +135,27 @@ def test_loading_the_shipped_model_leaves_the_global_rng_alone() -> None:
     state = torch.get_rng_state()
     shapes_model()
     assert torch.equal(torch.get_rng_state(), state)
+
+
+def test_random_label_model_ships_and_trains_reproducibly() -> None:
+    """The random-label twin loads offline (global RNG kept); its training set is reproducible
+    and its labels independent of the images' classes; a short training run is deterministic
+    and lowers the loss on that set."""
+    state = torch.get_rng_state()
+    twin = zoo.shapes_model_random_labels()
+    assert torch.equal(torch.get_rng_state(), state)
+    assert isinstance(twin, ShapesNet) and not twin.training
+    images, labels = zoo.random_label_set(64, seed=5)
+    again, labels_again = zoo.random_label_set(64, seed=5)
+    assert torch.equal(images, again) and torch.equal(labels, labels_again)
+    true = make_shapes(64, generator=torch.Generator().manual_seed(5)).labels
+    assert (labels == true).float().mean().item() < 0.5  # about chance, 0.25
+    losses: list[float] = []
+    a = zoo.train_random_labels(images=64, steps=6, batch_size=16, seed=5,
+                                callback=lambda i, v: losses.append(v))
+    b = zoo.train_random_labels(images=64, steps=6, batch_size=16, seed=5)
+    assert len(losses) == 6 and not a.training
+    for (ka, va), (kb, vb) in zip(a.state_dict().items(), b.state_dict().items()):
+        assert ka == kb and torch.equal(va, vb)
+    with pytest.raises(ValueError, match="random-labels"):
+        zoo.retrain("random")

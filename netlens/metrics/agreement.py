@@ -271,12 +271,13 @@ def reliability(table: MetricTable, metrics: Sequence[str] | None = None) -> Rel
 def plot_reliability(result: Reliability, *, size: float = 0.55) -> Any:
     """A heat map of ``result.inter_metric`` (Kendall tau, -1 to 1), each row labelled with the
     metric's inter-rater alpha; returns the matplotlib figure."""
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     k = len(result.metrics)
     grid = torch.tensor([[result.inter_metric[a][b] for b in result.metrics]
                          for a in result.metrics])
-    fig, ax = plt.subplots(figsize=(2.5 + size * k, 1.5 + size * k))
+    fig = Figure(figsize=(3.5 + size * k, 1.5 + size * k), layout="constrained")
+    ax = fig.add_subplot()
     im = ax.imshow(grid.numpy(), cmap="RdBu", vmin=-1, vmax=1)
     ax.set_xticks(range(k), result.metrics, rotation=60, ha="right", fontsize=8)
     ax.set_yticks(range(k), [f"{m} (α {result.inter_rater[m]:.2f})" for m in result.metrics],
@@ -290,5 +291,4 @@ def plot_reliability(result: Reliability, *, size: float = 0.55) -> Any:
     ax.set_title(f"agreement of the metrics' method rankings (Kendall τ), "
                  f"{len(result.methods)} methods, {result.images} images", fontsize=9)
     fig.colorbar(im, ax=ax, fraction=0.04)
-    fig.tight_layout()
     return fig

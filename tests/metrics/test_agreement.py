@@ -131,8 +131,6 @@ def test_reliability_of_compare_on_the_shapes_model():
     assert r.images == 12 and r.methods == ["gradcam", "random"]
     fig = nl.metrics.plot_reliability(r)
     assert len(fig.axes) == 2  # the heat map and its colour bar
-    import matplotlib.pyplot as plt
-    plt.close(fig)
 
 
 def test_reliability_errors():
