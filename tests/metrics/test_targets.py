@@ -70,6 +70,35 @@ def test_compare_sanity_and_robustness_take_any_target(seg):
     assert_untouched(seg, before)
 
 
+def test_the_robustness_and_randomization_metrics_take_a_segmentation_target(seg):
+    """Continuity, the relative stabilities, smooth and efficient MPRT explain a segmentation
+    score as they do a class; random logit and consistency, defined on classes, say so."""
+    x = torch.rand(3, 3, 16, 16, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    target = Segmentation([1, 3, 2])
+    before = model_state(seg)
+    gen = torch.Generator().manual_seed(0)
+    values = {
+        "continuity": M.continuity(seg, x, target, "saliency", steps=4),
+        "relative_input_stability": M.relative_input_stability(
+            seg, x, target, "saliency", n=2, generator=gen, same_prediction=False),
+        "relative_output_stability": M.relative_output_stability(
+            seg, x, target, "saliency", n=2, generator=gen, same_prediction=False),
+        "relative_representation_stability": M.relative_representation_stability(
+            seg, x, target, "saliency", layer="conv1", n=2, generator=gen,
+            same_prediction=False),
+        "smooth_mprt": M.smooth_mprt(seg, x, target, "saliency", n=2, generator=gen),
+        "efficient_mprt": M.efficient_mprt(seg, x, target, "saliency", generator=gen),
+    }
+    for name, v in values.items():
+        assert v.shape == (3,) and bool(torch.isfinite(v).all()), name
+    attr = nl.attribution.saliency(seg, x, target)
+    with pytest.raises(ValueError, match="class"):
+        M.random_logit(seg, x, target, "saliency", generator=gen)
+    with pytest.raises(ValueError, match="class"):
+        M.consistency(seg, x, attr, target)
+    assert_untouched(seg, before)
+
+
 def test_metrics_refuse_several_targets_per_image_with_the_fix(seg):
     x = torch.rand(1, 3, 8, 8, dtype=torch.float64)
     attr = torch.rand(1, 1, 8, 8, dtype=torch.float64)
