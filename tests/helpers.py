@@ -12,6 +12,7 @@ import collections
 import dataclasses
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -403,3 +404,12 @@ def run_notebooks(out: str, *paths: str) -> int:
                   "seconds": round(time.perf_counter() - start, 1)}
         (Path(out) / f"{path.stem}.json").write_text(json.dumps(result), encoding="utf-8")
     return 0
+
+
+def quantus_explain(method: Callable[..., torch.Tensor]) -> Callable[..., Any]:
+    """A Quantus ``explain_func`` running the netlens ``method`` (float32 numpy out)."""
+    def f(model: Any, inputs: Any, targets: Any, **kwargs: Any) -> Any:
+        model = model.get_model() if hasattr(model, "get_model") else model
+        a = method(model, torch.as_tensor(inputs), torch.as_tensor(targets).long())
+        return a.detach().float().numpy()
+    return f

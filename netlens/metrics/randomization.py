@@ -80,15 +80,16 @@ def _similarity(similarity: Similarity) -> Callable[[torch.Tensor, torch.Tensor]
         raise ValueError(f"similarity must be 'spearman', 'ssim' or a function f(a, b) -> (B,) "
                          f"of two (B, 1, H, W) maps, got {similarity!r}")
     fn = similarity
+    return lambda a, b: _one_per_image(fn(a, b), a.shape[0], "similarity", "image")
 
-    def checked(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        s = fn(a, b)
-        if not isinstance(s, torch.Tensor) or tuple(s.shape) != (a.shape[0],):
-            got = tuple(s.shape) if isinstance(s, torch.Tensor) else type(s).__name__
-            raise ValueError(f"similarity must return one value per image, a ({a.shape[0]},) "
-                             f"tensor, got {got}")
-        return s.double()
-    return checked
+
+def _one_per_image(value: object, batch: int, name: str, per: str) -> torch.Tensor:
+    """A user function's result checked to be ``(batch,)`` values, as float64."""
+    if not isinstance(value, torch.Tensor) or tuple(value.shape) != (batch,):
+        got = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
+        raise ValueError(f"{name} must return one value per {per}, a ({batch},) tensor, "
+                         f"got {got}")
+    return value.double()
 
 
 def _histogram_entropy(maps: torch.Tensor, bins: int = 100) -> torch.Tensor:
@@ -121,15 +122,7 @@ def _complexity(complexity: Complexity, bins: int) -> Callable[[torch.Tensor], t
         raise ValueError(f"complexity must be 'histogram', 'entropy' or a function f(maps) -> "
                          f"(B,) of (B, 1, H, W) maps, got {complexity!r}")
     fn = complexity
-
-    def checked(m: torch.Tensor) -> torch.Tensor:
-        c = fn(m)
-        if not isinstance(c, torch.Tensor) or tuple(c.shape) != (m.shape[0],):
-            got = tuple(c.shape) if isinstance(c, torch.Tensor) else type(c).__name__
-            raise ValueError(f"complexity must return one value per map, a ({m.shape[0]},) "
-                             f"tensor, got {got}")
-        return c.double()
-    return checked
+    return lambda m: _one_per_image(fn(m), m.shape[0], "complexity", "map")
 
 
 @dataclasses.dataclass
@@ -557,6 +550,17 @@ class DataRandomization:
         return {m: v.mean().item() for m, v in values.items()}
 
 
+def _output_shape(out: Any) -> Any:
+    """The shapes of a model output: a tensor's, or those in a dict, list or tuple of them."""
+    if isinstance(out, torch.Tensor):
+        return tuple(out.shape)
+    if isinstance(out, dict):
+        return {k: _output_shape(v) for k, v in out.items()}
+    if isinstance(out, (list, tuple)):
+        return [_output_shape(v) for v in out]
+    return type(out).__name__
+
+
 def data_randomization(
     model: nn.Module, random_model: nn.Module, x: torch.Tensor, target: TargetLike = None, *,
     methods: Sequence[Method] = ("saliency", "gradcam", "guided_backprop"),
@@ -615,7 +619,7 @@ def data_randomization(
     method_seed = int(torch.randint(2**62, (1,), generator=gen, device=gen.device))
     with guarded(fm), guarded(rfm), torch.no_grad():
         targets = method_target(bind_single(fm, x, target, auto_batch_size(fm, x, backward=False)))
-        shapes = [tuple(fm(x[:1]).shape), tuple(rfm(x[:1]).shape)]
+        shapes = [_output_shape(fm(x[:1])), _output_shape(rfm(x[:1]))]
     if shapes[0] != shapes[1]:
         raise ValueError(f"the two models' outputs differ in shape ({shapes[0]} and "
                          f"{shapes[1]}); the random-label model must be the same architecture")

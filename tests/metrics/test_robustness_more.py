@@ -25,7 +25,7 @@ from netlens.metrics.robustness import (
     relative_representation_stability,
 )
 
-from helpers import linear_model
+from helpers import linear_model, quantus_explain
 
 quantus = pytest.importorskip("quantus")
 
@@ -39,15 +39,6 @@ def shapes():
     model = nl.zoo.shapes_model()
     batch = nl.data.make_shapes(3, seed=21, size=32)
     return model, batch.images, batch.labels
-
-
-def explain(method):
-    """A Quantus ``explain_func`` running a netlens method."""
-    def f(model, inputs, targets, **kwargs):
-        model = model.get_model() if hasattr(model, "get_model") else model
-        a = method(model, torch.as_tensor(inputs), torch.as_tensor(targets).long())
-        return a.detach().float().numpy()
-    return f
 
 
 def replay(noise: torch.Tensor):
@@ -145,7 +136,8 @@ def test_same_prediction_leaves_out_the_draws_that_change_the_class():
     metric = quantus.RelativeInputStability(nr_samples=2, perturb_func=replay(d),
                                             disable_warnings=True)
     theirs = run_quantus(metric, model, x, torch.zeros(2, dtype=torch.long),
-                         a_batch=e.numpy(), explain_func=explain(nl.attribution.input_x_gradient))
+                         a_batch=e.numpy(),
+                         explain_func=quantus_explain(nl.attribution.input_x_gradient))
     assert math.isnan(theirs[0]) and torch.allclose(theirs[1], ours[1], rtol=1e-5)
 
 
@@ -237,7 +229,7 @@ def test_relative_stability_equals_quantus(shapes, kind, untouched):
     metric = cls(nr_samples=3, perturb_func=replay(noise), disable_warnings=True,
                  return_nan_when_prediction_changes=False, **qextra)
     a = method(model, x, y).detach().numpy()
-    theirs = run_quantus(metric, model, x, y, a_batch=a, explain_func=explain(method))
+    theirs = run_quantus(metric, model, x, y, a_batch=a, explain_func=quantus_explain(method))
     assert torch.allclose(ours, theirs, rtol=1e-4, atol=1e-4), (ours, theirs)
     assert (ours > 0).all()
 
@@ -253,7 +245,7 @@ def test_continuity_equals_quantus(shapes, untouched):
     metric = quantus.Continuity(nr_steps=8, disable_warnings=True,
                                 normalise_func_kwargs={"normalise_axes": (1, 2, 3)})
     a = method(model, x, y).detach().numpy()
-    theirs = run_quantus(metric, model, x, y, a_batch=a, explain_func=explain(method))
+    theirs = run_quantus(metric, model, x, y, a_batch=a, explain_func=quantus_explain(method))
     assert torch.allclose(ours, theirs, rtol=1e-4, atol=1e-4), (ours, theirs)
     assert (ours > 0).all()
 

@@ -13,7 +13,7 @@ import torch
 import netlens as nl
 from netlens.metrics.robustness import avg_sensitivity, local_lipschitz_estimate
 
-from helpers import linear_model
+from helpers import linear_model, quantus_explain
 
 quantus = pytest.importorskip("quantus")
 
@@ -24,15 +24,6 @@ def shapes():
     model = nl.zoo.shapes_model()
     batch = nl.data.make_shapes(2, seed=21, size=32)
     return model, batch.images, batch.labels
-
-
-def explain(method):
-    """A Quantus ``explain_func`` running a netlens method."""
-    def f(model, inputs, targets, **kwargs):
-        model = model.get_model() if hasattr(model, "get_model") else model
-        a = method(model, torch.as_tensor(inputs), torch.as_tensor(targets).long())
-        return a.detach().float().numpy()
-    return f
 
 
 def replay(noise: torch.Tensor, per_image: bool):
@@ -109,7 +100,7 @@ def test_avg_sensitivity_equals_quantus(shapes, name):
     metric = quantus.AvgSensitivity(nr_samples=3, perturb_func=replay(noise, False),
                                     disable_warnings=True)
     a = method(model, x, y).detach().float().numpy()
-    theirs = run_quantus(metric, model, x, y, a_batch=a, explain_func=explain(method),
+    theirs = run_quantus(metric, model, x, y, a_batch=a, explain_func=quantus_explain(method),
                          batch_size=len(x))
     assert torch.allclose(ours, theirs, rtol=1e-4, atol=1e-4), (ours, theirs)
     assert (ours > 0).all()
@@ -132,7 +123,7 @@ def test_local_lipschitz_equals_quantus(shapes, normalize):
     a = method(model, x, y).detach().float()
     if normalize:
         a = a / a.flatten(1).abs().amax(1).view(-1, 1, 1, 1)
-    theirs = run_quantus(metric, model, x, y, a_batch=a.numpy(), explain_func=explain(method),
-                         batch_size=1)
+    theirs = run_quantus(metric, model, x, y, a_batch=a.numpy(),
+                         explain_func=quantus_explain(method), batch_size=1)
     assert torch.allclose(ours, theirs, rtol=1e-4, atol=1e-4), (ours, theirs)
     assert (ours > 0).all()

@@ -96,6 +96,9 @@ def test_the_robustness_and_randomization_metrics_take_a_segmentation_target(seg
         M.random_logit(seg, x, target, "saliency", generator=gen)
     with pytest.raises(ValueError, match="class"):
         M.consistency(seg, x, attr, target)
+    twin = _Seg().double().eval()  # a dict output: data randomization compares its shapes
+    result = M.data_randomization(seg, twin, x, target, methods=["saliency"])
+    assert result.spearman_abs["saliency"].shape == (3,)
     assert_untouched(seg, before)
 
 
